@@ -1,0 +1,4 @@
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    zaqar::app::run_http(|app, req| async move { zaqar_queues::handle(&app, req).await }).await
+}

@@ -1,0 +1,58 @@
+//! The process-wide state a handler needs: configuration and storage.
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::store::Store;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct App {
+    pub config: Arc<Config>,
+    pub store: Store,
+}
+
+impl App {
+    pub fn new(config: Config, client: aws_sdk_dynamodb::Client, clock: Clock) -> Self {
+        let store = Store::new(client, config.table.clone(), clock);
+        App { config: Arc::new(config), store }
+    }
+
+    /// Builds the app from the environment (`ZAQAR_*`, AWS settings, `AWS_ENDPOINT_URL`).
+    pub async fn from_env() -> Self {
+        let config = Config::from_env();
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        App::new(config, aws_sdk_dynamodb::Client::new(&sdk), Clock::System)
+    }
+
+    pub fn limits(&self) -> &crate::config::Limits {
+        &self.config.limits
+    }
+}
+
+/// Sets up `tracing` once per process: JSON lines on Lambda, `RUST_LOG` filtering everywhere.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("AWS_LAMBDA_FUNCTION_NAME").is_ok();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let _ = if json { builder.json().without_time().try_init() } else { builder.try_init() };
+}
+
+/// Runs an HTTP resource-group handler on Lambda: tracing, config and client once, then requests.
+/// A cheap DynamoDB call at init opens the TLS connection before the first request needs it.
+pub async fn run_http<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
+where
+    F: Fn(App, crate::ApiRequest) -> Fut + Send + Sync,
+    Fut: std::future::Future<Output = crate::ApiResponse> + Send,
+{
+    init_tracing();
+    let app = App::from_env().await;
+    let _ = app.store.ping().await;
+    let handler = &handler;
+    let app = &app;
+    lambda_http::run(lambda_http::service_fn(move |req: lambda_http::Request| async move {
+        let resp = handler(app.clone(), crate::ApiRequest::from_lambda(req)).await;
+        Ok::<_, std::convert::Infallible>(resp.into_lambda())
+    }))
+    .await
+}

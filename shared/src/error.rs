@@ -1,0 +1,135 @@
+//! The one place that turns failures into Zaqar's HTTP error responses.
+//!
+//! Every handler returns `Result<ApiResponse, ApiError>`; `ApiError` carries the status, the `title`
+//! and the optional `description` exactly as Zaqar (falcon) sends them.
+
+use http::StatusCode;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub title: String,
+    pub description: Option<String>,
+    /// Extra response headers (e.g. `Allow` on 405).
+    pub headers: Vec<(String, String)>,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status.as_u16(), self.title)?;
+        if let Some(d) = &self.description {
+            write!(f, ": {d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl ApiError {
+    pub fn new(status: StatusCode, title: &str, description: impl Into<String>) -> Self {
+        ApiError { status, title: title.to_string(), description: Some(description.into()), headers: vec![] }
+    }
+
+    fn bare(status: StatusCode, title: &str) -> Self {
+        ApiError { status, title: title.to_string(), description: None, headers: vec![] }
+    }
+
+    /// 400 "Invalid API request": a value outside Zaqar's limits.
+    pub fn invalid_api(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "Invalid API request", description)
+    }
+
+    /// 400 "Invalid request body": unparsable or mistyped documents.
+    pub fn invalid_body(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "Invalid request body", description)
+    }
+
+    pub fn unparsable_body() -> Self {
+        Self::invalid_body("Request body could not be parsed.")
+    }
+
+    pub fn document_type() -> Self {
+        Self::invalid_body("Document type not supported.")
+    }
+
+    /// 400 "Invalid parameter" for query strings falcon cannot convert.
+    pub fn invalid_param(name: &str, expected: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "Invalid parameter",
+            format!("The \"{name}\" parameter is invalid. The value must be {expected}."),
+        )
+    }
+
+    pub fn invalid_queue() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "Invalid queue identification",
+            "The format of the submitted queue name or project id is not valid.",
+        )
+    }
+
+    pub fn not_found(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "Not found", description)
+    }
+
+    /// falcon's bare 404 for unknown routes and rejected pre-signed URLs.
+    pub fn no_route() -> Self {
+        Self::bare(StatusCode::NOT_FOUND, "404 Not Found")
+    }
+
+    pub fn method_not_allowed(allow: &str) -> Self {
+        let mut e = Self::bare(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed");
+        e.headers.push(("allow".into(), allow.into()));
+        e
+    }
+
+    pub fn not_acceptable() -> Self {
+        Self::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "406 Not Acceptable",
+            "Media type not acceptable. Please use application/json.",
+        )
+    }
+
+    pub fn unsupported_media_type(accepted: &str) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "415 Unsupported Media Type",
+            format!("Accepted media type for PATCH: {{'Accept-Patch': '{accepted}'}}."),
+        )
+    }
+
+    pub fn forbidden() -> Self {
+        Self::new(StatusCode::FORBIDDEN, "Not authorized", "You are not authorized to complete this action.")
+    }
+
+    pub fn conflict(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "Resource conflict", description)
+    }
+
+    /// 503 for storage failures; the cause is logged, never sent.
+    pub fn unavailable(description: &str) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service temporarily unavailable",
+            format!("{description} Please try again in a few seconds."),
+        )
+    }
+
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_string(), value.into()));
+        self
+    }
+
+    /// The JSON error body (`{"title", "description"}`).
+    pub fn body(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        m.insert("title".into(), self.title.clone().into());
+        if let Some(d) = &self.description {
+            m.insert("description".into(), d.clone().into());
+        }
+        serde_json::Value::Object(m)
+    }
+}

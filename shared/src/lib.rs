@@ -1,0 +1,27 @@
+//! Zaqar v2 semantics over DynamoDB, shared by every Lambda function of the service.
+//!
+//! - [`types`], [`query`], [`json`], [`meta`]: parse, don't validate — requests become typed values once.
+//! - [`error`]: the one mapping from failures to Zaqar's `{"title", "description"}` responses.
+//! - [`route`] and [`transport`]: routing on method + raw path and the request hooks in Zaqar's order.
+//! - [`keys`]: the DynamoDB key layout and condition expressions (the table design is documented there).
+//! - [`store`]: queues, messages, claims, subscriptions, pools and flavors as items.
+//! - [`app`]: configuration + store, built once per process.
+
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod json;
+pub mod keys;
+pub mod meta;
+pub mod query;
+pub mod route;
+pub mod signing;
+pub mod store;
+pub mod transport;
+pub mod types;
+
+pub use app::App;
+pub use error::ApiError;
+pub use http::{ApiRequest, ApiResponse};

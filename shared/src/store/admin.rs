@@ -1,0 +1,1 @@
+//! Pools and flavors storage (admin).

@@ -1,0 +1,145 @@
+//! Storage: Zaqar's resources as DynamoDB items (layout in [`crate::keys`]).
+//!
+//! Every request asks for its consumed capacity, which [`Usage`] adds up: DynamoDB requests and
+//! capacity units are this service's cost, and the benchmarks print them per operation.
+
+pub mod claims;
+pub mod messages;
+pub mod queues;
+pub mod subscriptions;
+pub mod admin;
+pub mod schema;
+
+use crate::clock::Clock;
+use crate::error::ApiError;
+use crate::keys::Item;
+use aws_sdk_dynamodb::types::{AttributeValue, ConsumedCapacity};
+use aws_sdk_dynamodb::Client;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Requests and capacity units consumed, for cost reports (units kept in thousandths).
+#[derive(Debug, Default)]
+pub struct Usage {
+    requests: AtomicU64,
+    read_milli: AtomicU64,
+    write_milli: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct UsageSnapshot {
+    pub requests: u64,
+    pub read_units: f64,
+    pub write_units: f64,
+}
+
+impl std::ops::Sub for UsageSnapshot {
+    type Output = UsageSnapshot;
+    fn sub(self, o: Self) -> Self {
+        UsageSnapshot {
+            requests: self.requests - o.requests,
+            read_units: self.read_units - o.read_units,
+            write_units: self.write_units - o.write_units,
+        }
+    }
+}
+
+impl Usage {
+    pub fn record<'a>(&self, consumed: impl IntoIterator<Item = &'a ConsumedCapacity>) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        for c in consumed {
+            let read = c.read_capacity_units().unwrap_or(0.0);
+            let write = c.write_capacity_units().unwrap_or(0.0);
+            // DynamoDB Local reports only the total for some calls; count it as the call's kind.
+            let (read, write) = if read == 0.0 && write == 0.0 {
+                (0.0, c.capacity_units().unwrap_or(0.0))
+            } else {
+                (read, write)
+            };
+            self.read_milli.fetch_add((read * 1000.0).round() as u64, Ordering::Relaxed);
+            self.write_milli.fetch_add((write * 1000.0).round() as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub fn snapshot(&self) -> UsageSnapshot {
+        UsageSnapshot {
+            requests: self.requests.load(Ordering::Relaxed),
+            read_units: self.read_milli.load(Ordering::Relaxed) as f64 / 1000.0,
+            write_units: self.write_milli.load(Ordering::Relaxed) as f64 / 1000.0,
+        }
+    }
+}
+
+/// The table, its client and the clock: cheap to clone, built once per process.
+#[derive(Clone)]
+pub struct Store {
+    pub client: Client,
+    pub table: String,
+    pub clock: Clock,
+    pub usage: Arc<Usage>,
+}
+
+impl Store {
+    pub fn new(client: Client, table: impl Into<String>, clock: Clock) -> Self {
+        Store { client, table: table.into(), clock, usage: Arc::new(Usage::default()) }
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Cheap liveness probe for `GET /v2/ping`.
+    pub async fn ping(&self) -> bool {
+        let r = self.client.describe_table().table_name(&self.table).send().await;
+        self.usage.record([]);
+        r.is_ok()
+    }
+}
+
+/// Maps any SDK failure to Zaqar's 503; the cause goes to the log, never to the client.
+pub fn unavailable<E: std::fmt::Debug>(what: &'static str) -> impl FnOnce(E) -> ApiError {
+    move |e| {
+        tracing::error!(operation = what, error = ?e, "storage request failed");
+        ApiError::unavailable(&format!("{what} could not be completed."))
+    }
+}
+
+/// Whether an SDK error is a failed condition (a lost race or a missing item, not a fault).
+pub fn is_condition_failed<E, R>(err: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    err.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException")
+        || err.as_service_error().and_then(|e| e.code()) == Some("TransactionCanceledException")
+}
+
+pub fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    match item.get(name) {
+        Some(AttributeValue::S(s)) => Some(s.as_str()),
+        _ => None,
+    }
+}
+
+pub fn get_i64(item: &Item, name: &str) -> Option<i64> {
+    match item.get(name) {
+        Some(AttributeValue::N(n)) => n.parse().ok(),
+        _ => None,
+    }
+}
+
+pub fn get_bool(item: &Item, name: &str) -> Option<bool> {
+    match item.get(name) {
+        Some(AttributeValue::Bool(b)) => Some(*b),
+        _ => None,
+    }
+}
+
+/// A JSON object stored as text.
+pub fn get_json(item: &Item, name: &str) -> Option<serde_json::Value> {
+    get_s(item, name).and_then(|t| serde_json::from_str(t).ok())
+}
+
+/// Native TTL value (epoch seconds) for an instant in ms, rounded up so the item outlives its expiry.
+pub fn ttl_epoch(ms: i64) -> AttributeValue {
+    crate::keys::n((ms + 999).div_euclid(1000))
+}

@@ -1,0 +1,1 @@
+//! Subscriptions storage (issue 4).
