@@ -184,11 +184,11 @@ impl Store {
         }
         match req.update_expression(update).send().await {
             Ok(out) => {
-                self.usage.record(out.consumed_capacity());
+                self.usage.write(out.consumed_capacity());
                 Ok(Ok(out.attributes().and_then(Message::from_item).unwrap_or_else(|| m.clone())))
             }
             Err(e) if is_condition_failed(&e) => {
-                self.usage.record([]);
+                self.usage.failed_write();
                 let current = e.as_service_error().and_then(|se| match se {
                     aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
                         c.item().and_then(Message::from_item)
@@ -213,7 +213,7 @@ impl Store {
             .send()
             .await
             .map_err(unavailable("Dead-letter move"))?;
-        self.usage.record(out.consumed_capacity());
+        self.usage.write(out.consumed_capacity());
         Ok(())
     }
 
@@ -235,7 +235,7 @@ impl Store {
             .await;
         match r {
             Ok(out) => {
-                self.usage.record(out.consumed_capacity());
+                self.usage.write(out.consumed_capacity());
                 Ok(())
             }
             Err(e) if is_condition_failed(&e) => Ok(()), // someone else moved or reset it: fine
@@ -259,7 +259,7 @@ impl Store {
             .await;
         match r {
             Ok(out) => {
-                self.usage.record(out.consumed_capacity());
+                self.usage.write(out.consumed_capacity());
                 Ok(())
             }
             Err(e) if is_condition_failed(&e) => Ok(()),
@@ -284,7 +284,7 @@ impl Store {
             .send()
             .await
             .map_err(unavailable("Claim"))?;
-        self.usage.record(out.consumed_capacity());
+        self.usage.write(out.consumed_capacity());
         Ok(())
     }
 
@@ -303,7 +303,7 @@ impl Store {
             .send()
             .await
             .map_err(unavailable("Claim lookup"))?;
-        self.usage.record(out.consumed_capacity());
+        self.usage.read(out.consumed_capacity());
         let now = self.now_ms();
         let Some(item) = out.item() else { return Ok(None) };
         let claim = Claim {
@@ -360,8 +360,8 @@ impl Store {
                     .expression_attribute_names("#ttl", keys::TTL_ATTR);
             }
             match req.update_expression(update).send().await {
-                Ok(out) => self.usage.record(out.consumed_capacity()),
-                Err(e) if is_condition_failed(&e) => self.usage.record([]),
+                Ok(out) => self.usage.write(out.consumed_capacity()),
+                Err(e) if is_condition_failed(&e) => self.usage.failed_write(),
                 Err(e) => return Err(unavailable("Claim renewal")(e)),
             }
         }
@@ -398,7 +398,7 @@ impl Store {
             .send()
             .await
             .map_err(unavailable("Claim release"))?;
-        self.usage.record(out.consumed_capacity());
+        self.usage.write(out.consumed_capacity());
         let ks: Vec<u64> = match out.attributes().and_then(|a| a.get("ks")) {
             Some(AttributeValue::Ns(ns)) => ns.iter().filter_map(|k| k.parse().ok()).collect(),
             _ => return Ok(()),
@@ -416,8 +416,8 @@ impl Store {
                 .send()
                 .await;
             match r {
-                Ok(out) => self.usage.record(out.consumed_capacity()),
-                Err(e) if is_condition_failed(&e) => self.usage.record([]),
+                Ok(out) => self.usage.write(out.consumed_capacity()),
+                Err(e) if is_condition_failed(&e) => self.usage.failed_write(),
                 Err(e) => return Err(unavailable("Claim release")(e)),
             }
         }

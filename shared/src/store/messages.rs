@@ -159,7 +159,7 @@ impl Store {
             .send()
             .await
             .map_err(unavailable("Queue head lookup"))?;
-        self.usage.record(out.consumed_capacity());
+        self.usage.read(out.consumed_capacity());
         Ok(Head::from_item(out.item()))
     }
 
@@ -250,7 +250,7 @@ impl Store {
             .send()
             .await
             .map_err(unavailable("Message post"))?;
-        self.usage.record(reserved.consumed_capacity());
+        self.usage.write(reserved.consumed_capacity());
         let hi = reserved.attributes().and_then(|a| get_i64(a, "next_k")).unwrap_or(count as i64) as u64;
         Ok((hi + 1 - count, hi))
     }
@@ -283,14 +283,14 @@ impl Store {
             req = if forced { req.expression_attribute_values(":lo", n(lo)) } else { req.expression_attribute_values(":prev", n(lo - 1)) };
             match req.send().await {
                 Ok(out) => {
-                    self.usage.record(out.consumed_capacity());
+                    self.usage.write(out.consumed_capacity());
                     if forced {
                         tracing::warn!(queue = %queue, lo, hi, "moved the commit watermark past a stalled batch");
                     }
                     return Ok(());
                 }
                 Err(e) if is_condition_failed(&e) => {
-                    self.usage.record([]);
+                    self.usage.failed_write();
                     let committed = e
                         .as_service_error()
                         .and_then(|se| match se {
@@ -341,7 +341,7 @@ impl Store {
                 .send()
                 .await
                 .map_err(unavailable("Message listing"))?;
-            self.usage.record(out.consumed_capacity());
+            self.usage.read(out.consumed_capacity());
             for item in out.items() {
                 if let Some(m) = Message::from_item(item) {
                     if !visit(m) {
@@ -391,7 +391,7 @@ impl Store {
             .send()
             .await
             .map_err(unavailable("Message lookup"))?;
-        self.usage.record(out.consumed_capacity());
+        self.usage.read(out.consumed_capacity());
         let now = self.now_ms();
         Ok(out.item().and_then(Message::from_item).filter(|m| m.id == id && m.alive(now)))
     }
@@ -422,7 +422,7 @@ impl Store {
                     .send()
                     .await
                     .map_err(unavailable("Message lookup"))?;
-                self.usage.record(out.consumed_capacity());
+                self.usage.read(out.consumed_capacity());
                 if let Some(items) = out.responses().and_then(|r| r.get(&self.table)) {
                     found.extend(items.iter().filter_map(Message::from_item));
                 }
@@ -466,11 +466,11 @@ impl Store {
         };
         match req.send().await {
             Ok(out) => {
-                self.usage.record(out.consumed_capacity());
+                self.usage.write(out.consumed_capacity());
                 Ok(DeleteOutcome::Deleted)
             }
             Err(e) if is_condition_failed(&e) => {
-                self.usage.record([]);
+                self.usage.failed_write();
                 let current = e.as_service_error().and_then(|se| match se {
                     aws_sdk_dynamodb::operation::delete_item::DeleteItemError::ConditionalCheckFailedException(c) => {
                         c.item().and_then(Message::from_item)
@@ -505,11 +505,11 @@ impl Store {
                 .await;
             match r {
                 Ok(out) => {
-                    self.usage.record(out.consumed_capacity());
+                    self.usage.write(out.consumed_capacity());
                     Ok(())
                 }
                 Err(e) if is_condition_failed(&e) => {
-                    self.usage.record([]);
+                    self.usage.failed_write();
                     Ok(())
                 }
                 Err(e) => Err(unavailable("Message deletion")(e)),
@@ -558,12 +558,12 @@ impl Store {
                     .await;
                 match r {
                     Ok(out) => {
-                        self.usage.record(out.consumed_capacity());
+                        self.usage.write(out.consumed_capacity());
                         if let Some(old) = out.attributes().and_then(Message::from_item) {
                             popped.push(old);
                         }
                     }
-                    Err(e) if is_condition_failed(&e) => self.usage.record([]),
+                    Err(e) if is_condition_failed(&e) => self.usage.failed_write(),
                     Err(e) => return Err(unavailable("Message pop")(e)),
                 }
             }

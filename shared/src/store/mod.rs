@@ -45,20 +45,41 @@ impl std::ops::Sub for UsageSnapshot {
 }
 
 impl Usage {
-    pub fn record<'a>(&self, consumed: impl IntoIterator<Item = &'a ConsumedCapacity>) {
+    fn add<'a>(&self, consumed: impl IntoIterator<Item = &'a ConsumedCapacity>, write: bool) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         for c in consumed {
-            let read = c.read_capacity_units().unwrap_or(0.0);
-            let write = c.write_capacity_units().unwrap_or(0.0);
-            // DynamoDB Local reports only the total for some calls; count it as the call's kind.
-            let (read, write) = if read == 0.0 && write == 0.0 {
-                (0.0, c.capacity_units().unwrap_or(0.0))
-            } else {
-                (read, write)
+            // DynamoDB Local reports only the total; AWS splits it. Either way it is this call's kind.
+            let units = c.capacity_units().unwrap_or(0.0);
+            let (read, written) = match (c.read_capacity_units(), c.write_capacity_units()) {
+                (None, None) if write => (0.0, units),
+                (None, None) => (units, 0.0),
+                (r, w) => (r.unwrap_or(0.0), w.unwrap_or(0.0)),
             };
             self.read_milli.fetch_add((read * 1000.0).round() as u64, Ordering::Relaxed);
-            self.write_milli.fetch_add((write * 1000.0).round() as u64, Ordering::Relaxed);
+            self.write_milli.fetch_add((written * 1000.0).round() as u64, Ordering::Relaxed);
         }
+    }
+
+    /// A read request (GetItem, Query, BatchGetItem, DescribeTable) and what it consumed.
+    pub fn read<'a>(&self, consumed: impl IntoIterator<Item = &'a ConsumedCapacity>) {
+        self.add(consumed, false)
+    }
+
+    /// A write request and what it consumed.
+    pub fn write<'a>(&self, consumed: impl IntoIterator<Item = &'a ConsumedCapacity>) {
+        self.add(consumed, true)
+    }
+
+    /// Older name for [`Usage::write`]; reads should call [`Usage::read`].
+    pub fn record<'a>(&self, consumed: impl IntoIterator<Item = &'a ConsumedCapacity>) {
+        self.add(consumed, true)
+    }
+
+    /// A conditional write whose condition failed: DynamoDB still charges it (at least one unit),
+    /// but the SDK error carries no consumed capacity, so one unit is counted.
+    pub fn failed_write(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.write_milli.fetch_add(1000, Ordering::Relaxed);
     }
 
     pub fn snapshot(&self) -> UsageSnapshot {
@@ -91,7 +112,7 @@ impl Store {
     /// Cheap liveness probe for `GET /v2/ping`.
     pub async fn ping(&self) -> bool {
         let r = self.client.describe_table().table_name(&self.table).send().await;
-        self.usage.record([]);
+        self.usage.read([]);
         r.is_ok()
     }
 }

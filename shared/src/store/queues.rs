@@ -54,11 +54,11 @@ impl Store {
             .await;
         match r {
             Ok(out) => {
-                self.usage.record(out.consumed_capacity());
+                self.usage.write(out.consumed_capacity());
                 Ok(true)
             }
             Err(e) if super::is_condition_failed(&e) => {
-                self.usage.record([]);
+                self.usage.failed_write();
                 Ok(false)
             }
             Err(e) => Err(unavailable("Queue creation")(e)),
@@ -77,7 +77,7 @@ impl Store {
             .send()
             .await
             .map_err(unavailable("Queue metadata lookup"))?;
-        self.usage.record(out.consumed_capacity());
+        self.usage.read(out.consumed_capacity());
         Ok(out.item().and_then(record_from).map(|r| r.metadata))
     }
 
@@ -96,7 +96,7 @@ impl Store {
             .await;
         match r {
             Ok(out) => {
-                self.usage.record(out.consumed_capacity());
+                self.usage.write(out.consumed_capacity());
                 Ok(true)
             }
             Err(e) if super::is_condition_failed(&e) => Ok(false),
@@ -131,7 +131,7 @@ impl Store {
             let unfiltered = filter.name.is_none() && filter.metadata.is_empty();
             q = q.limit(if unfiltered { (limit - found.len()) as i32 } else { 100 });
             let out = q.send().await.map_err(unavailable("Queue listing"))?;
-            self.usage.record(out.consumed_capacity());
+            self.usage.read(out.consumed_capacity());
             for item in out.items() {
                 if let Some(rec) = record_from(item) {
                     if filter.matches(&rec) {
@@ -167,7 +167,7 @@ impl Store {
                 .send()
                 .await
                 .map_err(unavailable("Queue count"))?;
-            self.usage.record(out.consumed_capacity());
+            self.usage.read(out.consumed_capacity());
             total += out.count() as u64;
             match out.last_evaluated_key() {
                 Some(k) => start = Some(k.clone()),
@@ -187,7 +187,7 @@ impl Store {
             .send()
             .await
             .map_err(unavailable("Queue deletion"))?;
-        self.usage.record(out.consumed_capacity());
+        self.usage.write(out.consumed_capacity());
         // Messages, claims and the head sort below "S#"; subscriptions survive the queue.
         self.delete_partition_range(project, queue, "\u{1}", keys::SUBSCRIPTION_PREFIX).await
     }
@@ -217,7 +217,7 @@ impl Store {
                 .send()
                 .await
                 .map_err(unavailable("Queue cleanup"))?;
-            self.usage.record(out.consumed_capacity());
+            self.usage.read(out.consumed_capacity());
             let keys: Vec<Item> = out
                 .items()
                 .iter()
@@ -260,7 +260,7 @@ impl Store {
                 .send()
                 .await
                 .map_err(unavailable("Batch write"))?;
-            self.usage.record(out.consumed_capacity());
+            self.usage.write(out.consumed_capacity());
             if let Some(mut left) = out.unprocessed_items {
                 if let Some(rest) = left.remove(&self.table) {
                     *requests = rest;
