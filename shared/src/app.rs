@@ -19,13 +19,31 @@ impl App {
 
     /// Builds the app from the environment (`ZAQAR_*`, AWS settings, `AWS_ENDPOINT_URL`).
     pub async fn from_env() -> Self {
-        let config = Config::from_env();
+        let mut config = Config::from_env();
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        if config.secret_key.is_none() {
+            config.secret_key = signing_key_from_secrets_manager(&sdk).await;
+        }
         App::new(config, aws_sdk_dynamodb::Client::new(&sdk), Clock::System)
     }
 
     pub fn limits(&self) -> &crate::config::Limits {
         &self.config.limits
+    }
+}
+
+/// The signing key from Secrets Manager (`ZAQAR_SECRET_ARN`), read once at cold start so it never sits in
+/// the function's environment. A failure disables signing (share → 400, pre-signed → 404) and is logged
+/// without the secret.
+async fn signing_key_from_secrets_manager(sdk: &aws_config::SdkConfig) -> Option<String> {
+    let arn = std::env::var("ZAQAR_SECRET_ARN").ok().filter(|a| !a.is_empty())?;
+    let client = aws_sdk_secretsmanager::Client::new(sdk);
+    match client.get_secret_value().secret_id(&arn).send().await {
+        Ok(out) => out.secret_string().map(str::to_string),
+        Err(e) => {
+            tracing::error!(secret = %arn, error = %aws_sdk_secretsmanager::error::DisplayErrorContext(&e), "cannot read the signing key");
+            None
+        }
     }
 }
 

@@ -49,8 +49,27 @@ impl Default for Limits {
     }
 }
 
+/// Who vouches for the caller's project (`ZAQAR_AUTH_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Zaqar's noauth: project and roles come from the request headers. For tests and private networks.
+    None,
+    /// API Gateway JWT authorizer: project and roles come from the token's claims; headers cannot
+    /// override them (as Keystone's middleware overwrites X-Project-Id).
+    Jwt,
+    /// API Gateway IAM (SigV4): the project is the caller's AWS account; admins are listed principals.
+    Iam,
+}
+
 #[derive(Clone)]
 pub struct Config {
+    pub auth_mode: AuthMode,
+    /// JWT claim holding the project id (`ZAQAR_PROJECT_CLAIM`, default `project_id`).
+    pub project_claim: String,
+    /// JWT claim holding roles, comma- or space-separated (`ZAQAR_ROLES_CLAIM`, default `roles`).
+    pub roles_claim: String,
+    /// IAM principal ARNs that have the admin role (`ZAQAR_ADMIN_PRINCIPALS`).
+    pub admin_principals: Vec<String>,
     pub table: String,
     pub limits: Limits,
     /// `[DEFAULT] admin_mode`: mounts `/v2/health` (and, with pooling, pools and flavors).
@@ -77,6 +96,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("table", &self.table)
+            .field("auth_mode", &self.auth_mode)
             .field("admin_mode", &self.admin_mode)
             .field("pooling", &self.pooling)
             .field("enable_checksum", &self.enable_checksum)
@@ -94,6 +114,16 @@ fn flag(name: &str, default: bool) -> bool {
     }
 }
 
+fn list(name: &str) -> Vec<String> {
+    env::var(name)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 fn number<T: std::str::FromStr>(name: &str, default: T) -> T {
     env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
 }
@@ -108,7 +138,16 @@ impl Config {
             max_messages_post_size: number("ZAQAR_MAX_MESSAGES_POST_SIZE", defaults.max_messages_post_size),
             ..defaults
         };
+        let auth_mode = match env::var("ZAQAR_AUTH_MODE").unwrap_or_default().to_ascii_lowercase().as_str() {
+            "jwt" => AuthMode::Jwt,
+            "iam" => AuthMode::Iam,
+            _ => AuthMode::None,
+        };
         Config {
+            auth_mode,
+            project_claim: env::var("ZAQAR_PROJECT_CLAIM").unwrap_or_else(|_| "project_id".into()),
+            roles_claim: env::var("ZAQAR_ROLES_CLAIM").unwrap_or_else(|_| "roles".into()),
+            admin_principals: list("ZAQAR_ADMIN_PRINCIPALS"),
             table: env::var("ZAQAR_TABLE").unwrap_or_else(|_| "zaqar".into()),
             limits,
             admin_mode: flag("ZAQAR_ADMIN_MODE", false),
@@ -117,13 +156,7 @@ impl Config {
             secret_key: env::var("ZAQAR_SECRET_KEY").ok().filter(|s| !s.is_empty()),
             max_signed_url_seconds: number("ZAQAR_MAX_SIGNED_URL_SECONDS", 7 * 24 * 3600),
             require_confirmation: flag("ZAQAR_REQUIRE_CONFIRMATION", true),
-            webhook_allow: env::var("ZAQAR_WEBHOOK_ALLOW")
-                .unwrap_or_default()
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect(),
+            webhook_allow: list("ZAQAR_WEBHOOK_ALLOW"),
             public_url: env::var("ZAQAR_PUBLIC_URL").ok().filter(|s| !s.is_empty()),
             mail_from: env::var("ZAQAR_MAIL_FROM").unwrap_or_else(|_| "zaqar@localhost".into()),
             smtp_url: env::var("ZAQAR_SMTP_URL").ok().filter(|s| !s.is_empty()),
@@ -133,6 +166,10 @@ impl Config {
     /// A configuration for tests: Zaqar's defaults, the given table, everything optional on.
     pub fn for_tests(table: &str) -> Self {
         Config {
+            auth_mode: AuthMode::None,
+            project_claim: "project_id".into(),
+            roles_claim: "roles".into(),
+            admin_principals: vec![],
             table: table.to_string(),
             limits: Limits::default(),
             admin_mode: true,

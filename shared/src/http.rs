@@ -8,7 +8,16 @@ use crate::json;
 use http::{HeaderMap, Method, StatusCode};
 use serde::Serialize;
 
-#[derive(Debug, Clone)]
+/// The identity API Gateway's authorizer established, if any.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Caller {
+    #[default]
+    Anonymous,
+    Jwt { claims: std::collections::HashMap<String, String> },
+    Iam { account_id: Option<String>, user_arn: Option<String> },
+}
+
+#[derive(Debug, Clone, Default)]
 pub struct ApiRequest {
     pub method: Method,
     /// Raw path with any API Gateway stage prefix removed (still percent-encoded).
@@ -19,6 +28,7 @@ pub struct ApiRequest {
     pub body: Vec<u8>,
     /// Whether the transport carried a Content-Length / body (falcon's form check needs it).
     pub has_content_length: bool,
+    pub caller: Caller,
 }
 
 impl ApiRequest {
@@ -27,7 +37,7 @@ impl ApiRequest {
             Some((p, q)) => (p.to_string(), q.to_string()),
             None => (path_and_query.to_string(), String::new()),
         };
-        ApiRequest { method, path, query, headers: HeaderMap::new(), body: Vec::new(), has_content_length: false }
+        ApiRequest { method, path, query, ..Default::default() }
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Self {
@@ -52,10 +62,25 @@ impl ApiRequest {
     pub fn from_lambda(req: lambda_http::Request) -> Self {
         use lambda_http::request::RequestContext;
         use lambda_http::RequestExt;
-        let stage = match req.request_context_ref() {
-            Some(RequestContext::ApiGatewayV1(ctx)) => ctx.stage.clone(),
-            Some(RequestContext::ApiGatewayV2(ctx)) => ctx.stage.clone(),
-            _ => None,
+        let (stage, caller) = match req.request_context_ref() {
+            Some(RequestContext::ApiGatewayV1(ctx)) => (ctx.stage.clone(), Caller::Anonymous),
+            Some(RequestContext::ApiGatewayV2(ctx)) => {
+                let caller = match &ctx.authorizer {
+                    Some(a) if a.jwt.is_some() => {
+                        Caller::Jwt { claims: a.jwt.as_ref().map(|j| j.claims.clone()).unwrap_or_default() }
+                    }
+                    Some(a) if a.iam.is_some() => {
+                        let iam = a.iam.as_ref();
+                        Caller::Iam {
+                            account_id: iam.and_then(|i| i.account_id.clone()),
+                            user_arn: iam.and_then(|i| i.user_arn.clone()),
+                        }
+                    }
+                    _ => Caller::Anonymous,
+                };
+                (ctx.stage.clone(), caller)
+            }
+            _ => (None, Caller::Anonymous),
         };
         let (parts, body) = req.into_parts();
         let mut path = parts.uri.path().to_string();
@@ -81,6 +106,7 @@ impl ApiRequest {
             headers: parts.headers,
             body,
             has_content_length,
+            caller,
         }
     }
 }

@@ -5,7 +5,8 @@
 
 use crate::app::App;
 use crate::error::ApiError;
-use crate::http::{ApiRequest, ApiResponse};
+use crate::config::AuthMode;
+use crate::http::{ApiRequest, ApiResponse, Caller};
 use crate::query::Query;
 use crate::route::{route, Group, Resource, Route};
 use crate::signing::{self, SignedScope};
@@ -87,13 +88,7 @@ pub fn prepare(app: &App, req: &ApiRequest, group: Group) -> Result<Prepared, Ap
             return Err(ApiError::new(StatusCode::BAD_REQUEST, "Missing header value", "The \"Client-Id\" header is required."))
         }
     };
-    let project = ["x-project-id", "x-tenant-id", "x-tenant"].iter().find_map(|h| req.header_str(h));
-    let project = match project {
-        Some(p) => ProjectId::parse(p)?,
-        None => {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "Project-Id Missing", "The header X-PROJECT-ID was missing"))
-        }
-    };
+    let (project, roles) = identify(app, req)?;
     let queue = match &route.queue {
         Some(name) if route.resource.has_queue() => {
             project.check_length()?;
@@ -104,10 +99,6 @@ pub fn prepare(app: &App, req: &ApiRequest, group: Group) -> Result<Prepared, Ap
     if let Some(resp) = method_check(route.resource, &req.method)? {
         return Ok(Prepared::Respond(resp));
     }
-    let roles = req
-        .header_str("x-roles")
-        .map(|r| r.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
-        .unwrap_or_default();
     Ok(Prepared::Handle(Context {
         route,
         method: req.method.clone(),
@@ -117,6 +108,39 @@ pub fn prepare(app: &App, req: &ApiRequest, group: Group) -> Result<Prepared, Ap
         queue,
         query: Query::parse(&req.query),
     }))
+}
+
+/// The caller's project and roles, by auth mode (§1.3, §1.4). A verified pre-signed request is
+/// vouched for by its signature (which covers the project header), as in Zaqar.
+fn identify(app: &App, req: &ApiRequest) -> Result<(ProjectId, Vec<String>), ApiError> {
+    let split = |text: &str| -> Vec<String> {
+        text.split([',', ' ']).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+    };
+    let header_project = ["x-project-id", "x-tenant-id", "x-tenant"].iter().find_map(|h| req.header_str(h));
+    let signed = req.headers.contains_key("url-signature");
+    if signed || app.config.auth_mode == AuthMode::None {
+        let project = match header_project {
+            Some(p) => ProjectId::parse(p)?,
+            None => {
+                return Err(ApiError::new(StatusCode::BAD_REQUEST, "Project-Id Missing", "The header X-PROJECT-ID was missing"))
+            }
+        };
+        // Roles from headers are trusted only without an authorizer (Zaqar's noauth).
+        let roles = if app.config.auth_mode == AuthMode::None { req.header_str("x-roles").map(split).unwrap_or_default() } else { vec![] };
+        return Ok((project, roles));
+    }
+    match (&app.config.auth_mode, &req.caller) {
+        (AuthMode::Jwt, Caller::Jwt { claims }) => {
+            let project = claims.get(&app.config.project_claim).ok_or_else(ApiError::forbidden)?;
+            let roles = claims.get(&app.config.roles_claim).map(|r| split(r.trim_matches(['[', ']']))).unwrap_or_default();
+            Ok((ProjectId::parse(project)?, roles))
+        }
+        (AuthMode::Iam, Caller::Iam { account_id: Some(account), user_arn }) => {
+            let admin = user_arn.as_ref().is_some_and(|arn| app.config.admin_principals.contains(arn));
+            Ok((ProjectId::parse(account)?, if admin { vec!["admin".into()] } else { vec![] }))
+        }
+        _ => Err(ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "This server could not verify that you are authorized to access the document you requested.")),
+    }
 }
 
 /// Private routes exist only when the operator mounts them (§1.1).
@@ -204,6 +228,56 @@ pub fn respond(result: Result<ApiResponse, ApiError>) -> ApiResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn app_with(mode: AuthMode) -> App {
+        let conf = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .build();
+        let mut config = crate::config::Config::for_tests("unit");
+        config.auth_mode = mode;
+        config.admin_principals = vec!["arn:aws:iam::1:user/ops".into()];
+        App::new(config, aws_sdk_dynamodb::Client::from_conf(conf), crate::clock::Clock::System)
+    }
+
+    fn base() -> ApiRequest {
+        ApiRequest::new(Method::GET, "/v2/queues")
+            .header("X-Project-ID", "from-header")
+            .header("X-Roles", "admin")
+    }
+
+    #[test]
+    fn noauth_trusts_headers() {
+        let (p, roles) = identify(&app_with(AuthMode::None), &base()).unwrap();
+        assert_eq!((p.as_str(), roles), ("from-header", vec!["admin".to_string()]));
+        let missing = identify(&app_with(AuthMode::None), &ApiRequest::new(Method::GET, "/v2/queues")).unwrap_err();
+        assert_eq!(missing.title, "Project-Id Missing");
+    }
+
+    #[test]
+    fn jwt_claims_override_headers() {
+        let app = app_with(AuthMode::Jwt);
+        let mut req = base();
+        req.caller = Caller::Jwt {
+            claims: [("project_id".to_string(), "tenant-a".to_string()), ("roles".into(), "[reader admin]".into())].into(),
+        };
+        let (p, roles) = identify(&app, &req).unwrap();
+        assert_eq!((p.as_str(), roles), ("tenant-a", vec!["reader".to_string(), "admin".to_string()]));
+        req.caller = Caller::Jwt { claims: Default::default() };
+        assert_eq!(identify(&app, &req).unwrap_err().status, StatusCode::FORBIDDEN);
+        assert_eq!(identify(&app, &base()).unwrap_err().status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
+    fn iam_project_is_the_account_and_header_roles_are_ignored() {
+        let app = app_with(AuthMode::Iam);
+        let mut req = base();
+        req.caller = Caller::Iam { account_id: Some("123".into()), user_arn: Some("arn:aws:iam::1:user/dev".into()) };
+        let (p, roles) = identify(&app, &req).unwrap();
+        assert_eq!((p.as_str(), roles.len()), ("123", 0));
+        req.caller = Caller::Iam { account_id: Some("1".into()), user_arn: Some("arn:aws:iam::1:user/ops".into()) };
+        assert_eq!(identify(&app, &req).unwrap().1, vec!["admin".to_string()]);
+    }
 
     #[test]
     fn accept_rules() {

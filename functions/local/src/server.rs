@@ -34,6 +34,7 @@ async fn to_api_request(req: hyper::Request<Incoming>) -> Result<ApiRequest, hyp
         headers: parts.headers,
         body,
         has_content_length,
+        caller: Default::default(),
     })
 }
 
