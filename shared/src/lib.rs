@@ -6,6 +6,7 @@
 //! - [`keys`]: the DynamoDB key layout and condition expressions (the table design is documented there).
 //! - [`store`]: queues, messages, claims, subscriptions, pools and flavors as items.
 //! - [`app`]: configuration + store, built once per process.
+//! - [`webhook`]: subscriber URIs and the webhook address guard (SSRF).
 
 pub mod app;
 pub mod clock;
@@ -21,6 +22,7 @@ pub mod signing;
 pub mod store;
 pub mod transport;
 pub mod types;
+pub mod webhook;
 
 pub use app::App;
 pub use error::ApiError;

@@ -1,1 +1,18 @@
-fn main(){}
+//! The fan-out Lambda: DynamoDB stream batches in, partial batch failures out.
+
+use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    zaqar::app::init_tracing();
+    let app = zaqar::App::from_env().await;
+    let settings = zaqar_fanout::Settings::from_env();
+    let (app, settings) = (&app, &settings);
+    // The payload is parsed record by record (not as a typed event) so a malformed record is skipped
+    // instead of failing the whole batch.
+    run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
+        let batch = zaqar_fanout::parse_event(event.payload);
+        Ok::<_, Error>(zaqar_fanout::handle_with(app, settings, batch).await)
+    }))
+    .await
+}

@@ -1,1 +1,377 @@
-//! Subscriptions storage (issue 4).
+//! Subscriptions (§9): items `Q#{queue}#{project}` / `S#{sid}` in the queue's partition.
+//!
+//! Attributes: `sid`, `source` (queue name), `subscriber`, `options` (JSON text), `ttl_s`, `created_ms`,
+//! `expires_ms` (+ native TTL `expires_at`), `confirmed`. Ids sort by creation time, so a Query on the
+//! partition lists them in Zaqar's order. Expired items linger until DynamoDB's TTL reaper runs, so
+//! every read filters on `expires_ms`.
+//!
+//! Confirmation notifications are requested through the table's stream, not sent from the HTTP
+//! handler: a write that wants one sets `notify` (the message type), `notify_expires_s` (the signed
+//! URL's expiry, fixed at request time as Zaqar does) and bumps `notify_seq`; the fan-out function sends
+//! the notification when it sees a new `notify_seq`. The API call stays one DynamoDB write, and a slow
+//! or failing subscriber is retried by the stream instead of holding the request.
+//!
+//! Uniqueness by (project, queue, subscriber) is a read-then-write check on the partition: two
+//! concurrent creates of the same subscriber can both succeed (Zaqar's MongoDB unique index would
+//! refuse one). The window is one request round trip; the cost of closing it would be an extra
+//! marker item per subscription.
+
+use super::{get_bool, get_i64, get_s, is_condition_failed, ttl_epoch, unavailable, Store};
+use crate::error::ApiError;
+use crate::keys::{self, n, s, Item};
+use crate::types::{ProjectId, QueueName};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
+use serde_json::{json, Value};
+
+/// Confirmation message types (§9.5).
+pub const SUBSCRIBE: &str = "SubscriptionConfirmation";
+pub const UNSUBSCRIBE: &str = "UnsubscribeConfirmation";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscription {
+    pub id: String,
+    pub source: String,
+    pub subscriber: String,
+    pub ttl_s: i64,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    pub options: Value,
+    pub confirmed: bool,
+    /// The last confirmation notification requested (message type), its sequence and URL expiry.
+    pub notify: Option<String>,
+    pub notify_seq: i64,
+    pub notify_expires_s: Option<i64>,
+}
+
+impl Subscription {
+    pub fn from_item(item: &Item) -> Option<Subscription> {
+        let sk = get_s(item, keys::SK)?;
+        let id = sk.strip_prefix(keys::SUBSCRIPTION_PREFIX)?.to_string();
+        Some(Subscription {
+            id,
+            source: get_s(item, "source").unwrap_or_default().to_string(),
+            subscriber: get_s(item, "subscriber")?.to_string(),
+            ttl_s: get_i64(item, "ttl_s")?,
+            created_ms: get_i64(item, "created_ms")?,
+            expires_ms: get_i64(item, "expires_ms")?,
+            options: get_s(item, "options").and_then(|t| serde_json::from_str(t).ok()).unwrap_or_else(|| json!({})),
+            confirmed: get_bool(item, "confirmed").unwrap_or(false),
+            notify: get_s(item, "notify").map(str::to_string),
+            notify_seq: get_i64(item, "notify_seq").unwrap_or(0),
+            notify_expires_s: get_i64(item, "notify_expires_s"),
+        })
+    }
+
+    pub fn alive(&self, now_ms: i64) -> bool {
+        self.expires_ms > now_ms
+    }
+
+    /// The API representation (§9, MongoDB field order); `confirmed` is always present.
+    pub fn to_json(&self, now_ms: i64) -> Value {
+        json!({
+            "id": self.id,
+            "source": self.source,
+            "subscriber": self.subscriber,
+            "ttl": self.ttl_s,
+            "age": ((now_ms - self.created_ms) / 1000).max(0),
+            "options": self.options,
+            "confirmed": self.confirmed,
+        })
+    }
+}
+
+/// A confirmation notification to request through the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Notice {
+    pub kind: &'static str,
+    /// Epoch seconds the pre-signed confirm URL stays valid until.
+    pub expires_s: i64,
+}
+
+/// Result of a create (§9.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    New(String),
+    /// The subscriber was already subscribed to the queue.
+    Existing { id: String, confirmed: bool },
+}
+
+/// The fields a PATCH changes (already validated).
+#[derive(Debug, Clone, Default)]
+pub struct SubscriptionPatch {
+    pub subscriber: Option<String>,
+    pub ttl_s: Option<i64>,
+    pub options: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Updated {
+    Done,
+    NotFound,
+    /// Another subscription of the queue has the new subscriber.
+    Conflict,
+}
+
+fn expires_ms(now_ms: i64, ttl_s: i64) -> i64 {
+    now_ms.saturating_add(ttl_s.saturating_mul(1000))
+}
+
+impl Store {
+    /// Creates a subscription, or reports the live one that already has this subscriber. When
+    /// `notice` is set, a new subscription (or an existing unconfirmed one) gets it requested.
+    pub async fn create_subscription(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        subscriber: &str,
+        ttl_s: i64,
+        options: &Value,
+        notice: Option<Notice>,
+    ) -> Result<Created, ApiError> {
+        if let Some(existing) = self.find_subscriber(project, queue, subscriber).await? {
+            if !existing.confirmed {
+                if let Some(notice) = notice {
+                    self.update_subscription_raw(project, queue, &existing.id, Vec::new(), Some(notice)).await?;
+                }
+            }
+            return Ok(Created::Existing { id: existing.id, confirmed: existing.confirmed });
+        }
+        let now = self.now_ms();
+        let id = keys::new_subscription_id(now);
+        let expires = expires_ms(now, ttl_s);
+        let mut item = keys::subscription(project, queue, &id);
+        item.insert("sid".into(), s(id.clone()));
+        item.insert("source".into(), s(queue.as_str()));
+        item.insert("subscriber".into(), s(subscriber));
+        item.insert("options".into(), s(options.to_string()));
+        item.insert("ttl_s".into(), n(ttl_s));
+        item.insert("created_ms".into(), n(now));
+        item.insert("expires_ms".into(), n(expires));
+        item.insert(keys::TTL_ATTR.into(), ttl_epoch(expires));
+        item.insert("confirmed".into(), AttributeValue::Bool(false));
+        if let Some(notice) = notice {
+            item.insert("notify".into(), s(notice.kind));
+            item.insert("notify_seq".into(), n(1));
+            item.insert("notify_expires_s".into(), n(notice.expires_s));
+        }
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(keys::cond::NOT_EXISTS)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(unavailable("Subscription creation"))?;
+        self.usage.record(out.consumed_capacity());
+        Ok(Created::New(id))
+    }
+
+    /// The live subscription of the queue with this subscriber URI, if any.
+    pub async fn find_subscriber(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        subscriber: &str,
+    ) -> Result<Option<Subscription>, ApiError> {
+        let now = self.now_ms();
+        let all = self.scan_subscriptions(project, queue, None, usize::MAX, Some(subscriber)).await?;
+        Ok(all.into_iter().find(|sub| sub.subscriber == subscriber && sub.alive(now)))
+    }
+
+    /// One page of live subscriptions after `marker` (a subscription id), in creation order.
+    pub async fn list_subscriptions(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Subscription>, ApiError> {
+        self.scan_subscriptions(project, queue, marker, limit, None).await
+    }
+
+    /// Every live subscription of the queue (fan-out).
+    pub async fn queue_subscriptions(&self, project: &ProjectId, queue: &QueueName) -> Result<Vec<Subscription>, ApiError> {
+        self.scan_subscriptions(project, queue, None, usize::MAX, None).await
+    }
+
+    /// Reads live subscriptions in id order after `marker`, up to `limit`, optionally only one subscriber.
+    async fn scan_subscriptions(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        marker: Option<&str>,
+        limit: usize,
+        subscriber: Option<&str>,
+    ) -> Result<Vec<Subscription>, ApiError> {
+        let now = self.now_ms();
+        let lower = match marker {
+            Some(m) => format!("{}\u{0}", keys::subscription_sk(m)),
+            None => keys::SUBSCRIPTION_PREFIX.to_string(),
+        };
+        let upper = format!("{}\u{10FFFF}", keys::SUBSCRIPTION_PREFIX);
+        let mut found = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+                .expression_attribute_values(":pk", s(keys::queue_pk(project, queue)))
+                .expression_attribute_values(":lo", s(lower.clone()))
+                .expression_attribute_values(":hi", s(upper.clone()))
+                .expression_attribute_values(":now", n(now))
+                .filter_expression("expires_ms > :now")
+                .consistent_read(true)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .set_exclusive_start_key(start.take());
+            if let Some(sub) = subscriber {
+                q = q.filter_expression("expires_ms > :now AND subscriber = :u").expression_attribute_values(":u", s(sub));
+            }
+            if limit != usize::MAX {
+                q = q.limit(((limit - found.len()) as i32).max(1));
+            }
+            let out = q.send().await.map_err(unavailable("Subscription listing"))?;
+            self.usage.record(out.consumed_capacity());
+            for sub in out.items().iter().filter_map(Subscription::from_item) {
+                if sub.alive(now) {
+                    found.push(sub);
+                    if found.len() >= limit {
+                        return Ok(found);
+                    }
+                }
+            }
+            match out.last_evaluated_key() {
+                Some(k) => start = Some(k.clone()),
+                None => return Ok(found),
+            }
+        }
+    }
+
+    /// A live subscription by id.
+    pub async fn get_subscription(&self, project: &ProjectId, queue: &QueueName, sid: &str) -> Result<Option<Subscription>, ApiError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::subscription(project, queue, sid)))
+            .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(unavailable("Subscription lookup"))?;
+        self.usage.record(out.consumed_capacity());
+        let now = self.now_ms();
+        Ok(out.item().and_then(Subscription::from_item).filter(|sub| sub.alive(now)))
+    }
+
+    /// PATCH (§9.3): a new `ttl` restarts the expiry clock from now.
+    pub async fn update_subscription(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        sid: &str,
+        patch: &SubscriptionPatch,
+    ) -> Result<Updated, ApiError> {
+        if let Some(new) = &patch.subscriber {
+            if let Some(other) = self.find_subscriber(project, queue, new).await? {
+                if other.id != sid {
+                    return Ok(Updated::Conflict);
+                }
+            }
+        }
+        let mut sets: Vec<(&str, AttributeValue)> = Vec::new();
+        if let Some(sub) = &patch.subscriber {
+            sets.push(("subscriber", s(sub.clone())));
+        }
+        if let Some(options) = &patch.options {
+            sets.push(("options", s(options.to_string())));
+        }
+        if let Some(ttl) = patch.ttl_s {
+            let expires = expires_ms(self.now_ms(), ttl);
+            sets.push(("ttl_s", n(ttl)));
+            sets.push(("expires_ms", n(expires)));
+            sets.push((keys::TTL_ATTR, ttl_epoch(expires)));
+        }
+        let found = self.update_subscription_raw(project, queue, sid, sets, None).await?;
+        Ok(if found { Updated::Done } else { Updated::NotFound })
+    }
+
+    /// PUT confirm (§9.4); `false` when the subscription does not exist.
+    pub async fn confirm_subscription(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        sid: &str,
+        confirmed: bool,
+        notice: Option<Notice>,
+    ) -> Result<bool, ApiError> {
+        self.update_subscription_raw(project, queue, sid, vec![("confirmed", AttributeValue::Bool(confirmed))], notice).await
+    }
+
+    /// Sets attributes on a live subscription and optionally requests a notification.
+    async fn update_subscription_raw(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        sid: &str,
+        sets: Vec<(&str, AttributeValue)>,
+        notice: Option<Notice>,
+    ) -> Result<bool, ApiError> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::subscription(project, queue, sid)))
+            .condition_expression("attribute_exists(pk) AND expires_ms > :now")
+            .expression_attribute_values(":now", n(self.now_ms()))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total);
+        let mut clauses = Vec::new();
+        for (i, (name, value)) in sets.into_iter().enumerate() {
+            clauses.push(format!("#a{i} = :v{i}"));
+            req = req.expression_attribute_names(format!("#a{i}"), name).expression_attribute_values(format!(":v{i}"), value);
+        }
+        let mut expr = String::new();
+        if let Some(notice) = notice {
+            clauses.push("notify = :nk".into());
+            clauses.push("notify_expires_s = :ne".into());
+            req = req
+                .expression_attribute_values(":nk", s(notice.kind))
+                .expression_attribute_values(":ne", n(notice.expires_s))
+                .expression_attribute_values(":one", n(1));
+            expr = " ADD notify_seq :one".into();
+        }
+        if clauses.is_empty() && expr.is_empty() {
+            return Ok(self.get_subscription(project, queue, sid).await?.is_some());
+        }
+        let set = if clauses.is_empty() { String::new() } else { format!("SET {}", clauses.join(", ")) };
+        match req.update_expression(format!("{set}{expr}").trim().to_string()).send().await {
+            Ok(out) => {
+                self.usage.record(out.consumed_capacity());
+                Ok(true)
+            }
+            Err(e) if is_condition_failed(&e) => {
+                self.usage.record([]);
+                Ok(false)
+            }
+            Err(e) => Err(unavailable("Subscription update")(e)),
+        }
+    }
+
+    /// DELETE (§9.3): idempotent.
+    pub async fn delete_subscription(&self, project: &ProjectId, queue: &QueueName, sid: &str) -> Result<(), ApiError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::subscription(project, queue, sid)))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(unavailable("Subscription deletion"))?;
+        self.usage.record(out.consumed_capacity());
+        Ok(())
+    }
+}
