@@ -139,7 +139,7 @@ impl Store {
             .send()
             .await
             .map_err(unavailable("Pool lookup"))?;
-        self.usage.record(out.consumed_capacity());
+        self.usage.read(out.consumed_capacity());
         Ok(out.item().and_then(pool_from))
     }
 
@@ -162,7 +162,7 @@ impl Store {
             .send()
             .await
             .map_err(unavailable("Pool creation"))?;
-        self.usage.record(out.consumed_capacity());
+        self.usage.write(out.consumed_capacity());
         Ok(())
     }
 
@@ -229,11 +229,11 @@ impl Store {
             .await;
         match r {
             Ok(out) => {
-                self.usage.record(out.consumed_capacity());
+                self.usage.write(out.consumed_capacity());
                 Ok(out.attributes().and_then(pool_from))
             }
             Err(e) if is_condition_failed(&e) => {
-                self.usage.record([]);
+                self.usage.failed_write();
                 Ok(None)
             }
             Err(e) => Err(unavailable("Pool update")(e)),
@@ -254,7 +254,7 @@ impl Store {
             .send()
             .await
             .map_err(unavailable("Pool deletion"))?;
-        self.usage.record(out.consumed_capacity());
+        self.usage.write(out.consumed_capacity());
         Ok(())
     }
 
@@ -292,7 +292,7 @@ impl Store {
                 q = q.expression_attribute_values(*k, v.clone());
             }
             let out = q.send().await.map_err(unavailable(what))?;
-            self.usage.record(out.consumed_capacity());
+            self.usage.read(out.consumed_capacity());
             found.extend(out.items().iter().filter_map(pool_from));
             match out.last_evaluated_key() {
                 Some(k) => start = Some(k.clone()),
@@ -338,7 +338,7 @@ impl Store {
             .send()
             .await
             .map_err(unavailable("Flavor lookup"))?;
-        self.usage.record(out.consumed_capacity());
+        self.usage.read(out.consumed_capacity());
         Ok(out.item().is_some())
     }
 
@@ -370,7 +370,7 @@ impl Store {
                 None => q.key_condition_expression("pk = :pk"),
             };
             let out = q.send().await.map_err(unavailable(what))?;
-            self.usage.record(out.consumed_capacity());
+            self.usage.read(out.consumed_capacity());
             found.extend(out.items().iter().cloned());
             if found.len() >= limit {
                 found.truncate(limit);
@@ -433,7 +433,7 @@ impl Store {
             .send()
             .await
             .map_err(unavailable("Flavor deletion"))?;
-        self.usage.record(out.consumed_capacity());
+        self.usage.write(out.consumed_capacity());
         Ok(())
     }
 
@@ -488,9 +488,9 @@ impl Store {
                 .send()
                 .await;
             match r {
-                Ok(out) => self.usage.record(out.consumed_capacity()),
+                Ok(out) => self.usage.write(out.consumed_capacity()),
                 Err(SdkError::ServiceError(e)) if matches!(e.err(), TransactWriteItemsError::TransactionCanceledException(_)) => {
-                    self.usage.record([]);
+                    self.usage.failed_write();
                     let TransactWriteItemsError::TransactionCanceledException(t) = e.err() else { unreachable!() };
                     let failed = t
                         .cancellation_reasons()
@@ -533,8 +533,8 @@ impl Store {
                 .send()
                 .await;
             match r {
-                Ok(out) => self.usage.record(out.consumed_capacity()),
-                Err(e) if is_condition_failed(&e) => self.usage.record([]),
+                Ok(out) => self.usage.write(out.consumed_capacity()),
+                Err(e) if is_condition_failed(&e) => self.usage.failed_write(),
                 Err(e) => return Err(unavailable("Flavor pool detachment")(e)),
             }
         }

@@ -70,11 +70,6 @@ impl Usage {
         self.add(consumed, true)
     }
 
-    /// Older name for [`Usage::write`]; reads should call [`Usage::read`].
-    pub fn record<'a>(&self, consumed: impl IntoIterator<Item = &'a ConsumedCapacity>) {
-        self.add(consumed, true)
-    }
-
     /// A conditional write whose condition failed: DynamoDB still charges it (at least one unit),
     /// but the SDK error carries no consumed capacity, so one unit is counted.
     pub fn failed_write(&self) {

@@ -164,7 +164,7 @@ impl Store {
             .send()
             .await
             .map_err(unavailable("Subscription creation"))?;
-        self.usage.record(out.consumed_capacity());
+        self.usage.write(out.consumed_capacity());
         Ok(Created::New(id))
     }
 
@@ -234,7 +234,7 @@ impl Store {
                 q = q.limit(((limit - found.len()) as i32).max(1));
             }
             let out = q.send().await.map_err(unavailable("Subscription listing"))?;
-            self.usage.record(out.consumed_capacity());
+            self.usage.read(out.consumed_capacity());
             for sub in out.items().iter().filter_map(Subscription::from_item) {
                 if sub.alive(now) {
                     found.push(sub);
@@ -262,7 +262,7 @@ impl Store {
             .send()
             .await
             .map_err(unavailable("Subscription lookup"))?;
-        self.usage.record(out.consumed_capacity());
+        self.usage.read(out.consumed_capacity());
         let now = self.now_ms();
         Ok(out.item().and_then(Subscription::from_item).filter(|sub| sub.alive(now)))
     }
@@ -349,11 +349,11 @@ impl Store {
         let set = if clauses.is_empty() { String::new() } else { format!("SET {}", clauses.join(", ")) };
         match req.update_expression(format!("{set}{expr}").trim().to_string()).send().await {
             Ok(out) => {
-                self.usage.record(out.consumed_capacity());
+                self.usage.write(out.consumed_capacity());
                 Ok(true)
             }
             Err(e) if is_condition_failed(&e) => {
-                self.usage.record([]);
+                self.usage.failed_write();
                 Ok(false)
             }
             Err(e) => Err(unavailable("Subscription update")(e)),
@@ -371,7 +371,7 @@ impl Store {
             .send()
             .await
             .map_err(unavailable("Subscription deletion"))?;
-        self.usage.record(out.consumed_capacity());
+        self.usage.write(out.consumed_capacity());
         Ok(())
     }
 }
