@@ -62,8 +62,18 @@ impl ApiRequest {
     pub fn from_lambda(req: lambda_http::Request) -> Self {
         use lambda_http::request::RequestContext;
         use lambda_http::RequestExt;
+        // Start from the path as the event carries it (lambda_http's URI may have the stage added).
+        // REST events give the path without the stage (`requestContext.path` has it); HTTP API events
+        // on a named stage carry it in `rawPath`. Decide from the event rather than from the path
+        // alone: a stage may be named like the first path segment ("v2").
+        let raw = req.raw_http_path().to_string();
         let (stage, caller) = match req.request_context_ref() {
-            Some(RequestContext::ApiGatewayV1(ctx)) => (ctx.stage.clone(), Caller::Anonymous),
+            Some(RequestContext::ApiGatewayV1(ctx)) => {
+                let stage = ctx.stage.clone().filter(|s| !s.is_empty());
+                let stage_outside_path =
+                    stage.as_ref().is_some_and(|s| ctx.path.as_deref() == Some(format!("/{s}{raw}").as_str()));
+                (if stage_outside_path { None } else { stage }, Caller::Anonymous)
+            }
             Some(RequestContext::ApiGatewayV2(ctx)) => {
                 let caller = match &ctx.authorizer {
                     Some(a) if a.jwt.is_some() => {
@@ -83,7 +93,7 @@ impl ApiRequest {
             _ => (None, Caller::Anonymous),
         };
         let (parts, body) = req.into_parts();
-        let mut path = parts.uri.path().to_string();
+        let mut path = if raw.starts_with('/') { raw } else { parts.uri.path().to_string() };
         if let Some(stage) = stage.filter(|s| s != "$default" && !s.is_empty()) {
             let prefix = format!("/{stage}");
             if path == prefix {

@@ -212,9 +212,6 @@ pub fn parse_patch(doc: &Value) -> Result<Vec<PatchOp>, ApiError> {
                 path.join("/")
             )));
         }
-        if !path[0].eq_ignore_ascii_case("metadata") {
-            return Err(ApiError::invalid_body("The root of path must be metadata, e.g /metadata/key."));
-        }
         let key = path[1].clone();
         let value = || {
             change
@@ -222,11 +219,16 @@ pub fn parse_patch(doc: &Value) -> Result<Vec<PatchOp>, ApiError> {
                 .cloned()
                 .ok_or_else(|| ApiError::invalid_body(format!("Operation \"{op}\" requires a member named \"value\".")))
         };
-        ops.push(match op.as_str() {
+        // Zaqar's order: the missing value is reported before a wrong root.
+        let op = match op.as_str() {
             "add" => PatchOp::Add(key, value()?),
             "replace" => PatchOp::Replace(key, value()?),
             _ => PatchOp::Remove(key),
-        });
+        };
+        if !path[0].eq_ignore_ascii_case("metadata") {
+            return Err(ApiError::invalid_body("The root of path must be metadata, e.g /metadata/key."));
+        }
+        ops.push(op);
     }
     Ok(ops)
 }

@@ -59,9 +59,11 @@ fn not_found(ctx: &Context, queue: &QueueName) -> ApiError {
 
 async fn create(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
     let limits = app.limits();
+    // falcon converts `limit` before the handler reads the body.
+    let limit = ctx.query.int("limit")?;
     let (ttl_s, grace_s) = claim_fields(app, &req.body, false)?;
     let max = limits.max_messages_per_claim_or_pop;
-    let limit = match ctx.query.int("limit")? {
+    let limit = match limit {
         Some(v) => Limit::new(v, max, |m| format!("Limit must be at least 1 and may not be greater than {m}."))?.usize(),
         None => 10,
     };

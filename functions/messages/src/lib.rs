@@ -71,8 +71,9 @@ async fn post(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiResponse,
     let mut messages = Vec::with_capacity(items.len());
     for item in items {
         let obj = item.as_object().ok_or_else(ApiError::document_type)?;
-        let body = obj.get("body").cloned().ok_or_else(|| ApiError::invalid_body("Missing \"body\" field."))?;
+        // Zaqar checks the fields in this order: ttl, body, delay.
         let ttl_s = int_field(obj, "ttl")?.unwrap_or(default_ttl);
+        let body = obj.get("body").cloned().ok_or_else(|| ApiError::invalid_body("Missing \"body\" field."))?;
         let delay_s = if delayed_queue { Some(int_field(obj, "delay")?.unwrap_or(settings.default_delay)) } else { None };
         messages.push(NewMessage { body, ttl_s, delay_s });
     }
@@ -212,7 +213,14 @@ async fn delete_many(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> 
             let now = app.store.now_ms();
             let items: Vec<Value> = popped
                 .iter()
-                .map(|m| json!({"id": m.id, "age": m.age_s(now), "ttl": m.ttl_s, "body": m.body_value(), "claim_id": null, "claim_count": m.claim_count}))
+                .map(|m| {
+                    let mut v = json!({"id": m.id, "age": m.age_s(now), "ttl": m.ttl_s, "body": m.body_value(), "claim_id": null, "claim_count": m.claim_count});
+                    // §15.7: pop results carry the checksum like every other message representation.
+                    if let Some(c) = &m.checksum {
+                        v["checksum"] = Value::String(c.clone());
+                    }
+                    v
+                })
                 .collect();
             Ok(ApiResponse::json(StatusCode::OK, &json!({"messages": items})))
         }

@@ -211,15 +211,16 @@ async fn share(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiResponse
         Some(Value::Object(doc)) => doc,
         Some(_) => return Err(ApiError::document_type()),
     };
-    let key = app.config.secret_key.as_deref().ok_or_else(|| ApiError::invalid_api("The `key` can't be None"))?;
     let unknown: Vec<&String> = doc.keys().filter(|k| !["paths", "methods", "expires"].contains(&k.as_str())).collect();
     if !unknown.is_empty() {
         let shown: Vec<String> = unknown.iter().map(|k| format!("'{k}'")).collect();
         return Err(ApiError::invalid_api(format!("Unknown keys: {{{}}}", shown.join(", "))));
     }
+    // Upstream uses `paths or default` and `methods or ['GET']`: absent, null and empty mean the default.
     let strings = |name: &str, default: &str| -> Result<Vec<String>, ApiError> {
         match doc.get(name) {
-            None => Ok(vec![default.to_string()]),
+            None | Some(Value::Null) => Ok(vec![default.to_string()]),
+            Some(Value::Array(items)) if items.is_empty() => Ok(vec![default.to_string()]),
             Some(Value::Array(items)) => Ok(items.iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect()),
             Some(_) => Err(ApiError::invalid_api(format!("`{name}` should be a list"))),
         }
@@ -230,19 +231,23 @@ async fn share(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiResponse
         let shown: Vec<String> = bad.iter().map(|p| format!("'{p}'")).collect();
         return Err(ApiError::invalid_api(format!("Invalid paths: {{{}}}", shown.join(", "))));
     }
+    // As upstream: the document's own errors first, then the missing key.
+    let key = app.config.secret_key.as_deref().ok_or_else(|| ApiError::invalid_api("The `key` can't be None"))?;
     let methods = strings("methods", "GET")?;
     if methods.iter().any(|m| !["GET", "HEAD", "OPTIONS", "POST", "PUT", "DELETE", "PATCH"].contains(&m.as_str())) {
         return Err(ApiError::invalid_api("Invalid methods"));
     }
     let now_s = app.store.now_ms() / 1000;
     let expires_at = match doc.get("expires") {
-        None => now_s + 86400,
+        None | Some(Value::Null) => now_s + 86400,
         Some(Value::String(text)) => {
-            if text.trim().parse::<i64>().is_ok() {
-                return Err(ApiError::invalid_api("`expires` should be a datetime string, not an integer"));
+            if let Ok(n) = text.trim().parse::<i64>() {
+                return Err(ApiError::invalid_api(format!(
+                    "`expires` should be date format, for example 2016-01-01T00:00:00, not integer value: {n}"
+                )));
             }
             let at = signing::parse_instant(text).ok_or_else(|| ApiError::invalid_api(format!("Invalid expires date: {text}")))?;
-            if at < now_s {
+            if at <= now_s {
                 return Err(ApiError::invalid_api("`expires` is lower than the current time"));
             }
             at

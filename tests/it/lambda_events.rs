@@ -1,0 +1,207 @@
+//! API Gateway events (REST v1 and HTTP API v2, named stages and `$default`) through
+//! `lambda_http::request::from_str` → `ApiRequest::from_lambda` → the function handlers → `into_lambda`.
+//!
+//! The fixtures live in `tests/fixtures/apigw/` (linked from `functions/<group>/events/`) and are
+//! complete API Gateway events, usable with `cargo lambda invoke --data-file <file>`.
+
+use harness::*;
+use http::HeaderValue;
+use serde_json::{json, Value};
+use zaqar::route::{route, Group};
+use zaqar::{ApiRequest, ApiResponse, App};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/apigw");
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!("{FIXTURES}/{name}")).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// Parses an event the way the Lambda runtime does and converts it; the project is replaced by a
+/// fresh one so runs do not see each other's data.
+fn request(name: &str, project: &str) -> ApiRequest {
+    let req = lambda_http::request::from_str(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut api = ApiRequest::from_lambda(req);
+    if api.headers.contains_key("x-project-id") {
+        api.headers.insert("x-project-id", HeaderValue::from_str(project).unwrap());
+    }
+    api
+}
+
+/// Sends a request to the function its route belongs to (as the API's integrations do).
+async fn invoke(app: &App, req: ApiRequest) -> ApiResponse {
+    match route(&req.path).map(|r| r.resource.group()) {
+        Some(Group::Queues) => zaqar_queues::handle(app, req).await,
+        Some(Group::Messages) => zaqar_messages::handle(app, req).await,
+        Some(Group::Claims) => zaqar_claims::handle(app, req).await,
+        _ => zaqar_health::handle(app, req).await,
+    }
+}
+
+/// The Lambda response as API Gateway receives it: (status, headers, body text).
+fn lambda_parts(resp: ApiResponse) -> (u16, http::HeaderMap, String) {
+    let out = resp.into_lambda();
+    let status = out.status().as_u16();
+    let headers = out.headers().clone();
+    let body = match out.into_body() {
+        lambda_http::Body::Empty => String::new(),
+        lambda_http::Body::Text(t) => t,
+        lambda_http::Body::Binary(b) => String::from_utf8(b).unwrap(),
+        _ => String::new(),
+    };
+    (status, headers, body)
+}
+
+fn json_of(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+const ALL: [(&str, &str, &str, &str); 10] = [
+    // (file, kind, method, path the handlers must see)
+    ("rest-v1-put-queue.json", "v1", "PUT", "/v2/queues/q1"),
+    ("rest-v1-stage-v2-get-queue.json", "v1", "GET", "/v2/queues/q1"),
+    ("rest-v1-post-messages.json", "v1", "POST", "/v2/queues/q1/messages"),
+    ("rest-v1-get-root.json", "v1", "GET", "/"),
+    ("http-v2-stage-post-messages.json", "v2", "POST", "/v2/queues/q1/messages"),
+    ("http-v2-stage-delete-messages.json", "v2", "DELETE", "/v2/queues/q1/messages"),
+    ("http-v2-default-list-messages.json", "v2", "GET", "/v2/queues/q1/messages"),
+    ("http-v2-default-claim.json", "v2", "POST", "/v2/queues/q1/claims"),
+    ("http-v2-default-patch-queue.json", "v2", "PATCH", "/v2/queues/q1"),
+    ("http-v2-default-ping.json", "v2", "GET", "/v2/ping"),
+];
+
+#[test]
+fn fixtures_are_complete_api_gateway_events() {
+    use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayV2httpRequest};
+    use lambda_http::request::RequestContext;
+    use lambda_http::RequestExt;
+    for (name, kind, method, path) in ALL {
+        let text = fixture(name);
+        // Strictly the event types the runtime deserialises.
+        match kind {
+            "v1" => {
+                let ev: ApiGatewayProxyRequest = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert_eq!(ev.http_method.as_str(), method, "{name}");
+                assert!(ev.request_context.stage.is_some(), "{name}: REST events carry a stage");
+            }
+            _ => {
+                let ev: ApiGatewayV2httpRequest = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert_eq!(ev.request_context.http.method.as_str(), method, "{name}");
+                assert_eq!(ev.version.as_deref(), Some("2.0"), "{name}");
+            }
+        }
+        let req = lambda_http::request::from_str(&text).unwrap();
+        match (kind, req.request_context_ref()) {
+            ("v1", Some(RequestContext::ApiGatewayV1(_))) | ("v2", Some(RequestContext::ApiGatewayV2(_))) => {}
+            (k, other) => panic!("{name}: expected {k}, lambda_http saw {other:?}"),
+        }
+        let api = ApiRequest::from_lambda(req);
+        assert_eq!(api.method.as_str(), method, "{name}");
+        assert_eq!(api.path, path, "{name}: stage prefix must be removed");
+    }
+}
+
+#[tokio::test]
+async fn events_through_the_handlers() {
+    let app = app().await;
+    let p = project();
+    let c = Client { app: &app, project: p.clone(), client_id: CLIENT.into() };
+
+    // REST, stage "prod": create the queue with metadata.
+    let req = request("rest-v1-put-queue.json", &p);
+    assert!(req.has_content_length);
+    let (status, headers, body) = lambda_parts(invoke(&app, req).await);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(headers.get("location").unwrap(), "/v2/queues/q1");
+    assert!(headers.get("x-openstack-request-id").is_some());
+    assert!(body.is_empty());
+
+    // REST, a stage named like the API version ("v2").
+    let (status, headers, body) = lambda_parts(invoke(&app, request("rest-v1-stage-v2-get-queue.json", &p)).await);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers.get("content-type").unwrap(), "application/json");
+    let meta = json_of(&body);
+    assert_eq!(meta["description"], json!("from API Gateway"));
+    assert_eq!(meta["_default_message_ttl"], json!(120));
+
+    // HTTP API, $default: JSON-patch with its media type.
+    let (status, _, body) = lambda_parts(invoke(&app, request("http-v2-default-patch-queue.json", &p)).await);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_of(&body)["color"], json!("blue"));
+
+    // Posting through REST (path carrying the stage) and through a named HTTP API stage: hrefs have no stage.
+    let (status, headers, body) = lambda_parts(invoke(&app, request("rest-v1-post-messages.json", &p)).await);
+    assert_eq!(status, 201, "{body}");
+    let rest_ids: Vec<String> = json_of(&body)["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().strip_prefix("/v2/queues/q1/messages/").expect("href without stage").to_string())
+        .collect();
+    assert_eq!(headers.get("location").unwrap().to_str().unwrap(), format!("/v2/queues/q1/messages?ids={}", rest_ids.join(",")));
+    let (status, _, body) = lambda_parts(invoke(&app, request("http-v2-stage-post-messages.json", &p)).await);
+    assert_eq!(status, 201, "{body}");
+    let http_ids: Vec<String> = json_of(&body)["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().rsplit('/').next().unwrap().to_string())
+        .collect();
+
+    // HTTP API, $default, with a query string (echo=true&limit=5).
+    let (status, _, body) = lambda_parts(invoke(&app, request("http-v2-default-list-messages.json", &p)).await);
+    assert_eq!(status, 200, "{body}");
+    let listed = json_of(&body);
+    let ids: Vec<String> = listed["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids, [rest_ids.clone(), http_ids.clone()].concat());
+    assert_eq!(listed["messages"][0]["body"], json!({"event": "rest"}));
+    assert_eq!(listed["messages"][0]["ttl"], json!(300));
+    assert_eq!(listed["messages"][1]["ttl"], json!(120), "queue default from the PUT event");
+    assert_eq!(listed["messages"][2]["ttl"], json!(600));
+    let next = listed["links"][0]["href"].as_str().unwrap();
+    assert!(next.starts_with("/v2/queues/q1/messages?") && next.contains("limit=5") && next.contains("echo=true"), "{next}");
+
+    // HTTP API, $default, base64-encoded body: claim 2 with ttl 120.
+    let (status, headers, body) = lambda_parts(invoke(&app, request("http-v2-default-claim.json", &p)).await);
+    assert_eq!(status, 201, "{body}");
+    let location = headers.get("location").unwrap().to_str().unwrap().to_string();
+    assert!(location.starts_with("/v2/queues/q1/claims/"), "{location}");
+    let claimed = json_of(&body);
+    assert_eq!(claimed["messages"].as_array().unwrap().len(), 2);
+    let (_, claim_doc) = sj(&c.get(&location).await);
+    assert_eq!(claim_doc["ttl"], json!(120));
+
+    // HTTP API, named stage, DELETE ?pop=20: pops the two unclaimed messages.
+    let (status, _, body) = lambda_parts(invoke(&app, request("http-v2-stage-delete-messages.json", &p)).await);
+    assert_eq!(status, 200, "{body}");
+    let popped: Vec<String> =
+        json_of(&body)["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(popped, http_ids);
+
+    // Health function: ping ($default) and the versions document at the REST stage root.
+    let (status, _, body) = lambda_parts(invoke(&app, request("http-v2-default-ping.json", &p)).await);
+    assert_eq!((status, body.as_str()), (204, ""));
+    let (status, headers, body) = lambda_parts(invoke(&app, request("rest-v1-get-root.json", &p)).await);
+    assert_eq!(status, 300, "{body}");
+    assert_eq!(headers.get("content-type").unwrap(), "application/json");
+    assert_eq!(json_of(&body)["versions"][0]["links"][0]["href"], json!("/v2/"));
+}
+
+#[tokio::test]
+async fn lambda_responses_keep_errors_and_empty_bodies() {
+    let app = app().await;
+    let p = project();
+    // A 405 keeps its Allow header through into_lambda; a 406 has no body.
+    let mut req = request("http-v2-default-ping.json", &p);
+    req.method = http::Method::POST;
+    let (status, headers, body) = lambda_parts(invoke(&app, req).await);
+    assert_eq!(status, 405);
+    assert_eq!(headers.get("allow").unwrap(), "GET, HEAD, OPTIONS");
+    assert_eq!(body, r#"{"title": "405 Method Not Allowed"}"#);
+    let mut req = request("http-v2-default-list-messages.json", &p);
+    req.headers.insert("accept", HeaderValue::from_static("text/html"));
+    let (status, _, body) = lambda_parts(invoke(&app, req).await);
+    assert_eq!((status, body.as_str()), (406, ""));
+    // The queue of these fixtures does not exist in this project: lazy semantics hold.
+    let (status, _, body) = lambda_parts(invoke(&app, request("http-v2-default-patch-queue.json", &p)).await);
+    assert_eq!(status, 404, "{body}");
+}
