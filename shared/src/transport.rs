@@ -210,6 +210,31 @@ fn check_signature(app: &App, req: &ApiRequest, signature: &str) -> Result<(), A
     if ok { Ok(()) } else { Err(ApiError::no_route()) }
 }
 
+/// The one entry point of every resource-group function: the hooks for `group`, then `dispatch` for
+/// requests that reach a handler, then the common response headers.
+pub async fn serve<F, Fut>(app: &App, req: ApiRequest, group: Group, dispatch: F) -> ApiResponse
+where
+    F: FnOnce(Context, ApiRequest) -> Fut,
+    Fut: std::future::Future<Output = Result<ApiResponse, ApiError>>,
+{
+    respond(match prepare(app, &req, group) {
+        Ok(Prepared::Handle(ctx)) => dispatch(ctx, req).await,
+        Ok(Prepared::Versions) => Ok(versions()),
+        Ok(Prepared::Respond(resp)) => Ok(resp),
+        Err(e) => Err(e),
+    })
+}
+
+/// Version discovery, `GET /` (§3): needs no Client-ID or project.
+fn versions() -> ApiResponse {
+    let body = serde_json::json!({"versions": [{
+        "id": "2", "status": "CURRENT", "updated": "2014-9-24T04:06:47Z",
+        "media-types": [{"base": "application/json", "type": "application/vnd.openstack.messaging-v2+json"}],
+        "links": [{"href": "/v2/", "rel": "self"}]
+    }]});
+    ApiResponse::json(StatusCode::MULTIPLE_CHOICES, &body)
+}
+
 /// The response for a handler's result, with the headers every Zaqar response carries.
 pub fn respond(result: Result<ApiResponse, ApiError>) -> ApiResponse {
     let mut resp = match result {

@@ -5,7 +5,6 @@ use http::Method;
 use serde_json::Value;
 use zaqar::clock::Clock;
 use zaqar::config::Config;
-use zaqar::route::{route, Group};
 use zaqar::{ApiRequest, ApiResponse, App};
 
 pub const CLIENT: &str = "3381af92-2b9e-11e3-b191-71861300734c";
@@ -35,16 +34,9 @@ pub fn project() -> String {
     format!("t-{}", uuid::Uuid::new_v4().simple())
 }
 
-/// Routes a request to its resource group's handler, as API Gateway would.
+/// Routes a request to its resource group's handler, as API Gateway (and the local server) would.
 pub async fn call(app: &App, req: ApiRequest) -> ApiResponse {
-    match route(&req.path).map(|r| r.resource.group()) {
-        Some(Group::Queues) => zaqar_queues::handle(app, req).await,
-        Some(Group::Messages) => zaqar_messages::handle(app, req).await,
-        Some(Group::Claims) => zaqar_claims::handle(app, req).await,
-        Some(Group::Subscriptions) => zaqar_subscriptions::handle(app, req).await,
-        Some(Group::Admin) => zaqar_admin::handle(app, req).await,
-        Some(Group::Health) | None => zaqar_health::handle(app, req).await,
-    }
+    zaqar_local::server::dispatch(app, req).await
 }
 
 /// A request builder with the usual headers (Client-ID, project).

@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use zaqar::query::next_href;
 use zaqar::route::{Group, Resource};
 use zaqar::store::admin::{self as admin_store, FlavorWrite, Pool, PoolPatch, CAPABILITIES};
-use zaqar::transport::{self, Context, Prepared};
+use zaqar::transport::{self, Context};
 use zaqar::types::{Limit, ProjectId};
 use zaqar::{json as zjson, ApiError, ApiRequest, ApiResponse, App};
 
@@ -43,12 +43,7 @@ pub fn is_storage_uri(uri: &str) -> bool {
 }
 
 pub async fn handle(app: &App, req: ApiRequest) -> ApiResponse {
-    transport::respond(match transport::prepare(app, &req, Group::Admin) {
-        Ok(Prepared::Handle(ctx)) => dispatch(app, &ctx, &req).await,
-        Ok(Prepared::Respond(resp)) => Ok(resp),
-        Ok(Prepared::Versions) => Err(ApiError::no_route()),
-        Err(e) => Err(e),
-    })
+    transport::serve(app, req, Group::Admin, |ctx, req| async move { dispatch(app, &ctx, &req).await }).await
 }
 
 async fn dispatch(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiResponse, ApiError> {

@@ -6,17 +6,12 @@ use zaqar::json::{int_field, parse_body};
 use zaqar::meta::QueueSettings;
 use zaqar::route::{Group, Resource};
 use zaqar::store::claims::{ClaimParams, DeadLetter};
-use zaqar::transport::{self, Context, Prepared};
+use zaqar::transport::{self, Context};
 use zaqar::types::{Limit, QueueName};
 use zaqar::{ApiError, ApiRequest, ApiResponse, App};
 
 pub async fn handle(app: &App, req: ApiRequest) -> ApiResponse {
-    transport::respond(match transport::prepare(app, &req, Group::Claims) {
-        Ok(Prepared::Handle(ctx)) => dispatch(app, &ctx, &req).await,
-        Ok(Prepared::Respond(resp)) => Ok(resp),
-        Ok(Prepared::Versions) => Err(ApiError::no_route()),
-        Err(e) => Err(e),
-    })
+    transport::serve(app, req, Group::Claims, |ctx, req| async move { dispatch(app, &ctx, &req).await }).await
 }
 
 async fn dispatch(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiResponse, ApiError> {

@@ -6,17 +6,12 @@ use std::time::Instant;
 use zaqar::route::{Group, Resource};
 use zaqar::store::claims::ClaimParams;
 use zaqar::store::messages::NewMessage;
-use zaqar::transport::{self, Context, Prepared};
+use zaqar::transport::{self, Context};
 use zaqar::types::QueueName;
 use zaqar::{ApiError, ApiRequest, ApiResponse, App};
 
 pub async fn handle(app: &App, req: ApiRequest) -> ApiResponse {
-    transport::respond(match transport::prepare(app, &req, Group::Health) {
-        Ok(Prepared::Handle(ctx)) => dispatch(app, &ctx).await,
-        Ok(Prepared::Versions) => Ok(versions()),
-        Ok(Prepared::Respond(resp)) => Ok(resp),
-        Err(e) => Err(e),
-    })
+    transport::serve(app, req, Group::Health, |ctx, _req| async move { dispatch(app, &ctx).await }).await
 }
 
 async fn dispatch(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> {
@@ -34,15 +29,6 @@ async fn dispatch(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> {
         }
         _ => Err(ApiError::no_route()),
     }
-}
-
-fn versions() -> ApiResponse {
-    let body = json!({"versions": [{
-        "id": "2", "status": "CURRENT", "updated": "2014-9-24T04:06:47Z",
-        "media-types": [{"base": "application/json", "type": "application/vnd.openstack.messaging-v2+json"}],
-        "links": [{"href": "/v2/", "rel": "self"}]
-    }]});
-    ApiResponse::json(StatusCode::MULTIPLE_CHOICES, &body)
 }
 
 fn resource(template: &str, vars: &[&str], allow: &[&str], post: bool) -> Value {

@@ -1,10 +1,8 @@
 //! The local stack's API server: every resource group's Lambda handler behind one port, routed the way
 //! API Gateway routes them, plus the DynamoDB-stream poller that drives subscription fan-out.
 
-mod poller;
-mod server;
-
 use zaqar::App;
+use zaqar_local::{poller, server};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {

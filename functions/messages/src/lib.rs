@@ -7,17 +7,12 @@ use zaqar::meta::QueueSettings;
 use zaqar::query::next_href;
 use zaqar::route::{Group, Resource};
 use zaqar::store::messages::{DeleteOutcome, ListOptions, NewMessage};
-use zaqar::transport::{self, Context, Prepared};
+use zaqar::transport::{self, Context};
 use zaqar::types::Limit;
 use zaqar::{ApiError, ApiRequest, ApiResponse, App};
 
 pub async fn handle(app: &App, req: ApiRequest) -> ApiResponse {
-    transport::respond(match transport::prepare(app, &req, Group::Messages) {
-        Ok(Prepared::Handle(ctx)) => dispatch(app, &ctx, &req).await,
-        Ok(Prepared::Respond(resp)) => Ok(resp),
-        Ok(Prepared::Versions) => Err(ApiError::no_route()),
-        Err(e) => Err(e),
-    })
+    transport::serve(app, req, Group::Messages, |ctx, req| async move { dispatch(app, &ctx, &req).await }).await
 }
 
 async fn dispatch(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiResponse, ApiError> {

@@ -7,19 +7,14 @@ use zaqar::query::next_href;
 use zaqar::route::{Group, Resource};
 use zaqar::signing::{self, SignedScope};
 use zaqar::store::queues::QueueFilter;
-use zaqar::transport::{self, Context, Prepared};
+use zaqar::transport::{self, Context};
 use zaqar::types::{Limit, QueueName};
 use zaqar::{json as zjson, ApiError, ApiRequest, ApiResponse, App};
 
 pub const PATCH_MEDIA_TYPE: &str = "application/openstack-messaging-v2.0-json-patch";
 
 pub async fn handle(app: &App, req: ApiRequest) -> ApiResponse {
-    transport::respond(match transport::prepare(app, &req, Group::Queues) {
-        Ok(Prepared::Handle(ctx)) => dispatch(app, &ctx, &req).await,
-        Ok(Prepared::Respond(resp)) => Ok(resp),
-        Ok(Prepared::Versions) => Err(ApiError::no_route()),
-        Err(e) => Err(e),
-    })
+    transport::serve(app, req, Group::Queues, |ctx, req| async move { dispatch(app, &ctx, &req).await }).await
 }
 
 async fn dispatch(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiResponse, ApiError> {

@@ -17,7 +17,7 @@ use zaqar::meta::{is_falsy, validate_retry_policy};
 use zaqar::query::next_href;
 use zaqar::route::{Group, Resource};
 use zaqar::store::subscriptions::{Created, Notice, SubscriptionPatch, Updated, SUBSCRIBE, UNSUBSCRIBE};
-use zaqar::transport::{self, Context, Prepared};
+use zaqar::transport::{self, Context};
 use zaqar::types::Limit;
 use zaqar::webhook::{self, AllowList, Subscriber, SUBSCRIBER_TYPES};
 use zaqar::{ApiError, ApiRequest, ApiResponse, App};
@@ -26,12 +26,7 @@ use zaqar::{ApiError, ApiRequest, ApiResponse, App};
 const MAX_EXPIRY_S: i64 = 253_402_300_799;
 
 pub async fn handle(app: &App, req: ApiRequest) -> ApiResponse {
-    transport::respond(match transport::prepare(app, &req, Group::Subscriptions) {
-        Ok(Prepared::Handle(ctx)) => dispatch(app, &ctx, &req).await,
-        Ok(Prepared::Respond(resp)) => Ok(resp),
-        Ok(Prepared::Versions) => Err(ApiError::no_route()),
-        Err(e) => Err(e),
-    })
+    transport::serve(app, req, Group::Subscriptions, |ctx, req| async move { dispatch(app, &ctx, &req).await }).await
 }
 
 async fn dispatch(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiResponse, ApiError> {

@@ -129,18 +129,8 @@ impl Store {
         if !storable_name(name) {
             return Ok(None);
         }
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(keys::pool(name)))
-            .consistent_read(true)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map_err(unavailable("Pool lookup"))?;
-        self.usage.read(out.consumed_capacity());
-        Ok(out.item().and_then(pool_from))
+        let item = self.get_consistent(keys::pool(name), "Pool lookup").await?;
+        Ok(item.as_ref().and_then(pool_from))
     }
 
     /// Creates or overwrites a pool (PUT semantics: every field replaced).

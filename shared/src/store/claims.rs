@@ -293,19 +293,9 @@ impl Store {
         if !keys::is_claim_id(cid) {
             return Ok(None);
         }
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(keys::claim(project, queue, cid)))
-            .consistent_read(true)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map_err(unavailable("Claim lookup"))?;
-        self.usage.read(out.consumed_capacity());
+        let item = self.get_consistent(keys::claim(project, queue, cid), "Claim lookup").await?;
         let now = self.now_ms();
-        let Some(item) = out.item() else { return Ok(None) };
+        let Some(item) = item.as_ref() else { return Ok(None) };
         let claim = Claim {
             id: cid.to_string(),
             ttl_s: get_i64(item, "ttl_s").unwrap_or(0),

@@ -149,18 +149,8 @@ const COMMIT_PATIENCE: Duration = Duration::from_secs(5);
 
 impl Store {
     pub(crate) async fn read_head(&self, project: &ProjectId, queue: &QueueName) -> Result<Head, ApiError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(keys::head(project, queue)))
-            .consistent_read(true)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map_err(unavailable("Queue head lookup"))?;
-        self.usage.read(out.consumed_capacity());
-        Ok(Head::from_item(out.item()))
+        let item = self.get_consistent(keys::head(project, queue), "Queue head lookup").await?;
+        Ok(Head::from_item(item.as_ref()))
     }
 
     /// Posts a batch (§7.1) and returns the new ids in order. The queue record must exist already.
@@ -381,19 +371,9 @@ impl Store {
     /// One message by id, if it exists and is alive (§7.4).
     pub async fn get_message(&self, project: &ProjectId, queue: &QueueName, id: &str) -> Result<Option<Message>, ApiError> {
         let Some(k) = keys::message_id_k(id) else { return Ok(None) };
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(keys::message(project, queue, k)))
-            .consistent_read(true)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map_err(unavailable("Message lookup"))?;
-        self.usage.read(out.consumed_capacity());
+        let item = self.get_consistent(keys::message(project, queue, k), "Message lookup").await?;
         let now = self.now_ms();
-        Ok(out.item().and_then(Message::from_item).filter(|m| m.id == id && m.alive(now)))
+        Ok(item.as_ref().and_then(Message::from_item).filter(|m| m.id == id && m.alive(now)))
     }
 
     /// Messages by id, skipping unknown, malformed and expired ones (§7.3).

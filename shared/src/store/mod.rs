@@ -104,6 +104,22 @@ impl Store {
         self.clock.now_ms()
     }
 
+    /// A strongly consistent GetItem of one key.
+    pub(crate) async fn get_consistent(&self, key: Item, what: &'static str) -> Result<Option<Item>, ApiError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(unavailable(what))?;
+        self.usage.read(out.consumed_capacity());
+        Ok(out.item)
+    }
+
     /// Cheap liveness probe for `GET /v2/ping`.
     pub async fn ping(&self) -> bool {
         let r = self.client.describe_table().table_name(&self.table).send().await;

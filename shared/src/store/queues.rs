@@ -67,18 +67,8 @@ impl Store {
 
     /// The stored metadata, or `None` for a queue that does not exist.
     pub async fn queue_metadata(&self, project: &ProjectId, queue: &QueueName) -> Result<Option<Metadata>, ApiError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(keys::queue_record(project, queue)))
-            .consistent_read(true)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map_err(unavailable("Queue metadata lookup"))?;
-        self.usage.read(out.consumed_capacity());
-        Ok(out.item().and_then(record_from).map(|r| r.metadata))
+        let item = self.get_consistent(keys::queue_record(project, queue), "Queue metadata lookup").await?;
+        Ok(item.as_ref().and_then(record_from).map(|r| r.metadata))
     }
 
     /// Replaces the metadata of an existing queue; `false` if the queue does not exist.

@@ -252,19 +252,9 @@ impl Store {
 
     /// A live subscription by id.
     pub async fn get_subscription(&self, project: &ProjectId, queue: &QueueName, sid: &str) -> Result<Option<Subscription>, ApiError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(keys::subscription(project, queue, sid)))
-            .consistent_read(true)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map_err(unavailable("Subscription lookup"))?;
-        self.usage.read(out.consumed_capacity());
+        let item = self.get_consistent(keys::subscription(project, queue, sid), "Subscription lookup").await?;
         let now = self.now_ms();
-        Ok(out.item().and_then(Subscription::from_item).filter(|sub| sub.alive(now)))
+        Ok(item.as_ref().and_then(Subscription::from_item).filter(|sub| sub.alive(now)))
     }
 
     /// PATCH (§9.3): a new `ttl` restarts the expiry clock from now.
