@@ -69,6 +69,16 @@ pub fn next_href(path: &str, params: &[(&str, String)]) -> String {
     format!("{path}?{}", ser.finish())
 }
 
+/// A page's `links` (§1.8): one `next` link whenever the page is non-empty, `[]` otherwise. The link
+/// repeats the recognised parameters the request gave (`keep`, plus `extra` ones) and ends with `marker`.
+pub fn page_links(path: &str, query: &Query, keep: &[&str], extra: &[(String, String)], marker: Option<String>) -> serde_json::Value {
+    let Some(marker) = marker else { return serde_json::json!([]) };
+    let mut params: Vec<(&str, String)> = keep.iter().filter_map(|k| query.get(k).map(|v| (*k, v.to_string()))).collect();
+    params.extend(extra.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    params.push(("marker", marker));
+    serde_json::json!([{"rel": "next", "href": next_href(path, &params)}])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +92,14 @@ mod tests {
         assert_eq!(q.list("ids").unwrap(), vec!["a", "b", "c"]);
         assert_eq!(q.bool("bad").unwrap_err().title, "Invalid parameter");
         assert_eq!(Query::parse("limit=x").int("limit").unwrap_err().title, "Invalid parameter");
+    }
+
+    #[test]
+    fn page_links_only_for_non_empty_pages() {
+        let q = Query::parse("limit=2&echo=true&other=x");
+        assert_eq!(page_links("/p", &q, &["limit", "echo"], &[], None), serde_json::json!([]));
+        let links = page_links("/p", &q, &["limit", "echo", "detailed"], &[], Some("9".into()));
+        assert_eq!(links, serde_json::json!([{"rel": "next", "href": "/p?limit=2&echo=true&marker=9"}]));
     }
 
     #[test]

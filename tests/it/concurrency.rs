@@ -67,7 +67,7 @@ async fn concurrent_claimers_drain_exactly_once() {
             while ids.len() < per_producer {
                 let n = rng.range(10, 20).min(per_producer - ids.len());
                 let bodies = (0..n).map(|i| json!({"p": p, "i": ids.len() + i})).collect();
-                ids.extend(post_batch(&c, "work", bodies).await);
+                ids.extend(post_batch(&c, "drain", bodies).await);
             }
             ids
         })
@@ -90,7 +90,7 @@ async fn concurrent_claimers_drain_exactly_once() {
             let c = client(&app, &project, OTHER_CLIENT);
             let mut idle = 0;
             loop {
-                let r = c.post("/v2/queues/work/claims?limit=10", r#"{"ttl": 3600, "grace": 60}"#).await;
+                let r = c.post("/v2/queues/drain/claims?limit=10", r#"{"ttl": 3600, "grace": 60}"#).await;
                 match r.status.as_u16() {
                     204 => {
                         ledger.lock().unwrap().empty_claims += 1;
@@ -125,7 +125,7 @@ async fn concurrent_claimers_drain_exactly_once() {
                     }
                 }
                 for id in ids {
-                    let r = c.delete(&format!("/v2/queues/work/messages/{id}?claim_id={cid}")).await;
+                    let r = c.delete(&format!("/v2/queues/drain/messages/{id}?claim_id={cid}")).await;
                     let mut l = ledger.lock().unwrap();
                     if r.status == 204 {
                         *l.deletes.entry(id).or_default() += 1;
@@ -172,9 +172,9 @@ async fn concurrent_claimers_drain_exactly_once() {
     // The queue is empty afterwards.
     let app = app().await;
     let c = client(&app, &project, CLIENT);
-    let (_, stats) = sj(&c.get("/v2/queues/work/stats").await);
+    let (_, stats) = sj(&c.get("/v2/queues/drain/stats").await);
     assert_eq!(stats["messages"], json!({"claimed": 0, "free": 0, "total": 0}));
-    assert_eq!(c.post("/v2/queues/work/claims", "{}").await.status, 204);
+    assert_eq!(c.post("/v2/queues/drain/claims", "{}").await.status, 204);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

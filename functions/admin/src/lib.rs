@@ -12,7 +12,7 @@ use http::{Method, StatusCode};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use schema::Rule;
 use serde_json::{json, Map, Value};
-use zaqar::query::next_href;
+use zaqar::query::page_links;
 use zaqar::route::{Group, Resource};
 use zaqar::store::admin::{self as admin_store, FlavorWrite, Pool, PoolPatch, CAPABILITIES};
 use zaqar::transport::{self, Context};
@@ -188,20 +188,7 @@ async fn list_pools(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiRes
     let limit = limit(ctx, app.limits().max_pools_per_page)?;
     let detailed = q.bool("detailed")?;
     let pools = app.store.list_pools(marker, limit).await?;
-    let links = match pools.last() {
-        Some(last) => {
-            let mut params: Vec<(&str, String)> = Vec::new();
-            if let Some(l) = q.get("limit") {
-                params.push(("limit", l.to_string()));
-            }
-            if let Some(d) = detailed {
-                params.push(("detailed", d.to_string()));
-            }
-            params.push(("marker", last.name.clone()));
-            json!([{"rel": "next", "href": next_href("/v2/pools", &params)}])
-        }
-        None => json!([]),
-    };
+    let links = page_links("/v2/pools", q, &["limit", "detailed"], &[], pools.last().map(|last| last.name.clone()));
     let items: Vec<Value> = pools.iter().map(|p| Value::Object(pool_json(p, detailed.unwrap_or(false)))).collect();
     let body = json!({"links": links, "pools": items});
     Ok(ApiResponse::json(StatusCode::OK, &body).with_header("content-location", relative_uri(req)))
@@ -382,20 +369,7 @@ async fn list_flavors(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError>
             Value::Object(m)
         })
         .collect();
-    let links = match names.last() {
-        Some(last) => {
-            let mut params: Vec<(&str, String)> = Vec::new();
-            if let Some(l) = q.get("limit") {
-                params.push(("limit", l.to_string()));
-            }
-            if let Some(d) = detailed {
-                params.push(("detailed", d.to_string()));
-            }
-            params.push(("marker", last.clone()));
-            json!([{"rel": "next", "href": next_href("/v2/flavors", &params)}])
-        }
-        None => json!([]),
-    };
+    let links = page_links("/v2/flavors", q, &["limit", "detailed"], &[], names.last().map(|last| last.clone()));
     Ok(ApiResponse::json(StatusCode::OK, &json!({"links": links, "flavors": items})))
 }
 

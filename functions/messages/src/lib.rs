@@ -4,7 +4,7 @@ use http::{Method, StatusCode};
 use serde_json::{json, Value};
 use zaqar::json::{int_field, parse_body};
 use zaqar::meta::QueueSettings;
-use zaqar::query::next_href;
+use zaqar::query::page_links;
 use zaqar::route::{Group, Resource};
 use zaqar::store::messages::{DeleteOutcome, ListOptions, NewMessage};
 use zaqar::transport::{self, Context};
@@ -117,19 +117,8 @@ async fn list(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> {
     let page = app.store.list_messages(&ctx.project, queue, &opts).await?;
     let now = app.store.now_ms();
     let items: Vec<Value> = page.iter().map(|m| m.to_json(queue, now)).collect();
-    let links = match page.last() {
-        Some(last) => {
-            let mut params: Vec<(&str, String)> = Vec::new();
-            for name in ["limit", "echo", "include_claimed", "include_delayed"] {
-                if let Some(v) = q.get(name) {
-                    params.push((name, v.to_string()));
-                }
-            }
-            params.push(("marker", last.k.to_string()));
-            json!([{"rel": "next", "href": next_href(&format!("/v2/queues/{}/messages", queue.as_str()), &params)}])
-        }
-        None => json!([]),
-    };
+    let path = format!("/v2/queues/{}/messages", queue.as_str());
+    let links = page_links(&path, q, &["limit", "echo", "include_claimed", "include_delayed"], &[], page.last().map(|m| m.k.to_string()));
     Ok(ApiResponse::json(StatusCode::OK, &json!({"messages": items, "links": links})))
 }
 

@@ -3,7 +3,7 @@
 use http::StatusCode;
 use serde_json::{json, Map, Value};
 use zaqar::meta::{self, Metadata};
-use zaqar::query::next_href;
+use zaqar::query::page_links;
 use zaqar::route::{Group, Resource};
 use zaqar::signing::{self, SignedScope};
 use zaqar::store::queues::QueueFilter;
@@ -70,22 +70,10 @@ async fn list(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> {
             Value::Object(item)
         })
         .collect();
-    let links = match page.last() {
-        Some(last) => {
-            let mut params: Vec<(&str, String)> = Vec::new();
-            for name in ["limit", "detailed", "name", "with_count"] {
-                if let Some(v) = q.get(name) {
-                    params.push((name, v.to_string()));
-                }
-            }
-            for (k, _) in &metadata_filters {
-                params.push((k.as_str(), q.get(k).unwrap_or_default().to_string()));
-            }
-            params.push(("marker", last.name.clone()));
-            json!([{"rel": "next", "href": next_href("/v2/queues", &params)}])
-        }
-        None => json!([]),
-    };
+    let extra: Vec<(String, String)> =
+        metadata_filters.iter().map(|(k, _)| (k.clone(), q.get(k).unwrap_or_default().to_string())).collect();
+    let marker = page.last().map(|last| last.name.clone());
+    let links = page_links("/v2/queues", q, &["limit", "detailed", "name", "with_count"], &extra, marker);
     let mut body = json!({"queues": items, "links": links});
     if with_count {
         let count = app.store.count_queues(&ctx.project).await?;

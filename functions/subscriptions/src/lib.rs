@@ -14,7 +14,7 @@ use http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 use zaqar::json::parse_body;
 use zaqar::meta::{is_falsy, validate_retry_policy};
-use zaqar::query::next_href;
+use zaqar::query::page_links;
 use zaqar::route::{Group, Resource};
 use zaqar::store::subscriptions::{Created, Notice, SubscriptionPatch, Updated, SUBSCRIBE, UNSUBSCRIBE};
 use zaqar::transport::{self, Context};
@@ -182,17 +182,7 @@ async fn list(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> {
     let page = app.store.list_subscriptions(&ctx.project, queue, q.get("marker"), limit).await?;
     let now = app.store.now_ms();
     let items: Vec<Value> = page.iter().map(|sub| sub.to_json(now)).collect();
-    let links = match page.last() {
-        Some(last) => {
-            let mut params: Vec<(&str, String)> = Vec::new();
-            if let Some(l) = q.get("limit") {
-                params.push(("limit", l.to_string()));
-            }
-            params.push(("marker", last.id.clone()));
-            json!([{"rel": "next", "href": next_href(&collection_path(ctx)?, &params)}])
-        }
-        None => json!([]),
-    };
+    let links = page_links(&collection_path(ctx)?, q, &["limit"], &[], page.last().map(|sub| sub.id.clone()));
     Ok(ApiResponse::json(StatusCode::OK, &json!({"subscriptions": items, "links": links})))
 }
 
