@@ -10,6 +10,7 @@
 //! | message | `Q#{queue}#{project}` | `M#{k:020}` | `id`, `body`, `ttl_s`, `created_ms`, `expires_ms`, claim fields |
 //! | claim | `Q#{queue}#{project}` | `L#{claim id}` | `ttl_s`, `grace_s`, `updated_ms`, `until_ms`, `ks` (sequence numbers) |
 //! | subscription | `Q#{queue}#{project}` | `S#{subscription id}` | `subscriber`, `options`, `confirmed`, `expires_ms` |
+//! | subscriber marker | `Q#{queue}#{project}` | `U#{sha256(subscriber)}` | `sid`: makes (queue, subscriber) unique |
 //! | pool | `POOLS` | `{pool}` | admin |
 //! | flavor | `F#{project}` | `{flavor}` | admin |
 //!
@@ -30,6 +31,9 @@ pub const MESSAGE_PREFIX: &str = "M#";
 pub const CLAIM_PREFIX: &str = "L#";
 pub const SUBSCRIPTION_PREFIX: &str = "S#";
 pub const QUEUE_PREFIX: &str = "Q#";
+pub const SUBSCRIBER_PREFIX: &str = "U#";
+/// Sorts after every subscription-related sort key (`S#`, `U#`): the end of a purge's range.
+pub const SUBSCRIPTIONS_END: &str = "V";
 pub const POOLS_PK: &str = "POOLS";
 
 pub type Item = HashMap<String, AttributeValue>;
@@ -95,6 +99,13 @@ pub fn subscription_sk(sid: &str) -> String {
 
 pub fn subscription(project: &ProjectId, queue: &QueueName, sid: &str) -> Item {
     key(queue_pk(project, queue), subscription_sk(sid))
+}
+
+/// The marker that holds a subscriber URI for one subscription of the queue (uniqueness, §9.1).
+pub fn subscriber_marker(project: &ProjectId, queue: &QueueName, subscriber: &str) -> Item {
+    use sha2::{Digest, Sha256};
+    let digest: String = Sha256::digest(subscriber.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    key(queue_pk(project, queue), format!("{SUBSCRIBER_PREFIX}{digest}"))
 }
 
 pub fn pool(name: &str) -> Item {

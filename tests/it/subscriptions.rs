@@ -249,3 +249,48 @@ async fn confirm_rules() {
     let r = c.post(&format!("{SUBS}/{sid}/confirm"), r#"{"confirmed": true}"#).await;
     assert_eq!((r.status.as_u16(), r.header_value("allow")), (405, Some("PUT, OPTIONS")));
 }
+
+#[tokio::test]
+async fn concurrent_creates_of_one_subscriber_make_one_subscription() {
+    let app = app().await;
+    let c = Client::new(&app);
+    let creates = (0..8).map(|_| {
+        let c = Client { app: &app, project: c.project.clone(), client_id: c.client_id.clone() };
+        async move { create(&c, "http://127.0.0.1:18009/race").await }
+    });
+    let ids: Vec<String> = futures::future::join_all(creates).await;
+    assert!(ids.iter().all(|id| *id == ids[0]), "every create answers with the one subscription: {ids:?}");
+    let (_, body) = sj(&c.get(&format!("{SUBS}?limit=20")).await);
+    assert_eq!(body["subscriptions"].as_array().unwrap().len(), 1, "{body}");
+}
+
+#[tokio::test]
+async fn deleting_or_repointing_a_subscription_frees_its_subscriber() {
+    let app = app().await;
+    let c = Client::new(&app);
+    let first = create(&c, "http://127.0.0.1:18010/a").await;
+    assert_eq!(c.delete(&format!("{SUBS}/{first}")).await.status, 204);
+    let second = create(&c, "http://127.0.0.1:18010/a").await;
+    assert_ne!(first, second, "a deleted subscription's subscriber can be subscribed again");
+    let other = create(&c, "http://127.0.0.1:18010/b").await;
+    let patch = |to: &str| json!({"subscriber": to}).to_string();
+    let conflict = c.patch(&format!("{SUBS}/{other}"), "application/json", &patch("http://127.0.0.1:18010/a")).await;
+    assert_eq!(conflict.status, 409);
+    let moved = c.patch(&format!("{SUBS}/{other}"), "application/json", &patch("http://127.0.0.1:18010/c")).await;
+    assert_eq!(moved.status, 204);
+    // /b is free again: a new create gets a new subscription, /c is taken by `other`.
+    let b_again = create(&c, "http://127.0.0.1:18010/b").await;
+    assert_ne!(b_again, other);
+    assert_eq!(create(&c, "http://127.0.0.1:18010/c").await, other);
+}
+
+#[tokio::test]
+async fn an_expired_subscription_does_not_hold_its_subscriber() {
+    let app = app().await;
+    let c = Client::new(&app);
+    let r = c.post(SUBS, &json!({"subscriber": "http://127.0.0.1:18011/x", "ttl": 60}).to_string()).await;
+    let old = r.json_body()["subscription_id"].as_str().unwrap().to_string();
+    app.store.clock.advance_secs(61);
+    let new = create(&c, "http://127.0.0.1:18011/x").await;
+    assert_ne!(old, new);
+}

@@ -271,6 +271,6 @@ impl Store {
 impl Store {
     /// Deletes every subscription of the queue (purge, §5.7).
     pub async fn purge_subscriptions(&self, project: &ProjectId, queue: &QueueName) -> Result<(), ApiError> {
-        self.delete_partition_range(project, queue, keys::SUBSCRIPTION_PREFIX, "T").await
+        self.delete_partition_range(project, queue, keys::SUBSCRIPTION_PREFIX, keys::SUBSCRIPTIONS_END).await
     }
 }

@@ -11,10 +11,11 @@
 //! the notification when it sees a new `notify_seq`. The API call stays one DynamoDB write, and a slow
 //! or failing subscriber is retried by the stream instead of holding the request.
 //!
-//! Uniqueness by (project, queue, subscriber) is a read-then-write check on the partition: two
-//! concurrent creates of the same subscriber can both succeed (Zaqar's MongoDB unique index would
-//! refuse one). The window is one request round trip; the cost of closing it would be an extra
-//! marker item per subscription.
+//! Uniqueness by (project, queue, subscriber), which Zaqar's MongoDB gets from a unique index, comes
+//! from a marker item per subscriber (`U#{sha256}` holding the subscription id), taken with a
+//! conditional write before the subscription is written: of two concurrent creates one gets the
+//! marker, the other answers with the winner's id. A marker whose subscription has expired or gone is
+//! taken over (compare-and-set on the id it holds), so expiry needs no clean-up.
 
 use super::{get_bool, get_i64, get_s, is_condition_failed, ttl_epoch, unavailable, Store};
 use crate::error::ApiError;
@@ -129,15 +130,16 @@ impl Store {
         notice: Option<Notice>,
     ) -> Result<Created, ApiError> {
         if let Some(existing) = self.find_subscriber(project, queue, subscriber).await? {
-            if !existing.confirmed {
-                if let Some(notice) = notice {
-                    self.update_subscription_raw(project, queue, &existing.id, Vec::new(), Some(notice)).await?;
-                }
-            }
-            return Ok(Created::Existing { id: existing.id, confirmed: existing.confirmed });
+            return self.existing(project, queue, existing, notice).await;
         }
         let now = self.now_ms();
         let id = keys::new_subscription_id(now);
+        if let Some(holder) = self.claim_subscriber(project, queue, subscriber, &id).await? {
+            // A concurrent create won the subscriber: answer as for a duplicate.
+            if let Some(existing) = self.get_subscription(project, queue, &holder).await? {
+                return self.existing(project, queue, existing, notice).await;
+            }
+        }
         let expires = expires_ms(now, ttl_s);
         let mut item = keys::subscription(project, queue, &id);
         item.insert("sid".into(), s(id.clone()));
@@ -166,6 +168,80 @@ impl Store {
             .map_err(unavailable("Subscription creation"))?;
         self.usage.write(out.consumed_capacity());
         Ok(Created::New(id))
+    }
+
+    /// A create of an already-subscribed URI: unconfirmed ones get their confirmation again (§9.1).
+    async fn existing(&self, project: &ProjectId, queue: &QueueName, existing: Subscription, notice: Option<Notice>) -> Result<Created, ApiError> {
+        if !existing.confirmed {
+            if let Some(notice) = notice {
+                self.update_subscription_raw(project, queue, &existing.id, Vec::new(), Some(notice)).await?;
+            }
+        }
+        Ok(Created::Existing { id: existing.id, confirmed: existing.confirmed })
+    }
+
+    /// Takes the subscriber's marker for `sid`. `Some(holder)` when a live subscription holds it.
+    async fn claim_subscriber(&self, project: &ProjectId, queue: &QueueName, subscriber: &str, sid: &str) -> Result<Option<String>, ApiError> {
+        let key = keys::subscriber_marker(project, queue, subscriber);
+        let mut expected: Option<String> = None;
+        for _ in 0..4 {
+            let mut item = key.clone();
+            item.insert("sid".into(), s(sid));
+            let req = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .return_consumed_capacity(ReturnConsumedCapacity::Total);
+            let req = match &expected {
+                // Take over a marker whose subscription is gone, unless someone else did first.
+                Some(stale) => req.condition_expression("sid = :old").expression_attribute_values(":old", s(stale.clone())),
+                None => req.condition_expression("attribute_not_exists(pk) OR sid = :sid").expression_attribute_values(":sid", s(sid)),
+            };
+            match req.send().await {
+                Ok(out) => {
+                    self.usage.write(out.consumed_capacity());
+                    return Ok(None);
+                }
+                Err(e) if is_condition_failed(&e) => self.usage.failed_write(),
+                Err(e) => return Err(unavailable("Subscription creation")(e)),
+            }
+            let holder = self.get_consistent(key.clone(), "Subscription creation").await?;
+            let Some(holder) = holder.as_ref().and_then(|i| get_s(i, "sid")).map(str::to_string) else {
+                expected = None;
+                continue;
+            };
+            if self.get_subscription(project, queue, &holder).await?.is_some() {
+                return Ok(Some(holder));
+            }
+            expected = Some(holder);
+        }
+        Err(ApiError::unavailable("Subscription creation could not be completed."))
+    }
+
+    /// Gives up the subscriber's marker if `sid` still holds it.
+    async fn release_subscriber(&self, project: &ProjectId, queue: &QueueName, subscriber: &str, sid: &str) -> Result<(), ApiError> {
+        let r = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::subscriber_marker(project, queue, subscriber)))
+            .condition_expression("sid = :sid")
+            .expression_attribute_values(":sid", s(sid))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        match r {
+            Ok(out) => {
+                self.usage.write(out.consumed_capacity());
+                Ok(())
+            }
+            Err(e) if is_condition_failed(&e) => {
+                self.usage.failed_write();
+                Ok(())
+            }
+            Err(e) => Err(unavailable("Subscription update")(e)),
+        }
     }
 
     /// The live subscription of the queue with this subscriber URI, if any.
@@ -265,11 +341,16 @@ impl Store {
         sid: &str,
         patch: &SubscriptionPatch,
     ) -> Result<Updated, ApiError> {
+        let mut previous = None;
         if let Some(new) = &patch.subscriber {
-            if let Some(other) = self.find_subscriber(project, queue, new).await? {
-                if other.id != sid {
-                    return Ok(Updated::Conflict);
+            let Some(current) = self.get_subscription(project, queue, sid).await? else { return Ok(Updated::NotFound) };
+            if current.subscriber != *new {
+                if let Some(other) = self.claim_subscriber(project, queue, new, sid).await? {
+                    if other != sid {
+                        return Ok(Updated::Conflict);
+                    }
                 }
+                previous = Some(current.subscriber);
             }
         }
         let mut sets: Vec<(&str, AttributeValue)> = Vec::new();
@@ -286,6 +367,10 @@ impl Store {
             sets.push((keys::TTL_ATTR, ttl_epoch(expires)));
         }
         let found = self.update_subscription_raw(project, queue, sid, sets, None).await?;
+        if let Some(old) = previous {
+            let (release, keep) = if found { (old, sid) } else { (patch.subscriber.clone().unwrap_or_default(), sid) };
+            self.release_subscriber(project, queue, &release, keep).await?;
+        }
         Ok(if found { Updated::Done } else { Updated::NotFound })
     }
 
@@ -350,18 +435,22 @@ impl Store {
         }
     }
 
-    /// DELETE (§9.3): idempotent.
+    /// DELETE (§9.3): idempotent; frees the subscriber URI for a new subscription.
     pub async fn delete_subscription(&self, project: &ProjectId, queue: &QueueName, sid: &str) -> Result<(), ApiError> {
         let out = self
             .client
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(keys::subscription(project, queue, sid)))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
             .map_err(unavailable("Subscription deletion"))?;
         self.usage.write(out.consumed_capacity());
+        if let Some(subscriber) = out.attributes().and_then(|a| get_s(a, "subscriber")) {
+            self.release_subscriber(project, queue, subscriber, sid).await?;
+        }
         Ok(())
     }
 }
