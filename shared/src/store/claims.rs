@@ -1,7 +1,9 @@
 //! Claims (§8, §15.2, §15.5): exclusive by conditional writes, flat in cost thanks to a claim floor.
 //!
 //! A claim marks each message with `claim_id` and `claim_until_ms` in one conditional UpdateItem
-//! ([`cond::CLAIMABLE`]); a lost race fails the condition and the message is skipped.
+//! ([`cond::CLAIMABLE`]); a lost race fails the condition and the message is skipped. The writes of
+//! one claim (and of a renewal or release) run concurrently: one round trip, not one per message,
+//! which is what Lambda bills by.
 //!
 //! The claim floor keeps claim cost flat however many messages are already claimed: the head records
 //! `floor_k`, below which every message is dead or claimed until at least `floor_until_ms`. While that
@@ -77,49 +79,67 @@ impl Store {
             })
             .await?;
             let Some(last) = batch.last().map(|m| m.k) else { break };
-            for m in batch {
-                let passable_until = if !m.alive(now) {
-                    Some(i64::MAX)
-                } else if m.claimed(now) {
-                    skipped_claimed += 1;
-                    m.claim_until_ms
-                } else if m.delayed(now) {
-                    None
-                } else {
-                    match self.claim_one(project, queue, &m, &cid, until, params, now).await? {
-                        Ok(mine) => {
-                            let moved = match dead_letter {
-                                Some(dl) if m.claim_count >= dl.max_claim_count => {
-                                    self.move_to_dead_letter(project, queue, &mine, dl).await?;
-                                    true
+            let eligible = |m: &Message| m.alive(now) && !m.claimed(now) && !m.delayed(now);
+            let mut idx = 0;
+            while idx < batch.len() && claimed.len() < limit {
+                // One round: the messages up to the one that makes `need` eligible ones; those are
+                // claimed concurrently (one round trip instead of `need`), the round then read in order.
+                let need = limit - claimed.len();
+                let mut end = idx;
+                let mut found = 0;
+                while end < batch.len() && found < need {
+                    found += eligible(&batch[end]) as usize;
+                    end += 1;
+                }
+                let round = &batch[idx..end];
+                let attempts = round.iter().filter(|m| eligible(m)).map(|m| self.claim_one(project, queue, m, &cid, until, params, now));
+                let mut outcomes = futures::future::join_all(attempts).await.into_iter();
+                for m in round {
+                    let passable_until = if !m.alive(now) {
+                        Some(i64::MAX)
+                    } else if m.claimed(now) {
+                        skipped_claimed += 1;
+                        m.claim_until_ms
+                    } else if m.delayed(now) {
+                        None
+                    } else {
+                        let Some(outcome) = outcomes.next() else { continue };
+                        match outcome? {
+                            Ok(mine) => {
+                                let moved = match dead_letter {
+                                    Some(dl) if m.claim_count >= dl.max_claim_count => {
+                                        self.move_to_dead_letter(project, queue, &mine, dl).await?;
+                                        true
+                                    }
+                                    _ => false,
+                                };
+                                if !moved {
+                                    claimed.push(mine);
                                 }
-                                _ => false,
-                            };
-                            if !moved {
-                                claimed.push(mine);
+                                Some(until)
                             }
-                            Some(until)
+                            // Lost the race: another claimer holds it until `u`, or it is gone.
+                            Err(current) => match current {
+                                Some(c) if c.claimed(now) => c.claim_until_ms,
+                                Some(c) if c.alive(now) => None,
+                                _ => Some(i64::MAX),
+                            },
                         }
-                        // Lost the race: another claimer holds it until `u`, or it is gone.
-                        Err(current) => match current {
-                            Some(c) if c.claimed(now) => c.claim_until_ms,
-                            Some(c) if c.alive(now) => None,
-                            _ => Some(i64::MAX),
-                        },
-                    }
-                };
-                if !floor_blocked {
-                    match passable_until {
-                        Some(u) => {
-                            floor = m.k + 1;
-                            floor_until = floor_until.min(u);
+                    };
+                    if !floor_blocked {
+                        match passable_until {
+                            Some(u) => {
+                                floor = m.k + 1;
+                                floor_until = floor_until.min(u);
+                            }
+                            None => floor_blocked = true,
                         }
-                        None => floor_blocked = true,
                     }
                 }
-                if claimed.len() == limit {
-                    break 'scan;
-                }
+                idx = end;
+            }
+            if claimed.len() == limit {
+                break 'scan;
             }
             from = last + 1;
         }
@@ -329,7 +349,7 @@ impl Store {
         let Some((claim, messages)) = self.get_claim(project, queue, cid).await? else { return Ok(false) };
         let now = self.now_ms();
         let until = now + params.ttl_s * 1000;
-        for m in &messages {
+        let renewals = messages.iter().map(|m| {
             let mut update = String::from("SET claim_until_ms = :until");
             let mut req = self
                 .client
@@ -349,12 +369,16 @@ impl Store {
                     .expression_attribute_values(":epoch", ttl_epoch(new_exp))
                     .expression_attribute_names("#ttl", keys::TTL_ATTR);
             }
-            match req.update_expression(update).send().await {
-                Ok(out) => self.usage.write(out.consumed_capacity()),
-                Err(e) if is_condition_failed(&e) => self.usage.failed_write(),
-                Err(e) => return Err(unavailable("Claim renewal")(e)),
+            async move {
+                match req.update_expression(update).send().await {
+                    Ok(out) => self.usage.write(out.consumed_capacity()),
+                    Err(e) if is_condition_failed(&e) => self.usage.failed_write(),
+                    Err(e) => return Err(unavailable("Claim renewal")(e)),
+                }
+                Ok(())
             }
-        }
+        });
+        futures::future::try_join_all(renewals).await?;
         let previous_until = claim.until_ms;
         let renewed = Claim { ttl_s: params.ttl_s, grace_s: params.grace_s, updated_ms: now, until_ms: until, ..claim };
         self.put_claim(project, queue, &renewed).await?;
@@ -393,7 +417,7 @@ impl Store {
             Some(AttributeValue::Ns(ns)) => ns.iter().filter_map(|k| k.parse().ok()).collect(),
             _ => return Ok(()),
         };
-        for k in ks {
+        let releases = ks.into_iter().map(|k| async move {
             let r = self
                 .client
                 .update_item()
@@ -410,7 +434,9 @@ impl Store {
                 Err(e) if is_condition_failed(&e) => self.usage.failed_write(),
                 Err(e) => return Err(unavailable("Claim release")(e)),
             }
-        }
+            Ok(())
+        });
+        futures::future::try_join_all(releases).await?;
         // Released messages sit below the floor: forget it (after the message writes, see module doc).
         self.reset_floor(project, queue).await
     }
