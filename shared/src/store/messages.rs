@@ -523,7 +523,8 @@ impl Store {
             if candidates.is_empty() {
                 break;
             }
-            for m in candidates {
+            // Concurrent conditional deletes, results kept in queue order.
+            let deletes = candidates.iter().map(|m| async move {
                 let r = self
                     .client
                     .delete_item()
@@ -539,13 +540,26 @@ impl Store {
                 match r {
                     Ok(out) => {
                         self.usage.write(out.consumed_capacity());
-                        if let Some(old) = out.attributes().and_then(Message::from_item) {
-                            popped.push(old);
-                        }
+                        Ok(out.attributes().and_then(Message::from_item))
                     }
-                    Err(e) if is_condition_failed(&e) => self.usage.failed_write(),
-                    Err(e) => return Err(unavailable("Message pop")(e)),
+                    Err(e) if is_condition_failed(&e) => {
+                        self.usage.failed_write();
+                        Ok(None)
+                    }
+                    Err(e) => Err(unavailable("Message pop")(e)),
                 }
+            });
+            let mut failure = None;
+            for result in futures::future::join_all(deletes).await {
+                match result {
+                    Ok(Some(old)) => popped.push(old),
+                    Ok(None) => {}
+                    Err(e) => failure = Some(e),
+                }
+            }
+            // Messages already removed must reach the caller: an error only wins when nothing was popped.
+            if let Some(e) = failure {
+                return if popped.is_empty() { Err(e) } else { Ok(popped) };
             }
             from_k = last + 1;
         }
