@@ -107,22 +107,6 @@ impl Limit {
     }
 }
 
-/// Seconds, validated against a range at the edge (message TTL, claim TTL, grace, delay, subscription TTL).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Seconds(pub i64);
-
-impl Seconds {
-    pub fn in_range(value: i64, min: i64, max: i64, message: impl FnOnce() -> String) -> Result<Self, ApiError> {
-        if value < min || value > max {
-            return Err(ApiError::invalid_api(message()));
-        }
-        Ok(Seconds(value))
-    }
-    pub fn millis(self) -> i64 {
-        self.0.saturating_mul(1000)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,12 +135,10 @@ mod tests {
     }
 
     #[test]
-    fn limits_and_seconds() {
+    fn limits() {
         let msg = |m| format!("Limit must be at least 1 and may not be greater than {m}.");
         assert!(Limit::new(0, 20, msg).is_err());
         assert!(Limit::new(21, 20, msg).is_err());
         assert_eq!(Limit::new(20, 20, msg).unwrap().get(), 20);
-        assert!(Seconds::in_range(59, 60, 100, String::new).is_err());
-        assert_eq!(Seconds::in_range(60, 60, 100, String::new).unwrap(), Seconds(60));
     }
 }

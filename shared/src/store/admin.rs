@@ -9,7 +9,7 @@
 //! Upstream pools carry only a flavor *name*; recording the project as well keeps flavors of different
 //! projects with the same name apart (flavors are per project, pools are not).
 
-use super::{get_i64, get_json, get_s, is_condition_failed, unavailable, Store};
+use super::{get_i64, get_json, get_s, unavailable, Store};
 use crate::error::ApiError;
 use crate::keys::{self, n, s, Item};
 use crate::types::ProjectId;
@@ -143,17 +143,7 @@ impl Store {
             item.insert("flavor".into(), s(f));
             item.insert("flavor_project".into(), s(p));
         }
-        let out = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map_err(unavailable("Pool creation"))?;
-        self.usage.write(out.consumed_capacity());
-        Ok(())
+        self.put(item, "Pool creation").await
     }
 
     /// Applies a PATCH to an existing pool; `None` if the pool does not exist.
@@ -217,17 +207,7 @@ impl Store {
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
-        match r {
-            Ok(out) => {
-                self.usage.write(out.consumed_capacity());
-                Ok(out.attributes().and_then(pool_from))
-            }
-            Err(e) if is_condition_failed(&e) => {
-                self.usage.failed_write();
-                Ok(None)
-            }
-            Err(e) => Err(unavailable("Pool update")(e)),
-        }
+        Ok(self.conditional(r, "Pool update")?.and_then(|out| out.attributes().and_then(pool_from)))
     }
 
     /// Deletes a pool (absent pools are fine).
@@ -522,11 +502,7 @@ impl Store {
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await;
-            match r {
-                Ok(out) => self.usage.write(out.consumed_capacity()),
-                Err(e) if is_condition_failed(&e) => self.usage.failed_write(),
-                Err(e) => return Err(unavailable("Flavor pool detachment")(e)),
-            }
+            self.conditional(r, "Flavor pool detachment")?;
         }
         Ok(())
     }

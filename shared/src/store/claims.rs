@@ -253,14 +253,8 @@ impl Store {
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
-        match r {
-            Ok(out) => {
-                self.usage.write(out.consumed_capacity());
-                Ok(())
-            }
-            Err(e) if is_condition_failed(&e) => Ok(()), // someone else moved or reset it: fine
-            Err(e) => Err(unavailable("Claim")(e)),
-        }
+        // A failed condition means someone else moved or reset the floor: fine.
+        self.conditional(r, "Claim").map(drop)
     }
 
     /// Forgets the floor after claims ended early (release, renew to a shorter ttl).
@@ -277,14 +271,7 @@ impl Store {
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
-        match r {
-            Ok(out) => {
-                self.usage.write(out.consumed_capacity());
-                Ok(())
-            }
-            Err(e) if is_condition_failed(&e) => Ok(()),
-            Err(e) => Err(unavailable("Claim")(e)),
-        }
+        self.conditional(r, "Claim").map(drop)
     }
 
     async fn put_claim(&self, project: &ProjectId, queue: &QueueName, claim: &Claim) -> Result<(), ApiError> {
@@ -295,17 +282,7 @@ impl Store {
         item.insert("until_ms".into(), n(claim.until_ms));
         item.insert("ks".into(), AttributeValue::Ns(claim.ks.iter().map(|k| k.to_string()).collect()));
         item.insert(keys::TTL_ATTR.into(), ttl_epoch(claim.until_ms));
-        let out = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map_err(unavailable("Claim"))?;
-        self.usage.write(out.consumed_capacity());
-        Ok(())
+        self.put(item, "Claim").await
     }
 
     /// A live claim and the messages it still holds; `None` if unknown, released, expired or empty (§8.2).
@@ -369,14 +346,7 @@ impl Store {
                     .expression_attribute_values(":epoch", ttl_epoch(new_exp))
                     .expression_attribute_names("#ttl", keys::TTL_ATTR);
             }
-            async move {
-                match req.update_expression(update).send().await {
-                    Ok(out) => self.usage.write(out.consumed_capacity()),
-                    Err(e) if is_condition_failed(&e) => self.usage.failed_write(),
-                    Err(e) => return Err(unavailable("Claim renewal")(e)),
-                }
-                Ok(())
-            }
+            async move { self.conditional(req.update_expression(update).send().await, "Claim renewal").map(drop) }
         });
         futures::future::try_join_all(renewals).await?;
         let previous_until = claim.until_ms;
@@ -429,12 +399,7 @@ impl Store {
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await;
-            match r {
-                Ok(out) => self.usage.write(out.consumed_capacity()),
-                Err(e) if is_condition_failed(&e) => self.usage.failed_write(),
-                Err(e) => return Err(unavailable("Claim release")(e)),
-            }
-            Ok(())
+            self.conditional(r, "Claim release").map(drop)
         });
         futures::future::try_join_all(releases).await?;
         // Released messages sit below the floor: forget it (after the message writes, see module doc).

@@ -483,17 +483,7 @@ impl Store {
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await;
-            match r {
-                Ok(out) => {
-                    self.usage.write(out.consumed_capacity());
-                    Ok(())
-                }
-                Err(e) if is_condition_failed(&e) => {
-                    self.usage.failed_write();
-                    Ok(())
-                }
-                Err(e) => Err(unavailable("Message deletion")(e)),
-            }
+            self.conditional(r, "Message deletion").map(drop)
         });
         for r in futures::future::join_all(deletes).await {
             r?;
@@ -537,17 +527,7 @@ impl Store {
                     .return_consumed_capacity(ReturnConsumedCapacity::Total)
                     .send()
                     .await;
-                match r {
-                    Ok(out) => {
-                        self.usage.write(out.consumed_capacity());
-                        Ok(out.attributes().and_then(Message::from_item))
-                    }
-                    Err(e) if is_condition_failed(&e) => {
-                        self.usage.failed_write();
-                        Ok(None)
-                    }
-                    Err(e) => Err(unavailable("Message pop")(e)),
-                }
+                Ok(self.conditional(r, "Message pop")?.and_then(|out| out.attributes().and_then(Message::from_item)))
             });
             let mut failure = None;
             for result in futures::future::join_all(deletes).await {

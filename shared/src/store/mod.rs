@@ -128,6 +128,69 @@ impl Store {
     }
 }
 
+/// Write outputs that report the capacity they consumed.
+pub(crate) trait WriteOutput {
+    fn consumed(&self) -> Option<&ConsumedCapacity>;
+}
+
+macro_rules! write_output {
+    ($($t:ty),*) => {$(
+        impl WriteOutput for $t {
+            fn consumed(&self) -> Option<&ConsumedCapacity> {
+                self.consumed_capacity()
+            }
+        }
+    )*};
+}
+
+write_output!(
+    aws_sdk_dynamodb::operation::put_item::PutItemOutput,
+    aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+    aws_sdk_dynamodb::operation::delete_item::DeleteItemOutput
+);
+
+impl Store {
+    /// Accounts for a conditional write: `Some(output)` when written, `None` when its condition failed
+    /// (a lost race or a missing item: charged one unit, as DynamoDB charges it); anything else is 503.
+    pub(crate) fn conditional<O, E, R>(
+        &self,
+        result: Result<O, aws_sdk_dynamodb::error::SdkError<E, R>>,
+        what: &'static str,
+    ) -> Result<Option<O>, ApiError>
+    where
+        O: WriteOutput,
+        E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::fmt::Debug,
+        R: std::fmt::Debug,
+    {
+        match result {
+            Ok(out) => {
+                self.usage.write(out.consumed());
+                Ok(Some(out))
+            }
+            Err(e) if is_condition_failed(&e) => {
+                self.usage.failed_write();
+                Ok(None)
+            }
+            Err(e) => Err(unavailable(what)(e)),
+        }
+    }
+
+    /// An unconditional PutItem.
+    pub(crate) async fn put(&self, item: Item, what: &'static str) -> Result<(), ApiError> {
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(unavailable(what))?;
+        self.usage.write(out.consumed_capacity());
+        Ok(())
+    }
+}
+
 /// Maps any SDK failure to Zaqar's 503; the cause goes to the log, never to the client.
 pub fn unavailable<E: std::fmt::Debug>(what: &'static str) -> impl FnOnce(E) -> ApiError {
     move |e| {

@@ -52,17 +52,7 @@ impl Store {
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
-        match r {
-            Ok(out) => {
-                self.usage.write(out.consumed_capacity());
-                Ok(true)
-            }
-            Err(e) if super::is_condition_failed(&e) => {
-                self.usage.failed_write();
-                Ok(false)
-            }
-            Err(e) => Err(unavailable("Queue creation")(e)),
-        }
+        Ok(self.conditional(r, "Queue creation")?.is_some())
     }
 
     /// The stored metadata, or `None` for a queue that does not exist.
@@ -84,14 +74,7 @@ impl Store {
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
-        match r {
-            Ok(out) => {
-                self.usage.write(out.consumed_capacity());
-                Ok(true)
-            }
-            Err(e) if super::is_condition_failed(&e) => Ok(false),
-            Err(e) => Err(unavailable("Queue update")(e)),
-        }
+        Ok(self.conditional(r, "Queue update")?.is_some())
     }
 
     /// One page of queues after `marker`, in name order, with filters applied.

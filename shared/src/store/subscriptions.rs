@@ -17,7 +17,7 @@
 //! marker, the other answers with the winner's id. A marker whose subscription has expired or gone is
 //! taken over (compare-and-set on the id it holds), so expiry needs no clean-up.
 
-use super::{get_bool, get_i64, get_s, is_condition_failed, ttl_epoch, unavailable, Store};
+use super::{get_bool, get_i64, get_s, ttl_epoch, unavailable, Store};
 use crate::error::ApiError;
 use crate::keys::{self, n, s, Item};
 use crate::types::{ProjectId, QueueName};
@@ -198,13 +198,8 @@ impl Store {
                 Some(stale) => req.condition_expression("sid = :old").expression_attribute_values(":old", s(stale.clone())),
                 None => req.condition_expression("attribute_not_exists(pk) OR sid = :sid").expression_attribute_values(":sid", s(sid)),
             };
-            match req.send().await {
-                Ok(out) => {
-                    self.usage.write(out.consumed_capacity());
-                    return Ok(None);
-                }
-                Err(e) if is_condition_failed(&e) => self.usage.failed_write(),
-                Err(e) => return Err(unavailable("Subscription creation")(e)),
+            if self.conditional(req.send().await, "Subscription creation")?.is_some() {
+                return Ok(None);
             }
             let holder = self.get_consistent(key.clone(), "Subscription creation").await?;
             let Some(holder) = holder.as_ref().and_then(|i| get_s(i, "sid")).map(str::to_string) else {
@@ -231,17 +226,7 @@ impl Store {
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
-        match r {
-            Ok(out) => {
-                self.usage.write(out.consumed_capacity());
-                Ok(())
-            }
-            Err(e) if is_condition_failed(&e) => {
-                self.usage.failed_write();
-                Ok(())
-            }
-            Err(e) => Err(unavailable("Subscription update")(e)),
-        }
+        self.conditional(r, "Subscription update").map(drop)
     }
 
     /// The live subscription of the queue with this subscriber URI, if any.
@@ -422,17 +407,8 @@ impl Store {
             return Ok(self.get_subscription(project, queue, sid).await?.is_some());
         }
         let set = if clauses.is_empty() { String::new() } else { format!("SET {}", clauses.join(", ")) };
-        match req.update_expression(format!("{set}{expr}").trim().to_string()).send().await {
-            Ok(out) => {
-                self.usage.write(out.consumed_capacity());
-                Ok(true)
-            }
-            Err(e) if is_condition_failed(&e) => {
-                self.usage.failed_write();
-                Ok(false)
-            }
-            Err(e) => Err(unavailable("Subscription update")(e)),
-        }
+        let r = req.update_expression(format!("{set}{expr}").trim().to_string()).send().await;
+        Ok(self.conditional(r, "Subscription update")?.is_some())
     }
 
     /// DELETE (§9.3): idempotent; frees the subscriber URI for a new subscription.
