@@ -115,13 +115,7 @@ fn flag(name: &str, default: bool) -> bool {
 }
 
 fn list(name: &str) -> Vec<String> {
-    env::var(name)
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
+    env::var(name).unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
 }
 
 fn number<T: std::str::FromStr>(name: &str, default: T) -> T {

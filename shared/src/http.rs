@@ -13,8 +13,13 @@ use serde::Serialize;
 pub enum Caller {
     #[default]
     Anonymous,
-    Jwt { claims: std::collections::HashMap<String, String> },
-    Iam { account_id: Option<String>, user_arn: Option<String> },
+    Jwt {
+        claims: std::collections::HashMap<String, String>,
+    },
+    Iam {
+        account_id: Option<String>,
+        user_arn: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Default)]

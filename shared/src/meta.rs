@@ -68,7 +68,9 @@ pub fn validate_retry_policy(policy: Option<&Value>) -> Result<(), ApiError> {
         Some(Value::Object(m)) => m,
         Some(_) => return Err(ApiError::invalid_api("retry_policy must be a dict.")),
     };
-    for key in ["retries_with_no_delay", "minimum_delay_retries", "minimum_delay", "maximum_delay", "maximum_delay_retries"] {
+    for key in
+        ["retries_with_no_delay", "minimum_delay_retries", "minimum_delay", "maximum_delay", "maximum_delay_retries"]
+    {
         match policy.get(key) {
             None => {}
             Some(v) if is_falsy(v) => {}
@@ -186,20 +188,19 @@ pub fn parse_patch(doc: &Value) -> Result<Vec<PatchOp>, ApiError> {
     let mut ops = Vec::with_capacity(changes.len());
     for change in changes {
         let change = change.as_object().ok_or_else(|| ApiError::invalid_body("Operations must be JSON objects."))?;
-        let op = match change.get("op") {
-            None | Some(Value::Null) => {
-                return Err(ApiError::invalid_body(
+        let op =
+            match change.get("op") {
+                None | Some(Value::Null) => return Err(ApiError::invalid_body(
                     "Unable to find `op` in JSON Schema change. It must be one of the following: add, remove, replace.",
-                ))
-            }
-            Some(Value::String(op)) if matches!(op.as_str(), "add" | "remove" | "replace") => op.clone(),
-            Some(other) => {
-                let shown = other.as_str().map(str::to_string).unwrap_or_else(|| other.to_string());
-                return Err(ApiError::invalid_body(format!(
-                    "Invalid operation: `{shown}`. It must be one of the following: add, remove, replace."
-                )));
-            }
-        };
+                )),
+                Some(Value::String(op)) if matches!(op.as_str(), "add" | "remove" | "replace") => op.clone(),
+                Some(other) => {
+                    let shown = other.as_str().map(str::to_string).unwrap_or_else(|| other.to_string());
+                    return Err(ApiError::invalid_body(format!(
+                        "Invalid operation: `{shown}`. It must be one of the following: add, remove, replace."
+                    )));
+                }
+            };
         let pointer = match change.get("path") {
             Some(Value::String(p)) => p.as_str(),
             Some(_) => return Err(ApiError::invalid_body("Pointer must be a string.")),
@@ -326,7 +327,11 @@ mod tests {
     fn patch_documents() {
         let ops = parse_patch(&json!([{"op": "add", "path": "/metadata/a~1b", "value": 1}])).unwrap();
         assert_eq!(ops, vec![PatchOp::Add("a/b".into(), json!(1))]);
-        assert!(parse_patch(&json!([{"op": "move", "path": "/metadata/a"}])).unwrap_err().description.unwrap().starts_with("Invalid operation: `move`"));
+        assert!(parse_patch(&json!([{"op": "move", "path": "/metadata/a"}]))
+            .unwrap_err()
+            .description
+            .unwrap()
+            .starts_with("Invalid operation: `move`"));
         assert!(parse_patch(&json!([{"op": "add", "path": "/metadata/a"}])).is_err());
         assert!(parse_patch(&json!([{"op": "add", "path": "/metadata/a/b", "value": 1}])).is_err());
         assert!(parse_patch(&json!([{"op": "add", "path": "/other/a", "value": 1}])).is_err());
@@ -334,7 +339,11 @@ mod tests {
         assert!(parse_patch(&json!(["x"])).is_err());
         assert!(parse_patch(&json!({"op": "add"})).is_err());
         let mut meta = m(json!({"a": 1}));
-        apply_patch(&mut meta, vec![PatchOp::Replace("a".into(), json!(2)), PatchOp::Remove("_max_claim_count".into())]).unwrap();
+        apply_patch(
+            &mut meta,
+            vec![PatchOp::Replace("a".into(), json!(2)), PatchOp::Remove("_max_claim_count".into())],
+        )
+        .unwrap();
         assert_eq!(meta["a"], json!(2));
         assert_eq!(apply_patch(&mut meta, vec![PatchOp::Replace("zz".into(), json!(1))]).unwrap_err().status, 409);
         assert_eq!(apply_patch(&mut meta, vec![PatchOp::Remove("zz".into())]).unwrap_err().status, 409);

@@ -56,7 +56,11 @@ impl Query {
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect();
-        if items.is_empty() { None } else { Some(items) }
+        if items.is_empty() {
+            None
+        } else {
+            Some(items)
+        }
     }
 }
 
@@ -71,9 +75,16 @@ pub fn next_href(path: &str, params: &[(&str, String)]) -> String {
 
 /// A page's `links` (§1.8): one `next` link whenever the page is non-empty, `[]` otherwise. The link
 /// repeats the recognised parameters the request gave (`keep`, plus `extra` ones) and ends with `marker`.
-pub fn page_links(path: &str, query: &Query, keep: &[&str], extra: &[(String, String)], marker: Option<String>) -> serde_json::Value {
+pub fn page_links(
+    path: &str,
+    query: &Query,
+    keep: &[&str],
+    extra: &[(String, String)],
+    marker: Option<String>,
+) -> serde_json::Value {
     let Some(marker) = marker else { return serde_json::json!([]) };
-    let mut params: Vec<(&str, String)> = keep.iter().filter_map(|k| query.get(k).map(|v| (*k, v.to_string()))).collect();
+    let mut params: Vec<(&str, String)> =
+        keep.iter().filter_map(|k| query.get(k).map(|v| (*k, v.to_string()))).collect();
     params.extend(extra.iter().map(|(k, v)| (k.as_str(), v.clone())));
     params.push(("marker", marker));
     serde_json::json!([{"rel": "next", "href": next_href(path, &params)}])
@@ -104,6 +115,9 @@ mod tests {
 
     #[test]
     fn next_links_encode_values() {
-        assert_eq!(next_href("/v2/queues", &[("limit", "2".into()), ("marker", "q 1".into())]), "/v2/queues?limit=2&marker=q+1");
+        assert_eq!(
+            next_href("/v2/queues", &[("limit", "2".into()), ("marker", "q 1".into())]),
+            "/v2/queues?limit=2&marker=q+1"
+        );
     }
 }

@@ -80,10 +80,7 @@ impl Resource {
 
     /// Whether the route carries a `{queue_name}` that the transport validates before the handler.
     pub fn has_queue(self) -> bool {
-        !matches!(
-            self.group(),
-            Group::Health | Group::Admin
-        ) && self != Resource::QueueList
+        !matches!(self.group(), Group::Health | Group::Admin) && self != Resource::QueueList
     }
 }
 

@@ -4,8 +4,8 @@
 //! Accept → Client-ID → project → queue name and project length → method (405/OPTIONS) → handler.
 
 use crate::app::App;
-use crate::error::ApiError;
 use crate::config::AuthMode;
+use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse, Caller};
 use crate::query::Query;
 use crate::route::{route, Group, Resource, Route};
@@ -41,7 +41,11 @@ impl Context {
 
     /// Policy check for admin-only operations (§1.4).
     pub fn require_admin(&self) -> Result<(), ApiError> {
-        if self.is_admin() { Ok(()) } else { Err(ApiError::forbidden()) }
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden())
+        }
     }
 }
 
@@ -85,7 +89,11 @@ pub fn prepare(app: &App, req: &ApiRequest, group: Group) -> Result<Prepared, Ap
     let client_id = match req.header_str("client-id") {
         Some(v) => ClientId::parse(v)?,
         None => {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "Missing header value", "The \"Client-Id\" header is required."))
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "Missing header value",
+                "The \"Client-Id\" header is required.",
+            ))
         }
     };
     let (project, roles) = identify(app, req)?;
@@ -122,24 +130,37 @@ fn identify(app: &App, req: &ApiRequest) -> Result<(ProjectId, Vec<String>), Api
         let project = match header_project {
             Some(p) => ProjectId::parse(p)?,
             None => {
-                return Err(ApiError::new(StatusCode::BAD_REQUEST, "Project-Id Missing", "The header X-PROJECT-ID was missing"))
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "Project-Id Missing",
+                    "The header X-PROJECT-ID was missing",
+                ))
             }
         };
         // Roles from headers are trusted only without an authorizer (Zaqar's noauth).
-        let roles = if app.config.auth_mode == AuthMode::None { req.header_str("x-roles").map(split).unwrap_or_default() } else { vec![] };
+        let roles = if app.config.auth_mode == AuthMode::None {
+            req.header_str("x-roles").map(split).unwrap_or_default()
+        } else {
+            vec![]
+        };
         return Ok((project, roles));
     }
     match (&app.config.auth_mode, &req.caller) {
         (AuthMode::Jwt, Caller::Jwt { claims }) => {
             let project = claims.get(&app.config.project_claim).ok_or_else(ApiError::forbidden)?;
-            let roles = claims.get(&app.config.roles_claim).map(|r| split(r.trim_matches(['[', ']']))).unwrap_or_default();
+            let roles =
+                claims.get(&app.config.roles_claim).map(|r| split(r.trim_matches(['[', ']']))).unwrap_or_default();
             Ok((ProjectId::parse(project)?, roles))
         }
         (AuthMode::Iam, Caller::Iam { account_id: Some(account), user_arn }) => {
             let admin = user_arn.as_ref().is_some_and(|arn| app.config.admin_principals.contains(arn));
             Ok((ProjectId::parse(account)?, if admin { vec!["admin".into()] } else { vec![] }))
         }
-        _ => Err(ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "This server could not verify that you are authorized to access the document you requested.")),
+        _ => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "This server could not verify that you are authorized to access the document you requested.",
+        )),
     }
 }
 
@@ -186,12 +207,7 @@ fn accepts_json(accept: Option<&str>) -> bool {
 fn check_signature(app: &App, req: &ApiRequest, signature: &str) -> Result<(), ApiError> {
     let key = app.config.secret_key.as_deref().ok_or_else(ApiError::no_route)?;
     let list = |name: &str| -> Vec<String> {
-        req.header_str(name)
-            .unwrap_or("")
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect()
+        req.header_str(name).unwrap_or("").split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
     };
     let methods = list("url-methods");
     let paths = list("url-paths");
@@ -207,7 +223,11 @@ fn check_signature(app: &App, req: &ApiRequest, signature: &str) -> Result<(), A
         && SignedScope { paths, methods, project, expires: signing::format_expires(expires_at) }
             .normalised()
             .verify(key, signature);
-    if ok { Ok(()) } else { Err(ApiError::no_route()) }
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::no_route())
+    }
 }
 
 /// The one entry point of every resource-group function: the hooks for `group`, then `dispatch` for
@@ -266,9 +286,7 @@ mod tests {
     }
 
     fn base() -> ApiRequest {
-        ApiRequest::new(Method::GET, "/v2/queues")
-            .header("X-Project-ID", "from-header")
-            .header("X-Roles", "admin")
+        ApiRequest::new(Method::GET, "/v2/queues").header("X-Project-ID", "from-header").header("X-Roles", "admin")
     }
 
     #[test]
@@ -284,7 +302,8 @@ mod tests {
         let app = app_with(AuthMode::Jwt);
         let mut req = base();
         req.caller = Caller::Jwt {
-            claims: [("project_id".to_string(), "tenant-a".to_string()), ("roles".into(), "[reader admin]".into())].into(),
+            claims: [("project_id".to_string(), "tenant-a".to_string()), ("roles".into(), "[reader admin]".into())]
+                .into(),
         };
         let (p, roles) = identify(&app, &req).unwrap();
         assert_eq!((p.as_str(), roles), ("tenant-a", vec!["reader".to_string(), "admin".to_string()]));

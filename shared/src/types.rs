@@ -12,7 +12,11 @@ impl QueueName {
         let ok = !name.is_empty()
             && name.len() <= 64
             && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-        if ok { Ok(QueueName(name.to_string())) } else { Err(ApiError::invalid_queue()) }
+        if ok {
+            Ok(QueueName(name.to_string()))
+        } else {
+            Err(ApiError::invalid_queue())
+        }
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -46,7 +50,11 @@ impl ProjectId {
     }
 
     pub fn check_length(&self) -> Result<(), ApiError> {
-        if self.0.len() > Self::MAX_LEN { Err(ApiError::invalid_queue()) } else { Ok(()) }
+        if self.0.len() > Self::MAX_LEN {
+            Err(ApiError::invalid_queue())
+        } else {
+            Ok(())
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -130,7 +138,10 @@ mod tests {
         assert_eq!(ClientId::parse("urn:uuid:3381af92-2b9e-11e3-b191-71861300734c").unwrap(), dashed);
         assert_eq!(ClientId::parse("3381AF92-2B9E-11E3-B191-71861300734C").unwrap(), dashed);
         let err = ClientId::parse("not-a-uuid").unwrap_err();
-        assert_eq!((err.title.as_str(), err.description.as_deref()), ("Wrong UUID value", Some("Malformed hexadecimal UUID.")));
+        assert_eq!(
+            (err.title.as_str(), err.description.as_deref()),
+            ("Wrong UUID value", Some("Malformed hexadecimal UUID."))
+        );
         assert!(ClientId::parse("3381af92-2b9e-11e3-b191-71861300734").is_err());
     }
 

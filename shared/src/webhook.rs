@@ -328,7 +328,8 @@ mod tests {
 
     #[test]
     fn allow_list_admits_addresses_ranges_and_names() {
-        let allow = AllowList::parse(&["127.0.0.1".into(), "10.0.0.0/8".into(), "[::1]".into(), "Hooks.Internal.".into()]);
+        let allow =
+            AllowList::parse(&["127.0.0.1".into(), "10.0.0.0/8".into(), "[::1]".into(), "Hooks.Internal.".into()]);
         assert!(host_check("http://127.0.0.1:9000/", &allow).is_ok());
         assert!(host_check("http://2130706433/", &allow).is_ok());
         assert!(host_check("http://[::ffff:127.0.0.1]/", &allow).is_ok());

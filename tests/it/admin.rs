@@ -116,7 +116,10 @@ async fn pool_create_get_overwrite_delete() {
     let (_, got) = sj(&admin(&c, Method::GET, &format!("{path}?detailed=true"), None).await);
     assert_eq!(got["options"], json!({"max_retry_sleep": 1}));
     let r = admin(&c, Method::GET, &format!("{path}?detailed=maybe"), None).await;
-    assert_eq!(err(&r), e(400, "Invalid parameter", "The \"detailed\" parameter is invalid. The value must be a boolean."));
+    assert_eq!(
+        err(&r),
+        e(400, "Invalid parameter", "The \"detailed\" parameter is invalid. The value must be a boolean.")
+    );
 
     // PUT on an existing name overwrites every field (same URI is not a conflict with itself).
     let body = json!({"uri": format!("mongodb://{p}:27017"), "weight": 0, "flavor": "gold"}).to_string();
@@ -131,7 +134,10 @@ async fn pool_create_get_overwrite_delete() {
     assert_eq!(pool_flavor(&c, &p).await, Value::Null);
 
     assert_eq!(admin(&c, Method::DELETE, &path, None).await.status, 204);
-    assert_eq!(err(&admin(&c, Method::GET, &path, None).await), e(404, "Not found", &format!("Pool {p} does not exist")));
+    assert_eq!(
+        err(&admin(&c, Method::GET, &path, None).await),
+        e(404, "Not found", &format!("Pool {p} does not exist"))
+    );
     assert_eq!(admin(&c, Method::DELETE, &path, None).await.status, 204);
     assert_eq!(admin(&c, Method::DELETE, "/v2/pools/never-existed", None).await.status, 204);
     let long = "x".repeat(300);
@@ -180,7 +186,10 @@ async fn pool_put_validation() {
         (Some(r#"{"uri": 1}"#.into()), "1 is not of type 'string'".into()),
         (Some(r#"{"uri": 1, "weight": "a"}"#.into()), "'a' is not of type 'integer'".into()),
         (Some(format!(r#"{{"uri": "{long}", "weight": 1}}"#)), format!("'{long}' is too long")),
-        (Some(format!(r#"{{"uri": "dynamodb://x", "weight": 1, "flavor": "{long}"}}"#)), format!("'{long}' is too long")),
+        (
+            Some(format!(r#"{{"uri": "dynamodb://x", "weight": 1, "flavor": "{long}"}}"#)),
+            format!("'{long}' is too long"),
+        ),
         (Some(r#"{"uri": "dynamodb://x", "weight": 1, "flavor": 5}"#.into()), "5 is not of type 'string'".into()),
         (Some(r#"{"uri": "dynamodb://x", "weight": 1, "options": []}"#.into()), "[] is not of type 'object'".into()),
         (
@@ -203,7 +212,13 @@ async fn pool_put_validation() {
     let big = json!({"uri": format!("dynamodb://{p}"), "weight": 1, "options": {"k": "v".repeat(70_000)}}).to_string();
     let r = admin(&c, Method::PUT, &path, Some(&big)).await;
     assert_eq!(err(&r), e(400, BAD_BODY, "Pool options are too large. Max size: 65536"));
-    let r = admin(&c, Method::PUT, &format!("/v2/pools/{}", "n".repeat(256)), Some(r#"{"uri": "dynamodb://x", "weight": 1}"#)).await;
+    let r = admin(
+        &c,
+        Method::PUT,
+        &format!("/v2/pools/{}", "n".repeat(256)),
+        Some(r#"{"uri": "dynamodb://x", "weight": 1}"#),
+    )
+    .await;
     assert_eq!(err(&r), e(400, "Invalid API request", "Pool names may be at most 255 characters long."));
     // Nothing was stored along the way.
     assert_eq!(admin(&c, Method::GET, &path, None).await.status, 404);
@@ -260,7 +275,10 @@ async fn pool_patch() {
     assert_eq!(s, 200);
     assert_eq!(got, json!({"name": p, "flavor": null, "uri": format!("dynamodb://{p}"), "weight": 7, "href": path}));
     let (_, got) = sj(&admin(&c, Method::PATCH, &path, Some(r#"{"flavor": "gold", "options": {"a": 1}}"#)).await);
-    assert_eq!((got["flavor"].clone(), got["weight"].clone(), got.get("options").is_none()), (json!("gold"), json!(7), true));
+    assert_eq!(
+        (got["flavor"].clone(), got["weight"].clone(), got.get("options").is_none()),
+        (json!("gold"), json!(7), true)
+    );
     let (_, got) = sj(&admin(&c, Method::GET, &format!("{path}?detailed=true"), None).await);
     assert_eq!(got["options"], json!({"a": 1}));
     let uri = format!("redis://{p}");
@@ -337,7 +355,10 @@ async fn flavor_lifecycle() {
 
     let (s, got) = sj(&c.get("/v2/flavors/gold").await);
     assert_eq!(s, 200);
-    assert_eq!(got, json!({"name": "gold", "capabilities": ALL_CAPS, "pool_list": [p1, p2], "href": "/v2/flavors/gold"}));
+    assert_eq!(
+        got,
+        json!({"name": "gold", "capabilities": ALL_CAPS, "pool_list": [p1, p2], "href": "/v2/flavors/gold"})
+    );
     // Re-PUT is fine (no conflict).
     assert_eq!(admin(&c, Method::PUT, "/v2/flavors/gold", Some(&body)).await.status, 201);
 
@@ -394,21 +415,33 @@ async fn flavor_validation() {
         (Some("nope".into()), e(400, BAD_BODY, "JSON could not be parsed.")),
         (Some("[]".into()), e(400, BAD_BODY, "[] is not of type 'object'")),
         (Some("{}".into()), e(400, BAD_BODY, "{} is not valid under any of the given schemas")),
-        (Some(r#"{"capabilities": {}}"#.into()), e(400, BAD_BODY, "{'capabilities': {}} is not valid under any of the given schemas")),
+        (
+            Some(r#"{"capabilities": {}}"#.into()),
+            e(400, BAD_BODY, "{'capabilities': {}} is not valid under any of the given schemas"),
+        ),
         (Some(r#"{"pool_list": "a"}"#.into()), e(400, BAD_BODY, "'a' is not of type 'array'")),
-        (Some(format!(r#"{{"pool_list": ["{p}"], "capabilities": []}}"#)), e(400, BAD_BODY, "[] is not of type 'object'")),
+        (
+            Some(format!(r#"{{"pool_list": ["{p}"], "capabilities": []}}"#)),
+            e(400, BAD_BODY, "[] is not of type 'object'"),
+        ),
         (
             Some(format!(r#"{{"pool_list": ["{p}"], "pool": "x"}}"#)),
             e(400, BAD_BODY, "Additional properties are not allowed ('pool' was unexpected)"),
         ),
         (Some(r#"{"pool_list": []}"#.into()), create("Bad Request")),
-        (Some(r#"{"pool_list": ["nope"]}"#.into()), create("Flavor f1 could not be created, error:Pool nope does not exist")),
+        (
+            Some(r#"{"pool_list": ["nope"]}"#.into()),
+            create("Flavor f1 could not be created, error:Pool nope does not exist"),
+        ),
         (
             Some(format!(r#"{{"pool_list": ["{p}", "nope2"]}}"#)),
             create("Flavor f1 could not be created, error:Pool nope2 does not exist"),
         ),
         (Some(r#"{"pool_list": [1]}"#.into()), create("Flavor f1 could not be created, error:Pool 1 does not exist")),
-        (Some(r#"{"pool_list": [null]}"#.into()), create("Flavor f1 could not be created, error:Pool None does not exist")),
+        (
+            Some(r#"{"pool_list": [null]}"#.into()),
+            create("Flavor f1 could not be created, error:Pool None does not exist"),
+        ),
     ];
     for (body, want) in cases {
         let r = admin(&c, Method::PUT, "/v2/flavors/f1", body.as_deref()).await;
@@ -416,7 +449,13 @@ async fn flavor_validation() {
     }
     assert_eq!(err(&c.get("/v2/flavors/f1").await).0, 404);
     assert_eq!(pool_flavor(&c, &p).await, Value::Null);
-    let r = admin(&c, Method::PUT, &format!("/v2/flavors/{}", "f".repeat(256)), Some(&json!({"pool_list": [p]}).to_string())).await;
+    let r = admin(
+        &c,
+        Method::PUT,
+        &format!("/v2/flavors/{}", "f".repeat(256)),
+        Some(&json!({"pool_list": [p]}).to_string()),
+    )
+    .await;
     assert_eq!(err(&r), e(400, "Invalid API request", "Flavor names may be at most 255 characters long."));
 
     // PATCH
@@ -435,7 +474,10 @@ async fn flavor_validation() {
         let r = admin(&c, Method::PATCH, "/v2/flavors/f1", body.as_deref()).await;
         assert_eq!(err(&r), want, "body {body:?}");
     }
-    assert_eq!(admin(&c, Method::PUT, "/v2/flavors/f1", Some(&json!({"pool_list": [p]}).to_string())).await.status, 201);
+    assert_eq!(
+        admin(&c, Method::PUT, "/v2/flavors/f1", Some(&json!({"pool_list": [p]}).to_string())).await.status,
+        201
+    );
     let r = admin(&c, Method::PATCH, "/v2/flavors/f1", Some(&json!({"pool_list": [p, "nope"]}).to_string())).await;
     assert_eq!(err(&r), e(400, "updatefail", "Flavor f1 cant be updated, error:Pool nope does not exist"));
     // Extra keys are tolerated on PATCH (upstream's patch schema does not forbid them).
@@ -473,7 +515,10 @@ async fn last_pool_of_an_existing_flavor_cannot_be_deleted() {
     let p4 = format!("{p}-4");
     let body = json!({"uri": format!("dynamodb://{p4}"), "weight": 1, "flavor": "bronze"}).to_string();
     assert_eq!(admin(&c, Method::PUT, &format!("/v2/pools/{p4}"), Some(&body)).await.status, 201);
-    assert_eq!(admin(&c, Method::PUT, "/v2/flavors/bronze", Some(&json!({"pool_list": [p4]}).to_string())).await.status, 201);
+    assert_eq!(
+        admin(&c, Method::PUT, "/v2/flavors/bronze", Some(&json!({"pool_list": [p4]}).to_string())).await.status,
+        201
+    );
     let (_, got) = sj(&c.get("/v2/flavors/bronze").await);
     assert_eq!(got["pool_list"], json!([p4]));
     assert_eq!(admin(&c, Method::DELETE, &format!("/v2/pools/{p4}"), None).await.status, 403);
@@ -492,7 +537,10 @@ async fn flavor_list_paging() {
     }
     // The pool moved to f3 with the last PUT (a pool belongs to one flavor).
     let (_, got) = sj(&c.get("/v2/flavors?limit=2").await);
-    assert_eq!(got["flavors"], json!([{"name": "f1", "href": "/v2/flavors/f1"}, {"name": "f2", "href": "/v2/flavors/f2"}]));
+    assert_eq!(
+        got["flavors"],
+        json!([{"name": "f1", "href": "/v2/flavors/f1"}, {"name": "f2", "href": "/v2/flavors/f2"}])
+    );
     assert_eq!(got["links"][0]["href"], json!("/v2/flavors?limit=2&marker=f2"));
     let (_, got) = sj(&c.get("/v2/flavors?limit=2&marker=f2").await);
     assert_eq!(got["flavors"], json!([{"name": "f3", "href": "/v2/flavors/f3", "pool_list": [p]}]));
@@ -518,6 +566,7 @@ async fn methods_and_transport_rules_apply() {
     assert_eq!(r.header_value("allow"), Some("DELETE, GET, PATCH, PUT, OPTIONS"));
     let r = admin(&c, Method::PUT, "/v2/flavors", Some("{}")).await;
     assert_eq!((r.status.as_u16(), r.header_value("allow")), (405, Some("GET, OPTIONS")));
-    let r = c.send(ApiRequest::new(Method::GET, "/v2/pools").header("X-Roles", "admin").header("X-Project-ID", "p")).await;
+    let r =
+        c.send(ApiRequest::new(Method::GET, "/v2/pools").header("X-Roles", "admin").header("X-Project-ID", "p")).await;
     assert_eq!(err(&r).1, "Missing header value");
 }

@@ -28,7 +28,12 @@ async fn post(c: &Client<'_>, q: &str, body: &str) -> Vec<String> {
     let r = c.post(&format!("/v2/queues/{q}/messages"), body).await;
     let (s, v) = sj(&r);
     assert_eq!(s, 201, "{v}");
-    v["resources"].as_array().unwrap().iter().map(|h| h.as_str().unwrap().rsplit('/').next().unwrap().to_string()).collect()
+    v["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().rsplit('/').next().unwrap().to_string())
+        .collect()
 }
 
 async fn post_n(c: &Client<'_>, q: &str, n: usize, ttl: i64) -> Vec<String> {
@@ -65,9 +70,12 @@ async fn get_message(c: &Client<'_>, q: &str, id: &str) -> (u16, Value) {
 async fn create_shape() {
     let app = app().await;
     let c = Client::new(&app);
-    let ids =
-        post(&c, "q1", r#"{"messages": [{"ttl": 300, "body": {"event": "one"}}, {"ttl": 300, "body": "two"}, {"body": [3]}]}"#)
-            .await;
+    let ids = post(
+        &c,
+        "q1",
+        r#"{"messages": [{"ttl": 300, "body": {"event": "one"}}, {"ttl": 300, "body": "two"}, {"body": [3]}]}"#,
+    )
+    .await;
     app.store.clock.advance_secs(1);
     // #70
     let r = c.post("/v2/queues/q1/claims?limit=2", r#"{"ttl": 300, "grace": 60}"#).await;
@@ -100,7 +108,8 @@ async fn nothing_to_claim_is_204() {
     let app = app().await;
     let c = Client::new(&app);
     // #76, #78: no body / a body on a queue that does not exist.
-    let r = c.send(c.request(Method::POST, "/v2/queues/emptyq/claims").header("Content-Type", "application/json")).await;
+    let r =
+        c.send(c.request(Method::POST, "/v2/queues/emptyq/claims").header("Content-Type", "application/json")).await;
     assert_eq!(r.status, 204);
     assert!(r.body.is_empty());
     assert!(r.header_value("location").is_none());
@@ -140,8 +149,7 @@ async fn limit_and_defaults() {
     let (_, got, _) = claim(&c, "q1", "?limit=20", r#"{"ttl": 60}"#).await;
     assert_eq!(got, ids[13..]);
     // #77 and friends.
-    let limit_text =
-        r#"{"title": "Invalid API request", "description": "Limit must be at least 1 and may not be greater than 20."}"#;
+    let limit_text = r#"{"title": "Invalid API request", "description": "Limit must be at least 1 and may not be greater than 20."}"#;
     for q in ["?limit=21", "?limit=0", "?limit=-1"] {
         let r = c.post(&format!("/v2/queues/q1/claims{q}"), r#"{"ttl": 300, "grace": 60}"#).await;
         assert_eq!(r.status, 400, "{q}");
@@ -185,7 +193,10 @@ async fn ttl_grace_and_body_errors() {
     );
     // #75 and other type errors.
     let r = c.post("/v2/queues/q1/claims", r#"{"ttl": "abc", "grace": 60}"#).await;
-    assert_eq!(text(&r), r#"{"title": "Invalid request body", "description": "The value of the \"ttl\" field must be a int."}"#);
+    assert_eq!(
+        text(&r),
+        r#"{"title": "Invalid request body", "description": "The value of the \"ttl\" field must be a int."}"#
+    );
     assert_error(
         &c.post("/v2/queues/q1/claims", r#"{"ttl": 300.0}"#).await,
         400,
@@ -198,7 +209,12 @@ async fn ttl_grace_and_body_errors() {
         "Invalid request body",
         "The value of the \"grace\" field must be a int.",
     );
-    assert_error(&c.post("/v2/queues/q1/claims", "[]").await, 400, "Invalid request body", "Document type not supported.");
+    assert_error(
+        &c.post("/v2/queues/q1/claims", "[]").await,
+        400,
+        "Invalid request body",
+        "Document type not supported.",
+    );
     assert_error(
         &c.post("/v2/queues/q1/claims", r#""ttl""#).await,
         400,
@@ -291,7 +307,10 @@ async fn get_claim() {
     assert_eq!(ids_of(&doc), ids[..2]);
     for m in doc["messages"].as_array().unwrap() {
         assert_eq!(keys(m), ["age", "body", "checksum", "href", "id", "ttl"]);
-        assert_eq!(m["href"].as_str().unwrap(), format!("/v2/queues/q1/messages/{}?claim_id={cid}", m["id"].as_str().unwrap()));
+        assert_eq!(
+            m["href"].as_str().unwrap(),
+            format!("/v2/queues/q1/messages/{}?claim_id={cid}", m["id"].as_str().unwrap())
+        );
         assert_eq!(m["age"], json!(7));
     }
     // Deleted messages leave the claim; once none remain it is gone.
@@ -311,7 +330,9 @@ async fn get_claim() {
         assert_eq!(r.status, 404);
         assert_eq!(
             text(&r),
-            format!(r#"{{"title": "Not found", "description": "Claim {id} does not exist in queue q1 for project {p}"}}"#)
+            format!(
+                r#"{{"title": "Not found", "description": "Claim {id} does not exist in queue q1 for project {p}"}}"#
+            )
         );
     }
     let (cid2, _, _) = claim(&c, "q1", "", "{}").await;
@@ -361,7 +382,12 @@ async fn renew_claim() {
     // Grace is not range-checked on renewal.
     assert_eq!(c.patch(&path, "application/json", r#"{"ttl": 120, "grace": 10}"#).await.status, 204);
     // Body: empty → 400; `{}` → defaults (ttl 300); types checked.
-    assert_error(&c.patch(&path, "application/json", "").await, 400, "Invalid request body", "Request body could not be parsed.");
+    assert_error(
+        &c.patch(&path, "application/json", "").await,
+        400,
+        "Invalid request body",
+        "Request body could not be parsed.",
+    );
     let r = c.send(c.request(Method::PATCH, &path)).await;
     assert_error(&r, 400, "Invalid request body", "Request body could not be parsed.");
     assert_error(
@@ -370,7 +396,12 @@ async fn renew_claim() {
         "Invalid request body",
         "The value of the \"ttl\" field must be a int.",
     );
-    assert_error(&c.patch(&path, "application/json", "[]").await, 400, "Invalid request body", "Document type not supported.");
+    assert_error(
+        &c.patch(&path, "application/json", "[]").await,
+        400,
+        "Invalid request body",
+        "Document type not supported.",
+    );
     assert_eq!(c.patch(&path, "application/json", "{}").await.status, 204);
     let (_, doc) = sj(&c.get(&path).await);
     assert_eq!(doc["ttl"], json!(300));
@@ -622,7 +653,10 @@ async fn claim_floor_keeps_cost_flat() {
     println!("claim of 5 behind 200 claimed: {big_reads} read units, {big_requests} requests");
     assert!(small_reads > 0.0, "consumed capacity must be reported");
     assert!(big_reads <= small_reads + 2.0, "read units grew with the claimed head: {small_reads} → {big_reads}");
-    assert!(big_requests <= small_requests + 2, "requests grew with the claimed head: {small_requests} → {big_requests}");
+    assert!(
+        big_requests <= small_requests + 2,
+        "requests grew with the claimed head: {small_requests} → {big_requests}"
+    );
 }
 
 #[tokio::test]
@@ -641,7 +675,10 @@ async fn floor_does_not_hide_released_or_expired_messages() {
     let (_, got, _) = claim(&c, "q1", "?limit=20", r#"{"ttl": 60}"#).await;
     assert_eq!(got, ids[20..40]);
     // Renewing the first claim shorter ends it earlier than the floor assumed.
-    assert_eq!(c.patch(&format!("/v2/queues/q1/claims/{}", cids[0]), "application/json", r#"{"ttl": 60}"#).await.status, 204);
+    assert_eq!(
+        c.patch(&format!("/v2/queues/q1/claims/{}", cids[0]), "application/json", r#"{"ttl": 60}"#).await.status,
+        204
+    );
     app.store.clock.advance_secs(61);
     let (_, got, _) = claim(&c, "q1", "?limit=20", r#"{"ttl": 3600}"#).await;
     assert_eq!(got, ids[..20], "FIFO order");

@@ -33,7 +33,12 @@ async fn post_batch(c: &Client<'_>, q: &str, bodies: Vec<Value>) -> Vec<String> 
     let r = c.post(&format!("/v2/queues/{q}/messages"), &json!({ "messages": msgs }).to_string()).await;
     let (s, v) = sj(&r);
     assert_eq!(s, 201, "post failed: {v}");
-    v["resources"].as_array().unwrap().iter().map(|h| h.as_str().unwrap().rsplit('/').next().unwrap().to_string()).collect()
+    v["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().rsplit('/').next().unwrap().to_string())
+        .collect()
 }
 
 #[derive(Default)]
@@ -115,8 +120,12 @@ async fn concurrent_claimers_drain_exactly_once() {
                 }
                 let cid = r.header_value("location").unwrap().rsplit('/').next().unwrap().to_string();
                 let body = r.json_body();
-                let ids: Vec<String> =
-                    body["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
+                let ids: Vec<String> = body["messages"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m["id"].as_str().unwrap().to_string())
+                    .collect();
                 {
                     let mut l = ledger.lock().unwrap();
                     l.claims += 1;
@@ -130,7 +139,11 @@ async fn concurrent_claimers_drain_exactly_once() {
                     if r.status == 204 {
                         *l.deletes.entry(id).or_default() += 1;
                     } else {
-                        l.errors.push(format!("worker {w}: delete {id}: {} {}", r.status, String::from_utf8_lossy(&r.body)));
+                        l.errors.push(format!(
+                            "worker {w}: delete {id}: {} {}",
+                            r.status,
+                            String::from_utf8_lossy(&r.body)
+                        ));
                     }
                 }
             }
@@ -141,9 +154,10 @@ async fn concurrent_claimers_drain_exactly_once() {
     }
     let elapsed = started.elapsed();
 
-    let ledger = ledger.lock().unwrap();
+    let ledger = std::mem::take(&mut *ledger.lock().unwrap());
     let delivered: usize = ledger.deliveries.values().map(Vec::len).sum();
-    let duplicates: Vec<(&String, &Vec<String>)> = ledger.deliveries.iter().filter(|(_, cids)| cids.len() > 1).collect();
+    let duplicates: Vec<(&String, &Vec<String>)> =
+        ledger.deliveries.iter().filter(|(_, cids)| cids.len() > 1).collect();
     let deleted: usize = ledger.deletes.values().map(|n| *n as usize).sum();
     let lost: Vec<&String> = posted.iter().filter(|id| !ledger.deletes.contains_key(*id)).collect();
     let unknown = ledger.deliveries.keys().filter(|id| !posted.contains(id)).count();
@@ -162,7 +176,11 @@ async fn concurrent_claimers_drain_exactly_once() {
         elapsed.as_secs_f64()
     );
     assert!(ledger.errors.is_empty(), "errors: {:?}", &ledger.errors[..ledger.errors.len().min(5)]);
-    assert!(duplicates.is_empty(), "messages delivered to two live claims: {:?}", &duplicates[..duplicates.len().min(5)]);
+    assert!(
+        duplicates.is_empty(),
+        "messages delivered to two live claims: {:?}",
+        &duplicates[..duplicates.len().min(5)]
+    );
     assert_eq!(unknown, 0);
     assert!(lost.is_empty(), "{} messages never deleted, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
     assert_eq!(delivered, MESSAGES);

@@ -10,12 +10,7 @@ use zaqar::types::{ClientId, ProjectId, QueueName};
 use zaqar::App;
 
 fn row(name: &str, per: f64, d: UsageSnapshot) {
-    println!(
-        "| {name} | {:.2} | {:.2} | {:.2} |",
-        d.requests as f64 / per,
-        d.read_units / per,
-        d.write_units / per
-    );
+    println!("| {name} | {:.2} | {:.2} | {:.2} |", d.requests as f64 / per, d.read_units / per, d.write_units / per);
 }
 
 async fn measure<F, Fut, T>(app: &App, f: F) -> (T, UsageSnapshot)
@@ -29,7 +24,13 @@ where
 }
 
 fn batch(n: usize) -> Vec<NewMessage> {
-    (0..n).map(|i| NewMessage { body: json!({"event": "bench", "i": i, "pad": "x".repeat(200)}), ttl_s: 3600, delay_s: None }).collect()
+    (0..n)
+        .map(|i| NewMessage {
+            body: json!({"event": "bench", "i": i, "pad": "x".repeat(200)}),
+            ttl_s: 3600,
+            delay_s: None,
+        })
+        .collect()
 }
 
 #[tokio::main]
@@ -59,7 +60,8 @@ async fn main() {
     })
     .await;
     row("post 10 messages", rounds as f64, d);
-    let opts = ListOptions { marker: None, limit: 10, echo: true, include_claimed: false, include_delayed: false, client };
+    let opts =
+        ListOptions { marker: None, limit: 10, echo: true, include_claimed: false, include_delayed: false, client };
     let (_, d) = measure(&app, || async {
         for _ in 0..rounds {
             store.list_messages(&p, &q, &opts).await.unwrap();

@@ -161,7 +161,16 @@ fn settings(budget_ms: u64) -> Settings {
 }
 
 async fn item(app: &App, key: HashMap<String, AttributeValue>) -> HashMap<String, AttributeValue> {
-    let out = app.store.client.get_item().table_name(&app.store.table).set_key(Some(key)).consistent_read(true).send().await.unwrap();
+    let out = app
+        .store
+        .client
+        .get_item()
+        .table_name(&app.store.table)
+        .set_key(Some(key))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
     out.item().cloned().expect("item exists")
 }
 
@@ -213,7 +222,8 @@ async fn post(c: &Client<'_>, body: Value) -> Vec<Value> {
 }
 
 async fn subscribe(c: &Client<'_>, subscriber: &str, options: Value) -> String {
-    let r = c.post("/v2/queues/q1/subscriptions", &json!({"subscriber": subscriber, "options": options}).to_string()).await;
+    let r =
+        c.post("/v2/queues/q1/subscriptions", &json!({"subscriber": subscriber, "options": options}).to_string()).await;
     assert_eq!(r.status, 201, "{:?}", r.json_body());
     r.json_body()["subscription_id"].as_str().unwrap().to_string()
 }
@@ -242,8 +252,15 @@ async fn each_message_reaches_each_subscriber_with_zaqars_body() {
     let plain = Hook::ok().await;
     let templated = Hook::ok().await;
     subscribe(&c, &plain.url("/hook"), json!({"post_headers": {"X-Token": "s3cret"}})).await;
-    subscribe(&c, &templated.url("/in"), json!({"post_data": "{\"messages\": [{\"body\": \"$zaqar_message$\", \"ttl\": 60}]}"})).await;
-    let records = post(&c, json!({"messages": [{"body": {"event": "BackupStarted"}, "ttl": 300}, {"body": "é", "ttl": 120}]})).await;
+    subscribe(
+        &c,
+        &templated.url("/in"),
+        json!({"post_data": "{\"messages\": [{\"body\": \"$zaqar_message$\", \"ttl\": 60}]}"}),
+    )
+    .await;
+    let records =
+        post(&c, json!({"messages": [{"body": {"event": "BackupStarted"}, "ttl": 300}, {"body": "é", "ttl": 120}]}))
+            .await;
     assert_eq!(run(&app, records, 3000).await, Vec::<String>::new());
     let got = plain.received();
     assert_eq!(got.len(), 2);
@@ -253,10 +270,13 @@ async fn each_message_reaches_each_subscriber_with_zaqars_body() {
         bodies,
         vec![
             r#"{"ttl": 120, "body": "\u00e9", "Message_Type": "Notification", "queue_name": "q1"}"#.to_string(),
-            r#"{"ttl": 300, "body": {"event": "BackupStarted"}, "Message_Type": "Notification", "queue_name": "q1"}"#.to_string(),
+            r#"{"ttl": 300, "body": {"event": "BackupStarted"}, "Message_Type": "Notification", "queue_name": "q1"}"#
+                .to_string(),
         ]
     );
-    assert!(got.iter().all(|r| r.path == "/hook" && r.headers["content-type"] == "application/json" && r.headers["x-token"] == "s3cret"));
+    assert!(got.iter().all(|r| r.path == "/hook"
+        && r.headers["content-type"] == "application/json"
+        && r.headers["x-token"] == "s3cret"));
     let templated: Vec<String> = templated.received().iter().map(|r| r.body.clone()).collect();
     assert!(templated.contains(
         &r#"{"messages": [{"body": {"ttl": 300, "body": {"event": "BackupStarted"}, "Message_Type": "Notification", "queue_name": "q1"}, "ttl": 60}]}"#.to_string()
@@ -272,7 +292,10 @@ async fn delayed_queue_notifications_carry_delay() {
     subscribe(&c, &hook.url("/"), json!({})).await;
     let records = post(&c, json!({"messages": [{"body": 1, "ttl": 300}]})).await;
     run(&app, records, 3000).await;
-    assert_eq!(hook.received()[0].body, r#"{"ttl": 300, "body": 1, "delay": 30, "Message_Type": "Notification", "queue_name": "q1"}"#);
+    assert_eq!(
+        hook.received()[0].body,
+        r#"{"ttl": 300, "body": 1, "delay": 30, "Message_Type": "Notification", "queue_name": "q1"}"#
+    );
 }
 
 #[tokio::test]
@@ -414,7 +437,10 @@ async fn confirmation_flow_end_to_end() {
     assert_eq!(got.len(), 2);
     assert!(got[1].body.contains("\"late\""));
     // Unconfirm: an UnsubscribeConfirmation goes out.
-    assert_eq!(c.put(&format!("/v2/queues/q1/subscriptions/{sid}/confirm"), Some(r#"{"confirmed": false}"#)).await.status, 204);
+    assert_eq!(
+        c.put(&format!("/v2/queues/q1/subscriptions/{sid}/confirm"), Some(r#"{"confirmed": false}"#)).await.status,
+        204
+    );
     let unconfirmed = subscription_item(&c, &sid).await;
     run(&app, vec![record("MODIFY", &unconfirmed, Some(&confirmed))], 3000).await;
     let doc: Value = serde_json::from_str(&hook.received()[2].body).unwrap();
@@ -424,7 +450,10 @@ async fn confirmation_flow_end_to_end() {
         json!("You have unsubscribed successfully to the queue: q1, you can resubscribe it by using confirmed=True.")
     );
     // Re-posting the unconfirmed subscriber re-sends the confirmation request.
-    assert_eq!(sj(&c.post("/v2/queues/q1/subscriptions", &json!({"subscriber": hook.url("/hook")}).to_string()).await).0, 201);
+    assert_eq!(
+        sj(&c.post("/v2/queues/q1/subscriptions", &json!({"subscriber": hook.url("/hook")}).to_string()).await).0,
+        201
+    );
     let reposted = subscription_item(&c, &sid).await;
     run(&app, vec![record("MODIFY", &reposted, Some(&unconfirmed))], 3000).await;
     let doc: Value = serde_json::from_str(&hook.received()[3].body).unwrap();
@@ -477,7 +506,10 @@ async fn mailto_goes_through_smtp() {
     assert!(mail.contains("Subject: Queue news"), "{mail}");
     assert!(mail.contains("From: zaqar@example.com"), "{mail}");
     assert!(mail.contains("To: ops@example.com"), "{mail}");
-    assert!(mail.contains(r#"{"ttl": 300, "body": {"event": "mail"}, "Message_Type": "Notification", "queue_name": "q1"}"#), "{mail}");
+    assert!(
+        mail.contains(r#"{"ttl": 300, "body": {"event": "mail"}, "Message_Type": "Notification", "queue_name": "q1"}"#),
+        "{mail}"
+    );
 }
 
 #[tokio::test]
@@ -505,10 +537,14 @@ async fn fixture_event_drives_a_delivery() {
     let hook = Hook::ok().await;
     subscribe(&c, &hook.url("/"), json!({})).await;
     // The recorded-shape fixture, pointed at this test's queue partition.
-    let text = include_str!("../../functions/fanout/events/message-insert.json").replace("Q#q1#p1", &format!("Q#q1#{}", c.project));
+    let text = include_str!("../../functions/fanout/events/message-insert.json")
+        .replace("Q#q1#p1", &format!("Q#q1#{}", c.project));
     let event = zaqar_fanout::parse_event(serde_json::from_str(&text).unwrap());
     assert_eq!(event.records.len(), 1);
     let resp = zaqar_fanout::handle_with(&app, &settings(3000), event).await;
     assert!(resp.batch_item_failures.is_empty());
-    assert_eq!(hook.received()[0].body, r#"{"ttl": 300, "body": {"notify": true}, "Message_Type": "Notification", "queue_name": "q1"}"#);
+    assert_eq!(
+        hook.received()[0].body,
+        r#"{"ttl": 300, "body": {"notify": true}, "Message_Type": "Notification", "queue_name": "q1"}"#
+    );
 }

@@ -80,7 +80,8 @@ impl<'a> Client<'a> {
     }
 
     pub async fn post(&self, path: &str, body: &str) -> ApiResponse {
-        let r = self.request(Method::POST, path).header("Content-Type", "application/json").body(body.as_bytes().to_vec());
+        let r =
+            self.request(Method::POST, path).header("Content-Type", "application/json").body(body.as_bytes().to_vec());
         self.send(r).await
     }
 

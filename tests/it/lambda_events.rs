@@ -137,7 +137,10 @@ async fn events_through_the_handlers() {
         .iter()
         .map(|h| h.as_str().unwrap().strip_prefix("/v2/queues/q1/messages/").expect("href without stage").to_string())
         .collect();
-    assert_eq!(headers.get("location").unwrap().to_str().unwrap(), format!("/v2/queues/q1/messages?ids={}", rest_ids.join(",")));
+    assert_eq!(
+        headers.get("location").unwrap().to_str().unwrap(),
+        format!("/v2/queues/q1/messages?ids={}", rest_ids.join(","))
+    );
     let (status, _, body) = lambda_parts(invoke(&app, request("http-v2-stage-post-messages.json", &p)).await);
     assert_eq!(status, 201, "{body}");
     let http_ids: Vec<String> = json_of(&body)["resources"]
@@ -151,14 +154,18 @@ async fn events_through_the_handlers() {
     let (status, _, body) = lambda_parts(invoke(&app, request("http-v2-default-list-messages.json", &p)).await);
     assert_eq!(status, 200, "{body}");
     let listed = json_of(&body);
-    let ids: Vec<String> = listed["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<String> =
+        listed["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(ids, [rest_ids.clone(), http_ids.clone()].concat());
     assert_eq!(listed["messages"][0]["body"], json!({"event": "rest"}));
     assert_eq!(listed["messages"][0]["ttl"], json!(300));
     assert_eq!(listed["messages"][1]["ttl"], json!(120), "queue default from the PUT event");
     assert_eq!(listed["messages"][2]["ttl"], json!(600));
     let next = listed["links"][0]["href"].as_str().unwrap();
-    assert!(next.starts_with("/v2/queues/q1/messages?") && next.contains("limit=5") && next.contains("echo=true"), "{next}");
+    assert!(
+        next.starts_with("/v2/queues/q1/messages?") && next.contains("limit=5") && next.contains("echo=true"),
+        "{next}"
+    );
 
     // HTTP API, $default, base64-encoded body: claim 2 with ttl 120.
     let (status, headers, body) = lambda_parts(invoke(&app, request("http-v2-default-claim.json", &p)).await);

@@ -20,7 +20,12 @@ async fn post(c: &Client<'_>, q: &str, body: &str) -> Vec<String> {
     let r = c.post(&format!("/v2/queues/{q}/messages"), body).await;
     let (s, v) = sj(&r);
     assert_eq!(s, 201, "{v}");
-    v["resources"].as_array().unwrap().iter().map(|h| h.as_str().unwrap().rsplit('/').next().unwrap().to_string()).collect()
+    v["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().rsplit('/').next().unwrap().to_string())
+        .collect()
 }
 
 async fn post_n(c: &Client<'_>, q: &str, n: usize) -> Vec<String> {
@@ -166,17 +171,26 @@ async fn post_body_errors() {
     let app = app().await;
     let c = Client::new(&app);
     c.put("/v2/queues/q1", None).await;
-    let no_messages = r#"{"title": "Invalid API request", "description": "No messages were found in the request body."}"#;
+    let no_messages =
+        r#"{"title": "Invalid API request", "description": "No messages were found in the request body."}"#;
     // #41 and friends.
     for body in [r#"[{"ttl": 300, "body": "x"}]"#, "{}", r#"{"message": [{"body": 1}]}"#] {
         let r = c.post("/v2/queues/q1/messages", body).await;
         assert_eq!(r.status, 400, "{body}");
         assert_eq!(text(&r), no_messages, "{body}");
     }
-    for body in
-        [r#"{"messages": {"body": 1}}"#, r#"{"messages": "x"}"#, r#"{"messages": [1]}"#, r#"{"messages": [{"body": 1}, [2]]}"#]
-    {
-        assert_error(&c.post("/v2/queues/q1/messages", body).await, 400, "Invalid request body", "Document type not supported.");
+    for body in [
+        r#"{"messages": {"body": 1}}"#,
+        r#"{"messages": "x"}"#,
+        r#"{"messages": [1]}"#,
+        r#"{"messages": [{"body": 1}, [2]]}"#,
+    ] {
+        assert_error(
+            &c.post("/v2/queues/q1/messages", body).await,
+            400,
+            "Invalid request body",
+            "Document type not supported.",
+        );
     }
     // #52
     let r = c.post("/v2/queues/q1/messages", r#"{"messages": []}"#).await;
@@ -185,7 +199,8 @@ async fn post_body_errors() {
     let r = c.post("/v2/queues/q1/messages", r#"{"messages": [{"ttl": 300}]}"#).await;
     assert_eq!(text(&r), r#"{"title": "Invalid request body", "description": "Missing \"body\" field."}"#);
     // #54 and other mistyped ttls; ttl is checked before body (Zaqar's field order).
-    let ttl_type = r#"{"title": "Invalid request body", "description": "The value of the \"ttl\" field must be a int."}"#;
+    let ttl_type =
+        r#"{"title": "Invalid request body", "description": "The value of the \"ttl\" field must be a int."}"#;
     for body in [
         r#"{"messages": [{"ttl": "300", "body": "x"}]}"#,
         r#"{"messages": [{"ttl": 300.5, "body": "x"}]}"#,
@@ -221,7 +236,8 @@ async fn post_body_errors() {
         r#"{"title": "Invalid queue identification", "description": "The format of the submitted queue name or project id is not valid."}"#
     );
     // All or nothing: one bad message rejects the batch.
-    let r = c.post("/v2/queues/q1/messages", r#"{"messages": [{"body": 1}, {"body": 2, "ttl": 30}, {"body": 3}]}"#).await;
+    let r =
+        c.post("/v2/queues/q1/messages", r#"{"messages": [{"body": 1}, {"body": 2, "ttl": 30}, {"body": 3}]}"#).await;
     assert_eq!(r.status, 400);
     assert_eq!(c.get("/v2/queues/q1/stats").await.json_body()["messages"]["total"], json!(0));
     // Unknown per-message fields are dropped; a null body is a body.
@@ -292,7 +308,8 @@ async fn delayed_queue() {
     );
     // #47
     let ids =
-        post(&c, "dq", r#"{"messages": [{"ttl": 300, "delay": 10, "body": "d10"}, {"ttl": 300, "body": "ddefault"}]}"#).await;
+        post(&c, "dq", r#"{"messages": [{"ttl": 300, "delay": 10, "body": "d10"}, {"ttl": 300, "body": "ddefault"}]}"#)
+            .await;
     let now_ids = post(&c, "dq", r#"{"messages": [{"delay": 0, "body": "now"}]}"#).await;
     // #49: delayed messages are hidden from listing.
     let listed = list(&other, "dq", "").await;
@@ -325,7 +342,7 @@ async fn delayed_queue() {
     let late = post(&c, "dq", r#"{"messages": [{"ttl": 60, "delay": 30, "body": "late"}]}"#).await;
     app.store.clock.advance_secs(61);
     assert_eq!(c.get(&format!("/v2/queues/dq/messages/{}", late[0])).await.status, 404);
-    assert_eq!(ids_of(&list(&other, "dq", "?include_delayed=true&include_claimed=true").await).contains(&late[0]), false);
+    assert!(!ids_of(&list(&other, "dq", "?include_delayed=true&include_claimed=true").await).contains(&late[0]));
 }
 
 #[tokio::test]
@@ -351,9 +368,11 @@ async fn list_echo_and_client_identity() {
     let r = c.get("/v2/queues/q1/messages").await;
     assert_eq!(text(&r), r#"{"messages": [], "links": []}"#);
     // The same client spelled without dashes, with braces or in upper case is still the same client.
-    for spelling in
-        ["3381af922b9e11e3b19171861300734c", "{3381af92-2b9e-11e3-b191-71861300734c}", "3381AF92-2B9E-11E3-B191-71861300734C"]
-    {
+    for spelling in [
+        "3381af922b9e11e3b19171861300734c",
+        "{3381af92-2b9e-11e3-b191-71861300734c}",
+        "3381AF92-2B9E-11E3-B191-71861300734C",
+    ] {
         let same = c.with_client_id(spelling);
         assert_eq!(list(&same, "q1", "").await["messages"], json!([]), "{spelling}");
         assert_eq!(ids_of(&list(&same, "q1", "?echo=true").await), ids, "{spelling}");
@@ -447,8 +466,7 @@ async fn list_paging() {
     assert_eq!(ids_of(&body), later);
     // An unparsable marker lists nothing; limit errors (#63, #64).
     assert_eq!(text(&c.get("/v2/queues/q1/messages?echo=true&marker=abc").await), r#"{"messages": [], "links": []}"#);
-    let limit_text =
-        r#"{"title": "Invalid API request", "description": "Limit must be at least 1 and may not be greater than 20."}"#;
+    let limit_text = r#"{"title": "Invalid API request", "description": "Limit must be at least 1 and may not be greater than 20."}"#;
     for q in ["limit=0", "limit=21", "limit=-3"] {
         let r = c.get(&format!("/v2/queues/q1/messages?{q}")).await;
         assert_eq!(r.status, 400);
@@ -467,7 +485,8 @@ async fn get_one_and_many() {
     let app = app().await;
     let c = Client::new(&app);
     let p = c.project.clone();
-    let ids = post(&c, "q1", r#"{"messages": [{"ttl": 300, "body": {"event": "one"}}, {"ttl": 300, "body": "two"}]}"#).await;
+    let ids =
+        post(&c, "q1", r#"{"messages": [{"ttl": 300, "body": {"event": "one"}}, {"ttl": 300, "body": "two"}]}"#).await;
     app.store.clock.advance_secs(42);
     // #65: own messages are returned (no echo filter), exactly these keys.
     let r = c.get(&format!("/v2/queues/q1/messages/{}", ids[0])).await;
@@ -476,7 +495,10 @@ async fn get_one_and_many() {
     assert_eq!(keys(&m), ["age", "body", "checksum", "href", "id", "ttl"]);
     assert_eq!(m["id"].as_str(), Some(ids[0].as_str()));
     assert_eq!(m["href"].as_str().unwrap(), format!("/v2/queues/q1/messages/{}", ids[0]));
-    assert_eq!((m["ttl"].clone(), m["age"].clone(), m["body"].clone()), (json!(300), json!(42), json!({"event": "one"})));
+    assert_eq!(
+        (m["ttl"].clone(), m["age"].clone(), m["body"].clone()),
+        (json!(300), json!(42), json!({"event": "one"}))
+    );
     // A ?claim_id= on GET is ignored.
     assert_eq!(c.get(&format!("/v2/queues/q1/messages/{}?claim_id=abc", ids[0])).await.status, 200);
     // #67 and other misses: unknown, malformed, other queue, other project.
@@ -485,7 +507,9 @@ async fn get_one_and_many() {
         assert_eq!(r.status, 404);
         assert_eq!(
             text(&r),
-            format!(r#"{{"title": "Not found", "description": "Message {id} does not exist in queue q1 for project {p}"}}"#)
+            format!(
+                r#"{{"title": "Not found", "description": "Message {id} does not exist in queue q1 for project {p}"}}"#
+            )
         );
     }
     post_n(&c, "q2", 2).await;
@@ -507,7 +531,8 @@ async fn get_one_and_many() {
     let mut want = ids.clone();
     want.sort();
     assert_eq!(got, want);
-    let (s, many) = sj(&c.get(&format!("/v2/queues/q1/messages?ids=5c6939a8d3f3d1bc5a25f0a1,{},nope&echo=false", ids[1])).await);
+    let (s, many) =
+        sj(&c.get(&format!("/v2/queues/q1/messages?ids=5c6939a8d3f3d1bc5a25f0a1,{},nope&echo=false", ids[1])).await);
     assert_eq!(s, 200);
     assert_eq!(ids_of(&many), [ids[1].clone()]);
     // Repeated parameter works too.
@@ -593,7 +618,12 @@ async fn delete_one_rules() {
     let (other_cid, other_ids) = claim(&c, "q1", 1, r#"{"ttl": 100, "grace": 60}"#).await;
     assert_eq!(other_ids, [ids[2].clone()]);
     let r = c.delete(&format!("{}?claim_id={other_cid}", path(0))).await;
-    assert_error(&r, 403, "Unable to delete", "This message is claimed; it cannot be deleted without a valid claim ID.");
+    assert_error(
+        &r,
+        403,
+        "Unable to delete",
+        "This message is claimed; it cannot be deleted without a valid claim ID.",
+    );
     // A well-formed unknown claim on a claimed message → 403 as well.
     assert_eq!(c.delete(&format!("{}?claim_id=5c6939a8d3f3d1bc5a25f0a1", path(0))).await.status, 403);
     // #85: the right claim → 204, gone.
@@ -624,7 +654,12 @@ async fn delete_one_rules() {
     assert_eq!(got, [ids[3].clone()]);
     let _ = cid3;
     let r = c.delete(&format!("{}?claim_id={old_cid}", path(3))).await;
-    assert_error(&r, 403, "Unable to delete", "This message is claimed; it cannot be deleted without a valid claim ID.");
+    assert_error(
+        &r,
+        403,
+        "Unable to delete",
+        "This message is claimed; it cannot be deleted without a valid claim ID.",
+    );
     assert_eq!(c.delete(&format!("{}?claim_id={new_cid}", path(3))).await.status, 204);
 }
 
@@ -639,7 +674,9 @@ async fn bulk_delete() {
     let (_, claimed) = claim(&c, "q1", 2, "{}").await;
     assert_eq!(claimed.len(), 2);
     // #91: by ids, claimed or not, unknown ids ignored.
-    let r = c.delete(&format!("/v2/queues/q1/messages?ids={},{},{},5c6939a8d3f3d1bc5a25f0a1,junk", ids[0], ids[1], ids[2])).await;
+    let r = c
+        .delete(&format!("/v2/queues/q1/messages?ids={},{},{},5c6939a8d3f3d1bc5a25f0a1,junk", ids[0], ids[1], ids[2]))
+        .await;
     assert_eq!(r.status, 204);
     assert!(r.body.is_empty());
     for id in &ids[..3] {
@@ -715,8 +752,7 @@ async fn pop() {
     assert_eq!(body["messages"][2]["body"], Value::Null);
     assert_eq!(text(&c.delete("/v2/queues/q1/messages?pop=1").await), r#"{"messages": []}"#);
     // #93 and friends.
-    let pop_text =
-        r#"{"title": "Invalid API request", "description": "Pop value must be at least 1 and may not be greater than 20."}"#;
+    let pop_text = r#"{"title": "Invalid API request", "description": "Pop value must be at least 1 and may not be greater than 20."}"#;
     for q in ["pop=21", "pop=0", "pop=-1"] {
         let r = c.delete(&format!("/v2/queues/q1/messages?{q}")).await;
         assert_eq!(r.status, 400);
@@ -736,9 +772,9 @@ mod md5 {
     //! A small MD5 (RFC 1321), only for cross-checking checksums in tests.
     pub fn compute(input: &str) -> String {
         let s: [u32; 64] = [
-            7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20,
-            4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15,
-            21,
+            7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9,
+            14, 20, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10,
+            15, 21, 6, 10, 15, 21,
         ];
         let k: Vec<u32> = (0..64).map(|i| ((i as f64 + 1.0).sin().abs() * 4294967296.0) as u32).collect();
         let (mut a0, mut b0, mut c0, mut d0) = (0x67452301u32, 0xefcdab89u32, 0x98badcfeu32, 0x10325476u32);
@@ -886,7 +922,10 @@ async fn expired_messages_are_invisible() {
     assert_eq!(c.post("/v2/queues/q1/claims", "{}").await.status, 204);
     assert_eq!(text(&c.get("/v2/queues/q1/stats").await), r#"{"messages": {"claimed": 0, "free": 0, "total": 0}}"#);
     assert_eq!(text(&c.delete("/v2/queues/q1/messages?pop=5").await), r#"{"messages": []}"#);
-    assert_eq!(text(&other.get("/v2/queues/q1/messages?include_claimed=true").await), r#"{"messages": [], "links": []}"#);
+    assert_eq!(
+        text(&other.get("/v2/queues/q1/messages?include_claimed=true").await),
+        r#"{"messages": [], "links": []}"#
+    );
     // Deleting an expired message is a no-op 204.
     assert_eq!(c.delete(&format!("/v2/queues/q1/messages/{}", short[0])).await.status, 204);
 }

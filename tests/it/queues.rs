@@ -163,7 +163,10 @@ async fn health_requires_admin_role() {
     // #7
     let r = c.get("/v2/health").await;
     assert_error(&r, 403, "Not authorized", "You are not authorized to complete this action.");
-    assert_eq!(text(&r), r#"{"title": "Not authorized", "description": "You are not authorized to complete this action."}"#);
+    assert_eq!(
+        text(&r),
+        r#"{"title": "Not authorized", "description": "You are not authorized to complete this action."}"#
+    );
     let r = with_headers(&c, Method::GET, "/v2/health", &[("X-Roles", "member")]).await;
     assert_eq!(r.status, 403);
     // #8
@@ -221,15 +224,21 @@ async fn client_id_rules() {
     let p = project();
     // #11: missing
     let r = bare(&app, Method::GET, "/v2/queues", &[("X-Project-ID", &p)]).await;
-    assert_eq!(text(&r), r#"{"title": "Missing header value", "description": "The \"Client-Id\" header is required."}"#);
+    assert_eq!(
+        text(&r),
+        r#"{"title": "Missing header value", "description": "The \"Client-Id\" header is required."}"#
+    );
     assert_eq!(r.status, 400);
     // #12: not a UUID
     let r = bare(&app, Method::GET, "/v2/queues", &[("Client-ID", "not-a-uuid"), ("X-Project-ID", &p)]).await;
     assert_eq!(r.status, 400);
     assert_eq!(text(&r), r#"{"title": "Wrong UUID value", "description": "Malformed hexadecimal UUID."}"#);
-    for bad in
-        ["", "3381af92-2b9e-11e3-b191-71861300734", "3381af92-2b9e-11e3-b191-71861300734cz", "g381af922b9e11e3b19171861300734c"]
-    {
+    for bad in [
+        "",
+        "3381af92-2b9e-11e3-b191-71861300734",
+        "3381af92-2b9e-11e3-b191-71861300734cz",
+        "g381af922b9e11e3b19171861300734c",
+    ] {
         let r = bare(&app, Method::GET, "/v2/queues", &[("Client-ID", bad), ("X-Project-ID", &p)]).await;
         assert_error(&r, 400, "Wrong UUID value", "Malformed hexadecimal UUID.");
     }
@@ -277,7 +286,9 @@ async fn project_rules_and_aliases() {
     let r = bare(&app, Method::GET, "/v2/queues", &[("Client-ID", CLIENT), ("X-Project-ID", &long)]).await;
     assert_eq!(r.status, 200);
     assert_eq!(text(&r), r#"{"queues": [], "links": []}"#);
-    for (method, path) in [(Method::GET, "/v2/queues/q"), (Method::PUT, "/v2/queues/q"), (Method::GET, "/v2/queues/q/messages")] {
+    for (method, path) in
+        [(Method::GET, "/v2/queues/q"), (Method::PUT, "/v2/queues/q"), (Method::GET, "/v2/queues/q/messages")]
+    {
         let r = bare(&app, method, path, &[("Client-ID", CLIENT), ("X-Project-ID", &long)]).await;
         assert_error(
             &r,
@@ -363,7 +374,9 @@ async fn form_urlencoded_is_refused() {
     // A bodiless PUT still carries Content-Length: 0 over the wire → refused too.
     let r = c
         .send(
-            c.request(Method::PUT, "/v2/queues/q3").header("Content-Type", "Application/X-WWW-Form-Urlencoded").body(Vec::new()),
+            c.request(Method::PUT, "/v2/queues/q3")
+                .header("Content-Type", "Application/X-WWW-Form-Urlencoded")
+                .body(Vec::new()),
         )
         .await;
     assert_eq!(r.status, 400);
@@ -378,7 +391,8 @@ async fn form_urlencoded_is_refused() {
         .await;
     assert_eq!(text(&r), expected);
     // Without any Content-Length the header alone does not matter.
-    let r = c.send(c.request(Method::GET, "/v2/queues").header("Content-Type", "application/x-www-form-urlencoded")).await;
+    let r =
+        c.send(c.request(Method::GET, "/v2/queues").header("Content-Type", "application/x-www-form-urlencoded")).await;
     assert_eq!(r.status, 200);
     // Nothing was created.
     let (_, list) = sj(&c.get("/v2/queues").await);
@@ -390,7 +404,9 @@ async fn unknown_paths_methods_and_options() {
     let app = app().await;
     let c = Client::new(&app);
     // #15
-    for path in ["/v2/nope", "/v2/queues/", "/v2/queues/q/unknown", "/v2/queues/q/messages/m/x", "/v3/queues", "/v2/topics"] {
+    for path in
+        ["/v2/nope", "/v2/queues/", "/v2/queues/q/unknown", "/v2/queues/q/messages/m/x", "/v3/queues", "/v2/topics"]
+    {
         let r = c.get(path).await;
         assert_no_route(&r);
         assert_eq!(r.header_value("content-type"), Some("application/json"), "{path}");
@@ -533,7 +549,10 @@ async fn put_body_errors() {
             "JSON contains integer that is too large.",
         );
     }
-    assert_eq!(c.put("/v2/queues/q3", Some(r#"{"a": 9223372036854775807, "b": -9223372036854775808}"#)).await.status, 201);
+    assert_eq!(
+        c.put("/v2/queues/q3", Some(r#"{"a": 9223372036854775807, "b": -9223372036854775808}"#)).await.status,
+        201
+    );
     // Oversized metadata: Content-Length > 65536 → exact message; exactly 65536 is fine.
     let pad = |total: usize| {
         let frame = r#"{"x": ""}"#.len();
@@ -543,14 +562,20 @@ async fn put_body_errors() {
     assert_eq!(big.len(), 65537);
     let r = c.put("/v2/queues/big", Some(&big)).await;
     assert_eq!(r.status, 400);
-    assert_eq!(text(&r), r#"{"title": "Invalid API request", "description": "Queue metadata is too large. Max size: 65536"}"#);
+    assert_eq!(
+        text(&r),
+        r#"{"title": "Invalid API request", "description": "Queue metadata is too large. Max size: 65536"}"#
+    );
     // The size check comes before parsing.
     let r = c.put("/v2/queues/big", Some(&format!("{{{}", "z".repeat(70000)))).await;
     assert_eq!(err(&r).2, "Queue metadata is too large. Max size: 65536");
     let fits = pad(65536);
     assert_eq!(c.put("/v2/queues/big", Some(&fits)).await.status, 201);
     let (_, list) = sj(&c.get("/v2/queues").await);
-    assert_eq!(list["queues"], json!([{"name": "big", "href": "/v2/queues/big"}, {"name": "q3", "href": "/v2/queues/q3"}]));
+    assert_eq!(
+        list["queues"],
+        json!([{"name": "big", "href": "/v2/queues/big"}, {"name": "q3", "href": "/v2/queues/q3"}])
+    );
 }
 
 #[tokio::test]
@@ -708,7 +733,8 @@ async fn list_paging_and_links() {
 async fn list_limit_errors() {
     let app = app().await;
     let c = Client::new(&app);
-    let expected = r#"{"title": "Invalid API request", "description": "Limit must be at least 1 and no greater than 20."}"#;
+    let expected =
+        r#"{"title": "Invalid API request", "description": "Limit must be at least 1 and no greater than 20."}"#;
     // #31, #32
     for q in ["?limit=0", "?limit=21", "?limit=1000", "?limit=-1"] {
         let r = c.get(&format!("/v2/queues{q}")).await;
@@ -868,7 +894,10 @@ async fn patch_operation_errors() {
             r#"[{"op": "add", "path": "/metadata/a/b", "value": 1}]"#,
             "Invalid JSON pointer for this resource: '/metadata/a/b, e.g /metadata/key'",
         ),
-        (r#"[{"op": "replace", "path": "/other/a", "value": 1}]"#, "The root of path must be metadata, e.g /metadata/key."),
+        (
+            r#"[{"op": "replace", "path": "/other/a", "value": 1}]"#,
+            "The root of path must be metadata, e.g /metadata/key.",
+        ),
         (r#"[{"op": "add", "path": "metadata/a", "value": 1}]"#, "Pointer `metadata/a` does not start with \"/\"."),
         (r#"[{"op": "add", "path": "/metadata//a", "value": 1}]"#, "Pointer `/metadata//a` contains adjacent \"/\"."),
         (r#"[{"op": "add", "path": "/metadata/a/", "value": 1}]"#, "Pointer `/metadata/a/` end with \"/\"."),
@@ -942,9 +971,12 @@ async fn patch_semantics() {
     assert_eq!(meta["_default_message_ttl"], json!(3600), "removed reserved key reported with its default");
     assert_eq!(meta["_max_claim_count"], json!(3));
     // A conflict in a later operation applies nothing.
-    let r =
-        patch(&c, "q2", r#"[{"op": "add", "path": "/metadata/new", "value": 1}, {"op": "remove", "path": "/metadata/ghost"}]"#)
-            .await;
+    let r = patch(
+        &c,
+        "q2",
+        r#"[{"op": "add", "path": "/metadata/new", "value": 1}, {"op": "remove", "path": "/metadata/ghost"}]"#,
+    )
+    .await;
     assert_eq!(r.status, 409);
     assert!(c.get("/v2/queues/q2").await.json_body().get("new").is_none());
     // An empty list of operations is fine and returns the metadata.
@@ -974,7 +1006,12 @@ async fn patch_validates_result_and_needs_queue() {
     let r = patch(&c, "q", r#"[{"op": "add", "path": "/metadata/_enable_encrypt_messages", "value": "on"}]"#).await;
     assert_error(&r, 400, "Invalid request body", "_enable_encrypt_messages must be boolean.");
     let r = patch(&c, "q", r#"[{"op": "add", "path": "/metadata/_default_message_delay", "value": 901}]"#).await;
-    assert_error(&r, 400, "Invalid request body", "The TTL can not exceed 900 seconds, and must be at least 0 seconds long.");
+    assert_error(
+        &r,
+        400,
+        "Invalid request body",
+        "The TTL can not exceed 900 seconds, and must be at least 0 seconds long.",
+    );
     // Unchanged after the failures.
     let (_, meta) = sj(&c.get("/v2/queues/q").await);
     assert_eq!(meta["_default_message_ttl"], json!(120));
@@ -1040,7 +1077,8 @@ async fn stats() {
         assert_eq!(r.status, 200);
         assert_eq!(text(&r), r#"{"messages": {"claimed": 0, "free": 0, "total": 0}}"#);
     }
-    let (_, posted) = sj(&c.post("/v2/queues/q1/messages", r#"{"messages": [{"body": 1}, {"body": 2}, {"body": 3}]}"#).await);
+    let (_, posted) =
+        sj(&c.post("/v2/queues/q1/messages", r#"{"messages": [{"body": 1}, {"body": 2}, {"body": 3}]}"#).await);
     app.store.clock.advance_secs(30);
     let (_, later) = sj(&c.post("/v2/queues/q1/messages", r#"{"messages": [{"body": 4}]}"#).await);
     let first = posted["resources"][0].as_str().unwrap().to_string();
@@ -1156,9 +1194,11 @@ async fn purge() {
 
     // #109 and other errors.
     let subset = "Resource types must be a sub set of {'messages', 'subscriptions'}.";
-    for body in
-        [r#"{"resource_types": ["bogus"]}"#, r#"{"resource_types": ["messages", "claims"]}"#, r#"{"resource_types": "messages"}"#]
-    {
+    for body in [
+        r#"{"resource_types": ["bogus"]}"#,
+        r#"{"resource_types": ["messages", "claims"]}"#,
+        r#"{"resource_types": "messages"}"#,
+    ] {
         assert_error(&c.post("/v2/queues/q1/purge", body).await, 400, "Invalid API request", subset);
     }
     for body in ["{}", r#"{"types": ["messages"]}"#] {
@@ -1169,7 +1209,12 @@ async fn purge() {
             "Post body must contain key \"resource_types\".",
         );
     }
-    assert_error(&c.post("/v2/queues/q1/purge", "{").await, 400, "Invalid request body", "Request body could not be parsed.");
+    assert_error(
+        &c.post("/v2/queues/q1/purge", "{").await,
+        400,
+        "Invalid request body",
+        "Request body could not be parsed.",
+    );
     // Nothing was purged by the failures.
     assert_eq!(total(&c, "q1").await, json!(2));
 }
@@ -1279,7 +1324,12 @@ async fn share_expires_formats_and_errors() {
     // Body errors.
     let r = c.send(c.request(Method::POST, "/v2/queues/q1/share")).await;
     assert_error(&r, 400, "Invalid request body", "Request body could not be parsed.");
-    assert_error(&c.post("/v2/queues/q1/share", "[]").await, 400, "Invalid request body", "Document type not supported.");
+    assert_error(
+        &c.post("/v2/queues/q1/share", "[]").await,
+        400,
+        "Invalid request body",
+        "Document type not supported.",
+    );
 }
 
 #[tokio::test]
@@ -1393,7 +1443,8 @@ async fn storage_failures_are_503() {
         .retry_config(aws_config::retry::RetryConfig::disabled())
         .load()
         .await;
-    let app = App::new(Config::for_tests("zaqar-tests"), aws_sdk_dynamodb::Client::new(&sdk), zaqar::clock::Clock::manual());
+    let app =
+        App::new(Config::for_tests("zaqar-tests"), aws_sdk_dynamodb::Client::new(&sdk), zaqar::clock::Clock::manual());
     let c = Client::new(&app);
     // GET ping reports the storage; HEAD ping does not touch it.
     let r = c.get("/v2/ping").await;

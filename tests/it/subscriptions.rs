@@ -31,7 +31,10 @@ async fn lifecycle_matches_transcripts() {
     let (s, body) = sj(&c.get(SUBS).await);
     assert_eq!(s, 200);
     let item = json!({"id": sid, "source": "q1", "subscriber": "http://127.0.0.1:18001/hook", "ttl": 3600, "age": 0, "options": {"k": "v"}, "confirmed": false});
-    assert_eq!(body, json!({"subscriptions": [item], "links": [{"rel": "next", "href": format!("{SUBS}?marker={sid}")}]}));
+    assert_eq!(
+        body,
+        json!({"subscriptions": [item], "links": [{"rel": "next", "href": format!("{SUBS}?marker={sid}")}]})
+    );
     // Key order as Zaqar writes it.
     let raw = String::from_utf8(c.get(&format!("{SUBS}/{sid}")).await.body).unwrap();
     assert!(raw.starts_with(&format!(r#"{{"id": "{sid}", "source": "q1", "subscriber": "#)), "{raw}");
@@ -45,7 +48,10 @@ async fn lifecycle_matches_transcripts() {
     assert_eq!(c.delete(&format!("{SUBS}/{sid}")).await.status, 204);
     let r = c.get(&format!("{SUBS}/{sid}")).await;
     assert_eq!(err(&r), (404, "Not found".into(), format!("Subscription {sid} does not exist")));
-    assert_eq!(err(&c.get(&format!("{SUBS}/5c6939a8d3f3d1bc5a25f0a1")).await).2, "Subscription 5c6939a8d3f3d1bc5a25f0a1 does not exist");
+    assert_eq!(
+        err(&c.get(&format!("{SUBS}/5c6939a8d3f3d1bc5a25f0a1")).await).2,
+        "Subscription 5c6939a8d3f3d1bc5a25f0a1 does not exist"
+    );
 }
 
 #[tokio::test]
@@ -55,16 +61,37 @@ async fn create_validation_errors() {
     let api = |d: &str| (400, "Invalid API request".to_string(), d.to_string());
     let cases: Vec<(&str, (u16, String, String))> = vec![
         (r#"{"subscriber": "ftp://127.0.0.1/x", "ttl": 3600, "options": {}}"#, api(SCHEME_ERROR)),
-        (r#"{"subscriber": "http://127.0.0.1:18002/x", "ttl": -1, "options": {}}"#, api("The TTL for a subscription must be at least 60 seconds long.")),
-        (r#"{"subscriber": "http://127.0.0.1:18002/x", "ttl": 59}"#, api("The TTL for a subscription must be at least 60 seconds long.")),
-        (r#"{"subscriber": "http://127.0.0.1:18002/x", "ttl": true}"#, api("The TTL for a subscription must be at least 60 seconds long.")),
+        (
+            r#"{"subscriber": "http://127.0.0.1:18002/x", "ttl": -1, "options": {}}"#,
+            api("The TTL for a subscription must be at least 60 seconds long."),
+        ),
+        (
+            r#"{"subscriber": "http://127.0.0.1:18002/x", "ttl": 59}"#,
+            api("The TTL for a subscription must be at least 60 seconds long."),
+        ),
+        (
+            r#"{"subscriber": "http://127.0.0.1:18002/x", "ttl": true}"#,
+            api("The TTL for a subscription must be at least 60 seconds long."),
+        ),
         (r#"{"subscriber": "http://127.0.0.1:18002/x", "ttl": "120"}"#, api("TTL must be an integer.")),
         (r#"{"subscriber": "http://127.0.0.1:18002/x", "ttl": 120.5}"#, api("TTL must be an integer.")),
-        (r#"{"subscriber": "http://127.0.0.1:18002/x", "ttl": 9223372036854775807}"#, api("The TTL seconds for a subscription plus current time must be less than 9999-12-31 23:59:59.999999.")),
+        (
+            r#"{"subscriber": "http://127.0.0.1:18002/x", "ttl": 9223372036854775807}"#,
+            api("The TTL seconds for a subscription plus current time must be less than 9999-12-31 23:59:59.999999."),
+        ),
         (r#"{"subscriber": "http://127.0.0.1:18002/x", "ttl": 3600, "options": "x"}"#, api("Options must be a dict.")),
-        (r#"{"subscriber": "http://127.0.0.1:18002/x", "options": {"_retry_policy": 5}}"#, api("retry_policy must be a dict.")),
-        (r#"{"subscriber": "http://127.0.0.1:18002/x", "options": {"_retry_policy": {"retry_backoff_function": "cubic"}}}"#, api("invalid retry_backoff_function.")),
-        (r#"{"subscriber": "http://127.0.0.1:18002/x", "options": {"_retry_policy": {"minimum_delay": 5, "maximum_delay": 10}}}"#, api("invalid minimum_delay and maximum_delay.")),
+        (
+            r#"{"subscriber": "http://127.0.0.1:18002/x", "options": {"_retry_policy": 5}}"#,
+            api("retry_policy must be a dict."),
+        ),
+        (
+            r#"{"subscriber": "http://127.0.0.1:18002/x", "options": {"_retry_policy": {"retry_backoff_function": "cubic"}}}"#,
+            api("invalid retry_backoff_function."),
+        ),
+        (
+            r#"{"subscriber": "http://127.0.0.1:18002/x", "options": {"_retry_policy": {"minimum_delay": 5, "maximum_delay": 10}}}"#,
+            api("invalid minimum_delay and maximum_delay."),
+        ),
         (r#"{"subscriber": 5}"#, api(SCHEME_ERROR)),
         (r#"{"subscriber": ""}"#, api(SCHEME_ERROR)),
         (r#"{"subscriber": "no scheme"}"#, api(SCHEME_ERROR)),
@@ -125,8 +152,16 @@ async fn other_schemes_are_accepted() {
     create(&c, "trust+https://hooks.example.com/x").await;
     create(&c, "mailto:ops@example.com?subject=Hi").await;
     let (_, body) = sj(&c.get(SUBS).await);
-    let subscribers: Vec<&str> = body["subscriptions"].as_array().unwrap().iter().map(|s| s["subscriber"].as_str().unwrap()).collect();
-    assert_eq!(subscribers, vec!["trust+http://127.0.0.1:18003/x", "trust+https://hooks.example.com/x", "mailto:ops@example.com?subject=Hi"]);
+    let subscribers: Vec<&str> =
+        body["subscriptions"].as_array().unwrap().iter().map(|s| s["subscriber"].as_str().unwrap()).collect();
+    assert_eq!(
+        subscribers,
+        vec![
+            "trust+http://127.0.0.1:18003/x",
+            "trust+https://hooks.example.com/x",
+            "mailto:ops@example.com?subject=Hi"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -138,12 +173,19 @@ async fn confirmed_duplicate_conflicts() {
     let r = c.post(SUBS, r#"{"subscriber": "http://127.0.0.1:18004/hook"}"#).await;
     assert_eq!(
         err(&r),
-        (409, "Resource conflict".into(), "Such subscription already exists.Subscriptions are unique by project + queue + subscriber URI.".into())
+        (
+            409,
+            "Resource conflict".into(),
+            "Such subscription already exists.Subscriptions are unique by project + queue + subscriber URI.".into()
+        )
     );
     assert_eq!(r.header_value("location"), Some(SUBS));
     // Unconfirmed again: re-posting gives the same id.
     assert_eq!(confirm(&c, &sid, r#"{"confirmed": false}"#).await.status, 204);
-    assert_eq!(sj(&c.post(SUBS, r#"{"subscriber": "http://127.0.0.1:18004/hook"}"#).await), (201, json!({"subscription_id": sid})));
+    assert_eq!(
+        sj(&c.post(SUBS, r#"{"subscriber": "http://127.0.0.1:18004/hook"}"#).await),
+        (201, json!({"subscription_id": sid}))
+    );
 }
 
 #[tokio::test]
@@ -192,14 +234,21 @@ async fn patch_rules() {
         (400, "Unable to update subscription".into(), format!("Subscription {sid} could not be updated."))
     );
     assert_eq!(err(&c.patch(&path, "application/json", r#"{"subscriber": "ftp://x"}"#).await), api(SCHEME_ERROR));
-    assert_eq!(err(&c.patch(&path, "application/json", r#"{"ttl": 10}"#).await), api("The TTL for a subscription must be at least 60 seconds long."));
+    assert_eq!(
+        err(&c.patch(&path, "application/json", r#"{"ttl": 10}"#).await),
+        api("The TTL for a subscription must be at least 60 seconds long.")
+    );
     assert_eq!(err(&c.patch(&path, "application/json", r#"{"options": [1]}"#).await), api("Options must be a dict."));
     let r = c.patch(&format!("{SUBS}/nope"), "application/json", r#"{"ttl": 100}"#).await;
     assert_eq!(err(&r), (404, "Not found".into(), "Subscription nope does not exist".into()));
     let r = c.patch(&path, "application/json", r#"{"subscriber": "http://127.0.0.1:18020/b"}"#).await;
     assert_eq!(
         err(&r),
-        (409, "Resource conflict".into(), "Such subscription already exists. Subscriptions are unique by project + queue + subscriber URI.".into())
+        (
+            409,
+            "Resource conflict".into(),
+            "Such subscription already exists. Subscriptions are unique by project + queue + subscriber URI.".into()
+        )
     );
     assert_eq!(c.patch(&path, "application/json", r#"{"subscriber": "http://127.0.0.1:18020/c"}"#).await.status, 204);
     assert_eq!(sj(&c.get(&path).await).1["subscriber"], json!("http://127.0.0.1:18020/c"));
@@ -241,7 +290,10 @@ async fn confirm_rules() {
         err(&confirm(&c, &sid, "{\"confirmed\"").await),
         (400, "Invalid request body".into(), "Request body could not be parsed.".into())
     );
-    assert_eq!(err(&confirm(&c, "nope", r#"{"confirmed": true}"#).await), (404, "Not found".into(), "Subscription nope does not exist".into()));
+    assert_eq!(
+        err(&confirm(&c, "nope", r#"{"confirmed": true}"#).await),
+        (404, "Not found".into(), "Subscription nope does not exist".into())
+    );
     let r = confirm(&c, &sid, r#"{"confirmed": true}"#).await;
     assert_eq!(r.status, 204);
     assert_eq!(r.header_value("location"), Some(format!("{SUBS}/{sid}/confirm").as_str()));

@@ -278,7 +278,11 @@ async fn patch_pool(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiRes
         uri,
         weight: m.get("weight").and_then(Value::as_i64),
         flavor: m.get("flavor").and_then(Value::as_str).map(|f| {
-            if f.is_empty() { None } else { Some((f.to_string(), ctx.project.as_str().to_string())) }
+            if f.is_empty() {
+                None
+            } else {
+                Some((f.to_string(), ctx.project.as_str().to_string()))
+            }
         }),
         options,
     };
@@ -317,7 +321,11 @@ async fn delete_pool(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> 
 // Flavors
 
 fn capabilities(has_pools: bool) -> Value {
-    if has_pools { json!(CAPABILITIES) } else { json!([]) }
+    if has_pools {
+        json!(CAPABILITIES)
+    } else {
+        json!([])
+    }
 }
 
 fn flavor_not_found(name: &str) -> ApiError {
@@ -369,7 +377,7 @@ async fn list_flavors(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError>
             Value::Object(m)
         })
         .collect();
-    let links = page_links("/v2/flavors", q, &["limit", "detailed"], &[], names.last().map(|last| last.clone()));
+    let links = page_links("/v2/flavors", q, &["limit", "detailed"], &[], names.last().cloned());
     Ok(ApiResponse::json(StatusCode::OK, &json!({"links": links, "flavors": items})))
 }
 
@@ -407,7 +415,9 @@ async fn put_flavor(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiRes
     if name_too_long(name) {
         return Err(ApiError::invalid_api(format!("Flavor names may be at most {MAX_NAME_LEN} characters long.")));
     }
-    let missing = |pool: String| unable_to_create(format!("Flavor {name} could not be created, error:Pool {pool} does not exist"));
+    let missing = |pool: String| {
+        unable_to_create(format!("Flavor {name} could not be created, error:Pool {pool} does not exist"))
+    };
     if let Some(pool) = first_missing_pool(app, &list).await? {
         return Err(missing(pool));
     }

@@ -28,7 +28,9 @@ async fn dispatch(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiRespo
 }
 
 fn ttl_error(max: i64) -> ApiError {
-    ApiError::invalid_api(format!("The TTL for a claim may not exceed {max} seconds, and must be at least 60 seconds long."))
+    ApiError::invalid_api(format!(
+        "The TTL for a claim may not exceed {max} seconds, and must be at least 60 seconds long."
+    ))
 }
 
 /// `{"ttl", "grace"}` with defaults; `None` body allowed only where `body_required` is false.
@@ -49,7 +51,12 @@ fn claim_fields(app: &App, body: &[u8], body_required: bool) -> Result<(i64, i64
 }
 
 fn not_found(ctx: &Context, queue: &QueueName) -> ApiError {
-    ApiError::not_found(format!("Claim {} does not exist in queue {} for project {}", ctx.id(), queue.as_str(), ctx.project.as_str()))
+    ApiError::not_found(format!(
+        "Claim {} does not exist in queue {} for project {}",
+        ctx.id(),
+        queue.as_str(),
+        ctx.project.as_str()
+    ))
 }
 
 async fn create(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
@@ -59,7 +66,9 @@ async fn create(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiRespons
     let (ttl_s, grace_s) = claim_fields(app, &req.body, false)?;
     let max = limits.max_messages_per_claim_or_pop;
     let limit = match limit {
-        Some(v) => Limit::new(v, max, |m| format!("Limit must be at least 1 and may not be greater than {m}."))?.usize(),
+        Some(v) => {
+            Limit::new(v, max, |m| format!("Limit must be at least 1 and may not be greater than {m}."))?.usize()
+        }
         None => 10,
     };
     if !(60..=limits.max_claim_grace).contains(&grace_s) {
@@ -69,9 +78,14 @@ async fn create(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiRespons
         )));
     }
     let queue = ctx.queue()?;
-    let settings = app.store.queue_metadata(&ctx.project, queue).await?.map(|m| QueueSettings::from_meta(&m)).unwrap_or_default();
+    let settings =
+        app.store.queue_metadata(&ctx.project, queue).await?.map(|m| QueueSettings::from_meta(&m)).unwrap_or_default();
     let dead_letter = match (&settings.dead_letter_queue, settings.max_claim_count) {
-        (Some(dlq), Some(max)) => QueueName::parse(dlq).ok().map(|queue| DeadLetter { queue, max_claim_count: max, ttl_s: settings.dead_letter_ttl }),
+        (Some(dlq), Some(max)) => QueueName::parse(dlq).ok().map(|queue| DeadLetter {
+            queue,
+            max_claim_count: max,
+            ttl_s: settings.dead_letter_ttl,
+        }),
         _ => None,
     };
     let params = ClaimParams { ttl_s, grace_s };
@@ -88,7 +102,8 @@ async fn create(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiRespons
 
 async fn get(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> {
     let queue = ctx.queue()?;
-    let (claim, messages) = app.store.get_claim(&ctx.project, queue, ctx.id()).await?.ok_or_else(|| not_found(ctx, queue))?;
+    let (claim, messages) =
+        app.store.get_claim(&ctx.project, queue, ctx.id()).await?.ok_or_else(|| not_found(ctx, queue))?;
     let now = app.store.now_ms();
     let items: Vec<Value> = messages.iter().map(|m| m.to_json(queue, now)).collect();
     let body = json!({

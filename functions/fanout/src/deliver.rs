@@ -59,7 +59,8 @@ impl Resolve for GuardedResolver {
         Box::pin(async move {
             let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let ips: Vec<IpAddr> = addrs.iter().map(|a| a.ip()).collect();
-            webhook::check_resolved(&host, &ips, &allow).map_err(|m| Box::new(Refused(m)) as Box<dyn std::error::Error + Send + Sync>)?;
+            webhook::check_resolved(&host, &ips, &allow)
+                .map_err(|m| Box::new(Refused(m)) as Box<dyn std::error::Error + Send + Sync>)?;
             Ok(Box::new(addrs.into_iter()) as Addrs)
         })
     }
@@ -153,7 +154,17 @@ impl Delivery<'_> {
         match target {
             Subscriber::Webhook { url, .. } => self.post(url).await,
             Subscriber::Mailto { to, subject } => {
-                match mail::send(self.app, to, subject.as_deref(), self.options, self.doc, self.mail, self.attempt_timeout).await {
+                match mail::send(
+                    self.app,
+                    to,
+                    subject.as_deref(),
+                    self.options,
+                    self.doc,
+                    self.mail,
+                    self.attempt_timeout,
+                )
+                .await
+                {
                     Ok(()) => Attempt::Ok,
                     Err(mail::MailError::Permanent(why)) => Attempt::Permanent(why),
                     Err(mail::MailError::Transient(why)) => Attempt::Retry(why),
@@ -172,12 +183,7 @@ impl Delivery<'_> {
         let Some(client) = client(&self.app.config.webhook_allow, self.attempt_timeout) else {
             return Attempt::Retry("the HTTP client could not be built".into());
         };
-        let result = client
-            .post(url.clone())
-            .headers(headers(self.options))
-            .body(body)
-            .send()
-            .await;
+        let result = client.post(url.clone()).headers(headers(self.options)).body(body).send().await;
         match result {
             Ok(resp) if resp.status().as_u16() < 400 => Attempt::Ok,
             // A subscriber that refuses the request will refuse it again.
@@ -244,7 +250,9 @@ mod tests {
 
     #[test]
     fn post_headers_merge_over_content_type() {
-        let h = headers(&json!({"post_headers": {"X-Token": "abc", "Content-Type": "text/plain", "bad name": "x", "n": 5}}));
+        let h = headers(
+            &json!({"post_headers": {"X-Token": "abc", "Content-Type": "text/plain", "bad name": "x", "n": 5}}),
+        );
         assert_eq!(h["x-token"], "abc");
         assert_eq!(h["content-type"], "text/plain");
         assert_eq!(h["n"], "5");

@@ -57,7 +57,11 @@ impl Settings {
         Settings {
             budget: ms("ZAQAR_FANOUT_BUDGET_MS", 4000),
             attempt_timeout: ms("ZAQAR_WEBHOOK_TIMEOUT_MS", 3000),
-            concurrency: std::env::var("ZAQAR_FANOUT_CONCURRENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(32).max(1),
+            concurrency: std::env::var("ZAQAR_FANOUT_CONCURRENCY")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(32)
+                .max(1),
         }
     }
 }
@@ -247,9 +251,15 @@ pub async fn handle_with(app: &App, settings: &Settings, event: Event) -> Dynamo
         let job = &jobs[j];
         match &outcome {
             Outcome::Delivered => tracing::debug!(record = %job.key, subscription = %sid, "delivered"),
-            Outcome::Rejected(why) => tracing::warn!(record = %job.key, subscription = %sid, reason = %why, "notification refused; dropped"),
-            Outcome::GaveUp(why) => tracing::warn!(record = %job.key, subscription = %sid, reason = %why, "retry policy exhausted; dropped"),
-            Outcome::Deferred(why) => tracing::info!(record = %job.key, subscription = %sid, reason = %why, "delivery deferred to a stream retry"),
+            Outcome::Rejected(why) => {
+                tracing::warn!(record = %job.key, subscription = %sid, reason = %why, "notification refused; dropped")
+            }
+            Outcome::GaveUp(why) => {
+                tracing::warn!(record = %job.key, subscription = %sid, reason = %why, "retry policy exhausted; dropped")
+            }
+            Outcome::Deferred(why) => {
+                tracing::info!(record = %job.key, subscription = %sid, reason = %why, "delivery deferred to a stream retry")
+            }
         }
         if matches!(outcome, Outcome::Deferred(_)) {
             failed[j] = true;

@@ -105,7 +105,10 @@ async fn send_smtp(smtp_url: &str, mail: Mail, timeout: Duration) -> Result<(), 
         .map_err(|_| MailError::Permanent("the e-mail could not be built".into()))?;
     match mailer.send(message).await {
         Ok(_) => Ok(()),
-        Err(e) if e.is_permanent() => Err(MailError::Permanent(format!("SMTP refused the e-mail ({})", e.status().map(|c| c.to_string()).unwrap_or_default()))),
+        Err(e) if e.is_permanent() => Err(MailError::Permanent(format!(
+            "SMTP refused the e-mail ({})",
+            e.status().map(|c| c.to_string()).unwrap_or_default()
+        ))),
         Err(_) => Err(MailError::Transient("SMTP delivery failed".into())),
     }
 }
@@ -138,9 +141,16 @@ async fn send_ses(mail: Mail) -> Result<(), MailError> {
             let code = e.code().unwrap_or("unknown").to_string();
             let permanent = matches!(
                 code.as_str(),
-                "MessageRejected" | "BadRequestException" | "MailFromDomainNotVerifiedException" | "AccountSuspendedException"
+                "MessageRejected"
+                    | "BadRequestException"
+                    | "MailFromDomainNotVerifiedException"
+                    | "AccountSuspendedException"
             );
-            if permanent { Err(MailError::Permanent(format!("SES: {code}"))) } else { Err(MailError::Transient(format!("SES: {code}"))) }
+            if permanent {
+                Err(MailError::Permanent(format!("SES: {code}")))
+            } else {
+                Err(MailError::Transient(format!("SES: {code}")))
+            }
         }
     }
 }

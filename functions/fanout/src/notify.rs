@@ -29,7 +29,8 @@ pub fn confirm_path(queue: &str, sid: &str) -> String {
 pub fn confirmation(sub: &Subscription, project: &str, key: &str, public_url: Option<&str>, expires_s: i64) -> Value {
     let path = confirm_path(&sub.source, &sub.id);
     let expires = signing::format_expires(expires_s);
-    let scope = SignedScope { paths: vec![path.clone()], methods: vec!["PUT".into()], project: project.into(), expires };
+    let scope =
+        SignedScope { paths: vec![path.clone()], methods: vec!["PUT".into()], project: project.into(), expires };
     let signature = scope.sign(key);
     let unsubscribe = sub.notify.as_deref() == Some(UNSUBSCRIBE);
     let (kind, text) = if unsubscribe {

@@ -55,34 +55,82 @@ fn home(app: &App) -> ApiResponse {
     add("queue_stats", resource(&format!("{q}/stats"), &["queue_name"], &["GET"], false));
     add("queue_share", resource(&format!("{q}/share"), &["queue_name"], &["POST"], true));
     add("queue_purge", resource(&format!("{q}/purge"), &["queue_name"], &["POST"], true));
-    add("messages", resource(&format!("{q}/messages{{?marker,limit,echo,include_claimed}}"), &["queue_name", "marker", "limit", "echo", "include_claimed"], &["GET"], false));
+    add(
+        "messages",
+        resource(
+            &format!("{q}/messages{{?marker,limit,echo,include_claimed}}"),
+            &["queue_name", "marker", "limit", "echo", "include_claimed"],
+            &["GET"],
+            false,
+        ),
+    );
     add("post_messages", resource(&format!("{q}/messages"), &["queue_name"], &["POST"], true));
-    add("messages_delete", resource(&format!("{q}/messages{{?ids,pop}}"), &["queue_name", "ids", "pop"], &["DELETE"], false));
-    add("message_delete", resource(&format!("{q}/messages/{{message_id}}{{?claim}}"), &["queue_name", "message_id", "claim"], &["DELETE"], false));
-    add("message_get", resource(&format!("{q}/messages/{{message_id}}"), &["queue_name", "message_id"], &["GET"], false));
+    add(
+        "messages_delete",
+        resource(&format!("{q}/messages{{?ids,pop}}"), &["queue_name", "ids", "pop"], &["DELETE"], false),
+    );
+    add(
+        "message_delete",
+        resource(
+            &format!("{q}/messages/{{message_id}}{{?claim}}"),
+            &["queue_name", "message_id", "claim"],
+            &["DELETE"],
+            false,
+        ),
+    );
+    add(
+        "message_get",
+        resource(&format!("{q}/messages/{{message_id}}"), &["queue_name", "message_id"], &["GET"], false),
+    );
     add("claim", resource(&format!("{q}/claims/{{claim_id}}"), &["queue_name", "claim_id"], &["GET"], false));
     add("post_claim", resource(&format!("{q}/claims{{?limit}}"), &["queue_name", "limit"], &["POST"], true));
     add("patch_claim", resource(&format!("{q}/claims/{{claim_id}}"), &["queue_name", "claim_id"], &["PATCH"], true));
     add("delete_claim", resource(&format!("{q}/claims/{{claim_id}}"), &["queue_name", "claim_id"], &["DELETE"], false));
-    add("subscriptions_get", resource(&format!("{q}/subscriptions{{?marker,limit}}"), &["queue_name", "marker", "limit"], &["GET"], false));
+    add(
+        "subscriptions_get",
+        resource(&format!("{q}/subscriptions{{?marker,limit}}"), &["queue_name", "marker", "limit"], &["GET"], false),
+    );
     add("subscriptions_post", resource(&format!("{q}/subscriptions"), &["queue_name"], &["POST"], true));
-    add("subscription", resource(&format!("{q}/subscriptions/{{subscriptions_id}}"), &["queue_name", "subscriptions_id"], &["GET", "DELETE"], false));
-    add("subscription_patch", resource(&format!("{q}/subscriptions/{{subscriptions_id}}"), &["queue_name", "subscriptions_id"], &["PATCH"], true));
+    add(
+        "subscription",
+        resource(
+            &format!("{q}/subscriptions/{{subscriptions_id}}"),
+            &["queue_name", "subscriptions_id"],
+            &["GET", "DELETE"],
+            false,
+        ),
+    );
+    add(
+        "subscription_patch",
+        resource(
+            &format!("{q}/subscriptions/{{subscriptions_id}}"),
+            &["queue_name", "subscriptions_id"],
+            &["PATCH"],
+            true,
+        ),
+    );
     add("ping", json!({"href": "/v2/ping", "hints": {"allow": ["GET"], "formats": {"application/json": {}}}}));
     if app.config.admin_mode {
         add("health", json!({"href": "/v2/health", "hints": {"allow": ["GET"], "formats": {"application/json": {}}}}));
         if app.config.pooling {
-            add("pools", resource("/v2/pools{?detailed,limit,marker}", &["detailed", "limit", "marker"], &["GET"], false));
+            add(
+                "pools",
+                resource("/v2/pools{?detailed,limit,marker}", &["detailed", "limit", "marker"], &["GET"], false),
+            );
             add("pool", resource("/v2/pools/{pool_name}", &["pool_name"], &["GET", "PUT", "PATCH", "DELETE"], true));
-            add("flavors", resource("/v2/flavors{?detailed,limit,marker}", &["detailed", "limit", "marker"], &["GET"], false));
-            add("flavor", resource("/v2/flavors/{flavor_name}", &["flavor_name"], &["GET", "PUT", "PATCH", "DELETE"], true));
+            add(
+                "flavors",
+                resource("/v2/flavors{?detailed,limit,marker}", &["detailed", "limit", "marker"], &["GET"], false),
+            );
+            add(
+                "flavor",
+                resource("/v2/flavors/{flavor_name}", &["flavor_name"], &["GET", "PUT", "PATCH", "DELETE"], true),
+            );
         }
     }
     let mut resp = ApiResponse::json(StatusCode::OK, &json!({"resources": r}));
-    resp.headers = vec![
-        ("content-type".into(), "application/json-home".into()),
-        ("cache-control".into(), "max-age=86400".into()),
-    ];
+    resp.headers =
+        vec![("content-type".into(), "application/json-home".into()), ("cache-control".into(), "max-age=86400".into())];
     resp
 }
 
@@ -94,13 +142,17 @@ async fn health(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> {
     let mut status = serde_json::Map::new();
     let mut record = |name: &str, started: Instant, ok: bool| {
         let reference = if ok { Value::Null } else { Value::String(uuid::Uuid::new_v4().to_string()) };
-        status.insert(name.into(), json!({"succeeded": ok, "seconds": started.elapsed().as_secs_f64(), "ref": reference}));
+        status.insert(
+            name.into(),
+            json!({"succeeded": ok, "seconds": started.elapsed().as_secs_f64(), "ref": reference}),
+        );
     };
     let t = Instant::now();
     let created = store.create_queue(project, &queue, &Default::default()).await;
     record("create_queue", t, created.is_ok());
     let t = Instant::now();
-    let batch: Vec<NewMessage> = (0..10).map(|i| NewMessage { body: json!({"health": i}), ttl_s: 60, delay_s: None }).collect();
+    let batch: Vec<NewMessage> =
+        (0..10).map(|i| NewMessage { body: json!({"health": i}), ttl_s: 60, delay_s: None }).collect();
     let posted = store.post_messages(project, &queue, Some(&ctx.client_id), &batch, false).await;
     record("post_messages", t, posted.is_ok());
     let t = Instant::now();
@@ -108,7 +160,12 @@ async fn health(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> {
     record("claim_messages", t, matches!(claim, Ok(Some(_))));
     let t = Instant::now();
     let opts = zaqar::store::messages::ListOptions {
-        marker: None, limit: 10, echo: true, include_claimed: true, include_delayed: true, client: ctx.client_id,
+        marker: None,
+        limit: 10,
+        echo: true,
+        include_claimed: true,
+        include_delayed: true,
+        client: ctx.client_id,
     };
     let listed = store.list_messages(project, &queue, &opts).await;
     record("list_messages", t, listed.is_ok());

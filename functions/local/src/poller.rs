@@ -51,7 +51,8 @@ async fn poll(
     settings: &Arc<zaqar_fanout::Settings>,
     slots: &Arc<tokio::sync::Semaphore>,
 ) -> Result<(), String> {
-    let table = app.store.client.describe_table().table_name(&app.config.table).send().await.map_err(|e| format!("{e:?}"))?;
+    let table =
+        app.store.client.describe_table().table_name(&app.config.table).send().await.map_err(|e| format!("{e:?}"))?;
     let arn = table.table().and_then(|t| t.latest_stream_arn()).ok_or("the table has no stream")?.to_string();
     tracing::info!(stream = %arn, "stream poller reading");
     let mut iterators: HashMap<String, String> = HashMap::new();
@@ -82,12 +83,14 @@ async fn poll(
         }
         let mut busy = false;
         for (shard, it) in iterators.clone() {
-            let out = streams.get_records().shard_iterator(it).limit(1000).send().await.map_err(|e| format!("{e:?}"))?;
+            let out =
+                streams.get_records().shard_iterator(it).limit(1000).send().await.map_err(|e| format!("{e:?}"))?;
             match out.next_shard_iterator() {
                 Some(next) => iterators.insert(shard, next.to_string()),
                 None => iterators.remove(&shard), // closed; its children show up at the next describe
             };
-            let records: Vec<Value> = out.records().iter().map(|r| lambda_json(r, &arn)).filter(passes_filter).collect();
+            let records: Vec<Value> =
+                out.records().iter().map(|r| lambda_json(r, &arn)).filter(passes_filter).collect();
             if !out.records().is_empty() {
                 busy = true;
             }
@@ -128,7 +131,12 @@ async fn shards(streams: &aws_sdk_dynamodbstreams::Client, arn: &str) -> Result<
 }
 
 /// Runs one batch in the background, retrying the records the handler reports as failed.
-fn dispatch(app: App, settings: Arc<zaqar_fanout::Settings>, slots: Arc<tokio::sync::Semaphore>, mut records: Vec<Value>) {
+fn dispatch(
+    app: App,
+    settings: Arc<zaqar_fanout::Settings>,
+    slots: Arc<tokio::sync::Semaphore>,
+    mut records: Vec<Value>,
+) {
     tokio::spawn(async move {
         for attempt in 0..=RETRIES {
             let response = {
@@ -155,7 +163,8 @@ fn passes_filter(record: &Value) -> bool {
     let name = record["eventName"].as_str().unwrap_or_default();
     let sk = record["dynamodb"]["Keys"]["sk"]["S"].as_str().unwrap_or_default();
     let notify = record["dynamodb"]["NewImage"]["notify_seq"]["N"].is_string();
-    (name == "INSERT" && sk.starts_with("M#")) || (matches!(name, "INSERT" | "MODIFY") && sk.starts_with("S#") && notify)
+    (name == "INSERT" && sk.starts_with("M#"))
+        || (matches!(name, "INSERT" | "MODIFY") && sk.starts_with("S#") && notify)
 }
 
 fn image(m: Option<&HashMap<String, aws_sdk_dynamodbstreams::types::AttributeValue>>) -> Option<Value> {

@@ -30,7 +30,9 @@ async fn dispatch(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiRespo
 fn page_limit(app: &App, value: Option<i64>) -> Result<usize, ApiError> {
     let max = app.limits().max_messages_per_page;
     match value {
-        Some(v) => Ok(Limit::new(v, max, |m| format!("Limit must be at least 1 and may not be greater than {m}."))?.usize()),
+        Some(v) => {
+            Ok(Limit::new(v, max, |m| format!("Limit must be at least 1 and may not be greater than {m}."))?.usize())
+        }
         None => Ok(10),
     }
 }
@@ -69,7 +71,8 @@ async fn post(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiResponse,
         // Zaqar checks the fields in this order: ttl, body, delay.
         let ttl_s = int_field(obj, "ttl")?.unwrap_or(default_ttl);
         let body = obj.get("body").cloned().ok_or_else(|| ApiError::invalid_body("Missing \"body\" field."))?;
-        let delay_s = if delayed_queue { Some(int_field(obj, "delay")?.unwrap_or(settings.default_delay)) } else { None };
+        let delay_s =
+            if delayed_queue { Some(int_field(obj, "delay")?.unwrap_or(settings.default_delay)) } else { None };
         messages.push(NewMessage { body, ttl_s, delay_s });
     }
     for m in &messages {
@@ -91,7 +94,10 @@ async fn post(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiResponse,
     if stored.is_none() {
         app.store.create_queue(&ctx.project, queue, &Default::default()).await?;
     }
-    let ids = app.store.post_messages(&ctx.project, queue, Some(&ctx.client_id), &messages, app.config.enable_checksum).await?;
+    let ids = app
+        .store
+        .post_messages(&ctx.project, queue, Some(&ctx.client_id), &messages, app.config.enable_checksum)
+        .await?;
     let base = format!("/v2/queues/{}/messages", queue.as_str());
     let resources: Vec<String> = ids.iter().map(|id| format!("{base}/{id}")).collect();
     Ok(ApiResponse::json(StatusCode::CREATED, &json!({"resources": resources}))
@@ -118,12 +124,19 @@ async fn list(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> {
     let now = app.store.now_ms();
     let items: Vec<Value> = page.iter().map(|m| m.to_json(queue, now)).collect();
     let path = format!("/v2/queues/{}/messages", queue.as_str());
-    let links = page_links(&path, q, &["limit", "echo", "include_claimed", "include_delayed"], &[], page.last().map(|m| m.k.to_string()));
+    let links = page_links(
+        &path,
+        q,
+        &["limit", "echo", "include_claimed", "include_delayed"],
+        &[],
+        page.last().map(|m| m.k.to_string()),
+    );
     Ok(ApiResponse::json(StatusCode::OK, &json!({"messages": items, "links": links})))
 }
 
 fn python_list(ids: &[String]) -> String {
-    let quoted: Vec<String> = ids.iter().map(|i| format!("'{}'", i.replace('\\', "\\\\").replace('\'', "\\'"))).collect();
+    let quoted: Vec<String> =
+        ids.iter().map(|i| format!("'{}'", i.replace('\\', "\\\\").replace('\'', "\\'"))).collect();
     format!("[{}]", quoted.join(", "))
 }
 
@@ -166,7 +179,10 @@ async fn delete_one(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> {
     let claim_id = ctx.query.get("claim_id");
     if let Some(cid) = claim_id {
         if !zaqar::keys::is_claim_id(cid) {
-            return Err(unable_to_delete(StatusCode::BAD_REQUEST, "The specified claim does not exist or has expired."));
+            return Err(unable_to_delete(
+                StatusCode::BAD_REQUEST,
+                "The specified claim does not exist or has expired.",
+            ));
         }
     }
     match app.store.delete_message(&ctx.project, ctx.queue()?, ctx.id(), claim_id).await? {
@@ -186,13 +202,16 @@ async fn delete_many(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> 
     let ids = ctx.query.list("ids");
     let pop = ctx.query.int("pop")?;
     match (&ids, pop) {
-        (Some(_), Some(_)) => Err(ApiError::invalid_api("pop and id params cannot be present together in the delete request.")),
+        (Some(_), Some(_)) => {
+            Err(ApiError::invalid_api("pop and id params cannot be present together in the delete request."))
+        }
         (None, None) => Err(ApiError::invalid_api(
             "The request should have either \"ids\" or \"pop\" parameter in the request, to be able to delete.",
         )),
         (None, Some(n)) => {
             let max = app.limits().max_messages_per_claim_or_pop;
-            let count = Limit::new(n, max, |m| format!("Pop value must be at least 1 and may not be greater than {m}."))?;
+            let count =
+                Limit::new(n, max, |m| format!("Pop value must be at least 1 and may not be greater than {m}."))?;
             let popped = app.store.pop_messages(&ctx.project, ctx.queue()?, count.usize()).await?;
             let now = app.store.now_ms();
             let items: Vec<Value> = popped
@@ -211,7 +230,9 @@ async fn delete_many(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> 
         (Some(ids), None) => {
             let max = app.limits().max_messages_per_page;
             if ids.len() > max as usize {
-                return Err(ApiError::invalid_api(format!("ids parameter should have at least 1 and not greater than {max} values.")));
+                return Err(ApiError::invalid_api(format!(
+                    "ids parameter should have at least 1 and not greater than {max} values."
+                )));
             }
             app.store.delete_messages(&ctx.project, ctx.queue()?, ids).await?;
             Ok(ApiResponse::empty(StatusCode::NO_CONTENT))

@@ -163,7 +163,8 @@ async fn purge(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiResponse
             let types = doc
                 .get("resource_types")
                 .ok_or_else(|| ApiError::invalid_api("Post body must contain key \"resource_types\"."))?;
-            let subset_error = || ApiError::invalid_api("Resource types must be a sub set of {'messages', 'subscriptions'}.");
+            let subset_error =
+                || ApiError::invalid_api("Resource types must be a sub set of {'messages', 'subscriptions'}.");
             let types = types.as_array().ok_or_else(subset_error)?;
             let mut names = Vec::new();
             for t in types {
@@ -204,12 +205,15 @@ async fn share(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiResponse
         match doc.get(name) {
             None | Some(Value::Null) => Ok(vec![default.to_string()]),
             Some(Value::Array(items)) if items.is_empty() => Ok(vec![default.to_string()]),
-            Some(Value::Array(items)) => Ok(items.iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect()),
+            Some(Value::Array(items)) => {
+                Ok(items.iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect())
+            }
             Some(_) => Err(ApiError::invalid_api(format!("`{name}` should be a list"))),
         }
     };
     let paths = strings("paths", "messages")?;
-    let bad: Vec<&String> = paths.iter().filter(|p| !["messages", "subscriptions", "claims"].contains(&p.as_str())).collect();
+    let bad: Vec<&String> =
+        paths.iter().filter(|p| !["messages", "subscriptions", "claims"].contains(&p.as_str())).collect();
     if !bad.is_empty() {
         let shown: Vec<String> = bad.iter().map(|p| format!("'{p}'")).collect();
         return Err(ApiError::invalid_api(format!("Invalid paths: {{{}}}", shown.join(", "))));
@@ -229,7 +233,8 @@ async fn share(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiResponse
                     "`expires` should be date format, for example 2016-01-01T00:00:00, not integer value: {n}"
                 )));
             }
-            let at = signing::parse_instant(text).ok_or_else(|| ApiError::invalid_api(format!("Invalid expires date: {text}")))?;
+            let at = signing::parse_instant(text)
+                .ok_or_else(|| ApiError::invalid_api(format!("Invalid expires date: {text}")))?;
             if at <= now_s {
                 return Err(ApiError::invalid_api("`expires` is lower than the current time"));
             }

@@ -175,7 +175,9 @@ async fn list(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> {
     let q = &ctx.query;
     let max = app.limits().max_subscriptions_per_page;
     let limit = match q.int("limit")? {
-        Some(v) => Limit::new(v, max, |m| format!("Limit must be at least 1 and may not be greater than {m}."))?.usize(),
+        Some(v) => {
+            Limit::new(v, max, |m| format!("Limit must be at least 1 and may not be greater than {m}."))?.usize()
+        }
         None => 10,
     };
     let queue = ctx.queue()?;

@@ -193,7 +193,8 @@ impl Store {
             expr.push_str(" REMOVE ");
             expr.push_str(&remove.join(", "));
         }
-        let attr_names: HashMap<String, String> = names().into_iter().filter(|(k, _)| used.contains(&k.as_str())).collect();
+        let attr_names: HashMap<String, String> =
+            names().into_iter().filter(|(k, _)| used.contains(&k.as_str())).collect();
         let r = self
             .client
             .update_item()
@@ -245,7 +246,8 @@ impl Store {
         let mut found = Vec::new();
         let mut start = None;
         let used: Vec<&str> = ["#u", "#f", "#fp"].into_iter().filter(|k| filter.contains(k)).collect();
-        let attr_names: HashMap<String, String> = names().into_iter().filter(|(k, _)| used.contains(&k.as_str())).collect();
+        let attr_names: HashMap<String, String> =
+            names().into_iter().filter(|(k, _)| used.contains(&k.as_str())).collect();
         loop {
             let mut q = self
                 .client
@@ -313,7 +315,12 @@ impl Store {
     }
 
     /// One page of flavor names after `marker`, in name order.
-    pub async fn list_flavors(&self, project: &ProjectId, marker: Option<&str>, limit: usize) -> Result<Vec<String>, ApiError> {
+    pub async fn list_flavors(
+        &self,
+        project: &ProjectId,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, ApiError> {
         if !storable_project(project) {
             return Ok(vec![]);
         }
@@ -322,7 +329,13 @@ impl Store {
     }
 
     /// Up to `limit` items of a partition with sort keys after `marker`.
-    async fn page(&self, pk: String, marker: Option<&str>, limit: usize, what: &'static str) -> Result<Vec<Item>, ApiError> {
+    async fn page(
+        &self,
+        pk: String,
+        marker: Option<&str>,
+        limit: usize,
+        what: &'static str,
+    ) -> Result<Vec<Item>, ApiError> {
         let mut found = Vec::with_capacity(limit);
         let mut start = None;
         loop {
@@ -336,7 +349,9 @@ impl Store {
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .set_exclusive_start_key(start.take());
             q = match marker {
-                Some(m) => q.key_condition_expression("pk = :pk AND sk > :m").expression_attribute_values(":m", s(key_marker(m))),
+                Some(m) => q
+                    .key_condition_expression("pk = :pk AND sk > :m")
+                    .expression_attribute_values(":m", s(key_marker(m))),
                 None => q.key_condition_expression("pk = :pk"),
             };
             let out = q.send().await.map_err(unavailable(what))?;
@@ -355,7 +370,12 @@ impl Store {
 
     /// Creates (or re-creates) the flavor and attaches `pools` to it. Pools must exist: each update is
     /// conditional, so a pool deleted meanwhile is reported rather than re-created.
-    pub async fn create_flavor(&self, project: &ProjectId, name: &str, pools: &[String]) -> Result<FlavorWrite, ApiError> {
+    pub async fn create_flavor(
+        &self,
+        project: &ProjectId,
+        name: &str,
+        pools: &[String],
+    ) -> Result<FlavorWrite, ApiError> {
         let mut item = keys::flavor(project, name);
         item.insert("created_ms".into(), n(self.now_ms()));
         let put = Put::builder()
@@ -367,7 +387,12 @@ impl Store {
     }
 
     /// Re-assigns an existing flavor's pools: attaches `pools`, then detaches the flavor's other pools.
-    pub async fn update_flavor(&self, project: &ProjectId, name: &str, pools: &[String]) -> Result<FlavorWrite, ApiError> {
+    pub async fn update_flavor(
+        &self,
+        project: &ProjectId,
+        name: &str,
+        pools: &[String],
+    ) -> Result<FlavorWrite, ApiError> {
         if !storable_name(name) || !storable_project(project) {
             return Ok(FlavorWrite::MissingFlavor);
         }
@@ -378,8 +403,9 @@ impl Store {
             .condition_expression(keys::cond::EXISTS)
             .build()
             .map_err(unavailable("Flavor update"))?;
-        let outcome =
-            self.attach_pools(project, name, pools, TransactWriteItem::builder().condition_check(check).build()).await?;
+        let outcome = self
+            .attach_pools(project, name, pools, TransactWriteItem::builder().condition_check(check).build())
+            .await?;
         if outcome == FlavorWrite::Done {
             let removed: Vec<String> = old.into_iter().map(|p| p.name).filter(|p| !pools.contains(p)).collect();
             self.detach_pools(project, name, &removed).await?;
@@ -459,13 +485,13 @@ impl Store {
                 .await;
             match r {
                 Ok(out) => self.usage.write(out.consumed_capacity()),
-                Err(SdkError::ServiceError(e)) if matches!(e.err(), TransactWriteItemsError::TransactionCanceledException(_)) => {
+                Err(SdkError::ServiceError(e))
+                    if matches!(e.err(), TransactWriteItemsError::TransactionCanceledException(_)) =>
+                {
                     self.usage.failed_write();
                     let TransactWriteItemsError::TransactionCanceledException(t) = e.err() else { unreachable!() };
-                    let failed = t
-                        .cancellation_reasons()
-                        .iter()
-                        .position(|r| r.code() == Some("ConditionalCheckFailed"));
+                    let failed =
+                        t.cancellation_reasons().iter().position(|r| r.code() == Some("ConditionalCheckFailed"));
                     match failed {
                         Some(i) => {
                             return Ok(match names.get(i).copied().flatten() {

@@ -15,7 +15,9 @@ use super::{get_i64, is_condition_failed, ttl_epoch, unavailable, Store};
 use crate::error::ApiError;
 use crate::keys::{self, cond, n, s};
 use crate::types::{ProjectId, QueueName};
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ReturnConsumedCapacity, ReturnValue, ReturnValuesOnConditionCheckFailure,
+};
 
 #[derive(Debug, Clone, Copy)]
 pub struct ClaimParams {
@@ -92,7 +94,10 @@ impl Store {
                     end += 1;
                 }
                 let round = &batch[idx..end];
-                let attempts = round.iter().filter(|m| eligible(m)).map(|m| self.claim_one(project, queue, m, &cid, until, params, now));
+                let attempts = round
+                    .iter()
+                    .filter(|m| eligible(m))
+                    .map(|m| self.claim_one(project, queue, m, &cid, until, params, now));
                 let mut outcomes = futures::future::join_all(attempts).await.into_iter();
                 for m in round {
                     let passable_until = if !m.alive(now) {
@@ -222,7 +227,13 @@ impl Store {
     }
 
     /// Moves a just-claimed message to the dead-letter queue (§15.5): it keeps its claim there.
-    async fn move_to_dead_letter(&self, project: &ProjectId, queue: &QueueName, m: &Message, dl: &DeadLetter) -> Result<(), ApiError> {
+    async fn move_to_dead_letter(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        m: &Message,
+        dl: &DeadLetter,
+    ) -> Result<(), ApiError> {
         self.post_moved(project, &dl.queue, m, dl.ttl_s.unwrap_or(m.ttl_s)).await?;
         let out = self
             .client
@@ -237,8 +248,19 @@ impl Store {
         Ok(())
     }
 
-    async fn move_floor(&self, project: &ProjectId, queue: &QueueName, head: &Head, floor: u64, until: i64) -> Result<(), ApiError> {
-        let condition = if head.floor_ver == 0 { "attribute_not_exists(floor_ver) OR floor_ver = :ver" } else { "floor_ver = :ver" };
+    async fn move_floor(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        head: &Head,
+        floor: u64,
+        until: i64,
+    ) -> Result<(), ApiError> {
+        let condition = if head.floor_ver == 0 {
+            "attribute_not_exists(floor_ver) OR floor_ver = :ver"
+        } else {
+            "floor_ver = :ver"
+        };
         let r = self
             .client
             .update_item()
@@ -286,7 +308,12 @@ impl Store {
     }
 
     /// A live claim and the messages it still holds; `None` if unknown, released, expired or empty (§8.2).
-    pub async fn get_claim(&self, project: &ProjectId, queue: &QueueName, cid: &str) -> Result<Option<(Claim, Vec<Message>)>, ApiError> {
+    pub async fn get_claim(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        cid: &str,
+    ) -> Result<Option<(Claim, Vec<Message>)>, ApiError> {
         if !keys::is_claim_id(cid) {
             return Ok(None);
         }
@@ -322,7 +349,13 @@ impl Store {
     }
 
     /// Renews a claim (§8.3): new expiry now + ttl, lifetimes extended again. `false` if not found.
-    pub async fn renew_claim(&self, project: &ProjectId, queue: &QueueName, cid: &str, params: ClaimParams) -> Result<bool, ApiError> {
+    pub async fn renew_claim(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        cid: &str,
+        params: ClaimParams,
+    ) -> Result<bool, ApiError> {
         let Some((claim, messages)) = self.get_claim(project, queue, cid).await? else { return Ok(false) };
         let now = self.now_ms();
         let until = now + params.ttl_s * 1000;

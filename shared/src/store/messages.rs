@@ -11,8 +11,8 @@ use crate::error::ApiError;
 use crate::keys::{self, cond, n, s, Item};
 use crate::types::{ClientId, ProjectId, QueueName};
 use aws_sdk_dynamodb::types::{
-    KeysAndAttributes, PutRequest, ReturnConsumedCapacity, ReturnValue,
-    ReturnValuesOnConditionCheckFailure, WriteRequest,
+    KeysAndAttributes, PutRequest, ReturnConsumedCapacity, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    WriteRequest,
 };
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -92,7 +92,8 @@ impl Message {
             href.push_str("?claim_id=");
             href.push_str(cid);
         }
-        let mut v = json!({"id": self.id, "href": href, "ttl": self.ttl_s, "age": self.age_s(now), "body": self.body_value()});
+        let mut v =
+            json!({"id": self.id, "href": href, "ttl": self.ttl_s, "age": self.age_s(now), "body": self.body_value()});
         if let Some(c) = &self.checksum {
             v["checksum"] = Value::String(c.clone());
         }
@@ -201,7 +202,13 @@ impl Store {
     }
 
     /// Re-posts a claimed message into a dead-letter queue, keeping body, claim and expiry (§15.5).
-    pub(crate) async fn post_moved(&self, project: &ProjectId, dlq: &QueueName, m: &Message, ttl_s: i64) -> Result<(), ApiError> {
+    pub(crate) async fn post_moved(
+        &self,
+        project: &ProjectId,
+        dlq: &QueueName,
+        m: &Message,
+        ttl_s: i64,
+    ) -> Result<(), ApiError> {
         self.create_queue(project, dlq, &Default::default()).await?;
         let (k, _) = self.reserve(project, dlq, 1).await?;
         let mut item = keys::message(project, dlq, k);
@@ -270,7 +277,11 @@ impl Store {
                 .expression_attribute_values(":hi", n(hi))
                 .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
                 .return_consumed_capacity(ReturnConsumedCapacity::Total);
-            req = if forced { req.expression_attribute_values(":lo", n(lo)) } else { req.expression_attribute_values(":prev", n(lo - 1)) };
+            req = if forced {
+                req.expression_attribute_values(":lo", n(lo))
+            } else {
+                req.expression_attribute_values(":prev", n(lo - 1))
+            };
             match req.send().await {
                 Ok(out) => {
                     self.usage.write(out.consumed_capacity());
@@ -347,7 +358,12 @@ impl Store {
     }
 
     /// Lists messages after the marker (§7.2).
-    pub async fn list_messages(&self, project: &ProjectId, queue: &QueueName, opts: &ListOptions) -> Result<Vec<Message>, ApiError> {
+    pub async fn list_messages(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        opts: &ListOptions,
+    ) -> Result<Vec<Message>, ApiError> {
         let head = self.read_head(project, queue).await?;
         let now = self.now_ms();
         let me = opts.client.to_string();
@@ -369,7 +385,12 @@ impl Store {
     }
 
     /// One message by id, if it exists and is alive (§7.4).
-    pub async fn get_message(&self, project: &ProjectId, queue: &QueueName, id: &str) -> Result<Option<Message>, ApiError> {
+    pub async fn get_message(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        id: &str,
+    ) -> Result<Option<Message>, ApiError> {
         let Some(k) = keys::message_id_k(id) else { return Ok(None) };
         let item = self.get_consistent(keys::message(project, queue, k), "Message lookup").await?;
         let now = self.now_ms();
@@ -377,7 +398,12 @@ impl Store {
     }
 
     /// Messages by id, skipping unknown, malformed and expired ones (§7.3).
-    pub async fn get_messages(&self, project: &ProjectId, queue: &QueueName, ids: &[String]) -> Result<Vec<Message>, ApiError> {
+    pub async fn get_messages(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        ids: &[String],
+    ) -> Result<Vec<Message>, ApiError> {
         let mut ks: Vec<u64> = ids.iter().filter_map(|id| keys::message_id_k(id)).collect();
         ks.sort_unstable();
         ks.dedup();
@@ -387,13 +413,22 @@ impl Store {
     }
 
     /// BatchGetItem over sequence numbers (≤ 100 per request), consistent reads, in `k` order.
-    pub(crate) async fn batch_get_messages(&self, project: &ProjectId, queue: &QueueName, ks: &[u64]) -> Result<Vec<Message>, ApiError> {
+    pub(crate) async fn batch_get_messages(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        ks: &[u64],
+    ) -> Result<Vec<Message>, ApiError> {
         let mut found = Vec::with_capacity(ks.len());
         for chunk in ks.chunks(100) {
             let mut pending: Vec<Item> = chunk.iter().map(|k| keys::message(project, queue, *k)).collect();
             let mut attempt = 0;
             while !pending.is_empty() {
-                let ka = KeysAndAttributes::builder().set_keys(Some(std::mem::take(&mut pending))).consistent_read(true).build().expect("keys set");
+                let ka = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut pending)))
+                    .consistent_read(true)
+                    .build()
+                    .expect("keys set");
                 let out = self
                     .client
                     .batch_get_item()
@@ -442,7 +477,9 @@ impl Store {
             None => req
                 .condition_expression(format!("id = :id AND ({})", cond::UNCLAIMED))
                 .expression_attribute_values(":now", n(now)),
-            Some(cid) => req.condition_expression(format!("id = :id AND {}", cond::HELD_BY)).expression_attribute_values(":cid", s(cid)),
+            Some(cid) => req
+                .condition_expression(format!("id = :id AND {}", cond::HELD_BY))
+                .expression_attribute_values(":cid", s(cid)),
         };
         match req.send().await {
             Ok(out) => {
@@ -471,7 +508,12 @@ impl Store {
     }
 
     /// Deletes messages by id regardless of claims (§7.6); unknown ids are ignored.
-    pub async fn delete_messages(&self, project: &ProjectId, queue: &QueueName, ids: &[String]) -> Result<(), ApiError> {
+    pub async fn delete_messages(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        ids: &[String],
+    ) -> Result<(), ApiError> {
         let deletes = ids.iter().filter_map(|id| keys::message_id_k(id).map(|k| (id, k))).map(|(id, k)| async move {
             let r = self
                 .client
@@ -492,7 +534,12 @@ impl Store {
     }
 
     /// Removes up to `count` unclaimed messages, oldest first, each atomically (§7.6). Delay is ignored.
-    pub async fn pop_messages(&self, project: &ProjectId, queue: &QueueName, count: usize) -> Result<Vec<Message>, ApiError> {
+    pub async fn pop_messages(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        count: usize,
+    ) -> Result<Vec<Message>, ApiError> {
         let head = self.read_head(project, queue).await?;
         let now = self.now_ms();
         let from = if now < head.floor_until_ms { head.floor_k.max(1) } else { 1 };
@@ -547,7 +594,11 @@ impl Store {
     }
 
     /// Counts for `GET .../stats` (§5.6): (total, claimed, oldest, newest) over live messages.
-    pub async fn message_stats(&self, project: &ProjectId, queue: &QueueName) -> Result<(u64, u64, Option<Message>, Option<Message>), ApiError> {
+    pub async fn message_stats(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+    ) -> Result<(u64, u64, Option<Message>, Option<Message>), ApiError> {
         let head = self.read_head(project, queue).await?;
         let now = self.now_ms();
         let (mut total, mut claimed) = (0u64, 0u64);
@@ -576,7 +627,9 @@ impl Store {
 }
 
 fn put(item: Item) -> WriteRequest {
-    WriteRequest::builder().put_request(PutRequest::builder().set_item(Some(item)).build().expect("item is set")).build()
+    WriteRequest::builder()
+        .put_request(PutRequest::builder().set_item(Some(item)).build().expect("item is set"))
+        .build()
 }
 
 /// `MD5:` + md5 of Python's `json.dumps(body)` (§15.7).

@@ -3,12 +3,12 @@
 //! Every request asks for its consumed capacity, which [`Usage`] adds up: DynamoDB requests and
 //! capacity units are this service's cost, and the benchmarks print them per operation.
 
+pub mod admin;
 pub mod claims;
 pub mod messages;
 pub mod queues;
-pub mod subscriptions;
-pub mod admin;
 pub mod schema;
+pub mod subscriptions;
 
 use crate::clock::Clock;
 use crate::error::ApiError;

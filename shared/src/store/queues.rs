@@ -39,7 +39,12 @@ fn record_from(item: &Item) -> Option<QueueRecord> {
 
 impl Store {
     /// Creates the queue record; `false` when it already existed (its metadata is left alone, as in Zaqar).
-    pub async fn create_queue(&self, project: &ProjectId, queue: &QueueName, meta: &Metadata) -> Result<bool, ApiError> {
+    pub async fn create_queue(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        meta: &Metadata,
+    ) -> Result<bool, ApiError> {
         let mut item = keys::queue_record(project, queue);
         item.insert("meta".into(), s(serde_json::Value::Object(meta.clone()).to_string()));
         item.insert("created_ms".into(), n(self.now_ms()));
@@ -62,7 +67,12 @@ impl Store {
     }
 
     /// Replaces the metadata of an existing queue; `false` if the queue does not exist.
-    pub async fn set_queue_metadata(&self, project: &ProjectId, queue: &QueueName, meta: &Metadata) -> Result<bool, ApiError> {
+    pub async fn set_queue_metadata(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        meta: &Metadata,
+    ) -> Result<bool, ApiError> {
         let r = self
             .client
             .update_item()
@@ -191,12 +201,8 @@ impl Store {
                 .await
                 .map_err(unavailable("Queue cleanup"))?;
             self.usage.read(out.consumed_capacity());
-            let keys: Vec<Item> = out
-                .items()
-                .iter()
-                .filter(|i| get_s(i, keys::SK).is_some_and(|sk| sk < to))
-                .map(|i| i.clone())
-                .collect();
+            let keys: Vec<Item> =
+                out.items().iter().filter(|i| get_s(i, keys::SK).is_some_and(|sk| sk < to)).cloned().collect();
             self.batch_delete(keys).await?;
             match out.last_evaluated_key() {
                 Some(k) => start = Some(k.clone()),

@@ -15,9 +15,15 @@ impl Store {
             return Ok(());
         }
         let attr = |name: &str| {
-            AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build().expect("complete")
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("complete")
         };
-        let key = |name: &str, kind| KeySchemaElement::builder().attribute_name(name).key_type(kind).build().expect("complete");
+        let key = |name: &str, kind| {
+            KeySchemaElement::builder().attribute_name(name).key_type(kind).build().expect("complete")
+        };
         let created = self
             .client
             .create_table()
@@ -28,7 +34,11 @@ impl Store {
             .key_schema(key(keys::SK, KeyType::Range))
             .billing_mode(BillingMode::PayPerRequest)
             .stream_specification(
-                StreamSpecification::builder().stream_enabled(true).stream_view_type(StreamViewType::NewAndOldImages).build().expect("complete"),
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(StreamViewType::NewAndOldImages)
+                    .build()
+                    .expect("complete"),
             )
             .send()
             .await;
@@ -42,7 +52,11 @@ impl Store {
             .update_time_to_live()
             .table_name(&self.table)
             .time_to_live_specification(
-                TimeToLiveSpecification::builder().enabled(true).attribute_name(keys::TTL_ATTR).build().expect("complete"),
+                TimeToLiveSpecification::builder()
+                    .enabled(true)
+                    .attribute_name(keys::TTL_ATTR)
+                    .build()
+                    .expect("complete"),
             )
             .send()
             .await

@@ -94,7 +94,10 @@ pub struct Notice {
 pub enum Created {
     New(String),
     /// The subscriber was already subscribed to the queue.
-    Existing { id: String, confirmed: bool },
+    Existing {
+        id: String,
+        confirmed: bool,
+    },
 }
 
 /// The fields a PATCH changes (already validated).
@@ -171,7 +174,13 @@ impl Store {
     }
 
     /// A create of an already-subscribed URI: unconfirmed ones get their confirmation again (§9.1).
-    async fn existing(&self, project: &ProjectId, queue: &QueueName, existing: Subscription, notice: Option<Notice>) -> Result<Created, ApiError> {
+    async fn existing(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        existing: Subscription,
+        notice: Option<Notice>,
+    ) -> Result<Created, ApiError> {
         if !existing.confirmed {
             if let Some(notice) = notice {
                 self.update_subscription_raw(project, queue, &existing.id, Vec::new(), Some(notice)).await?;
@@ -181,7 +190,13 @@ impl Store {
     }
 
     /// Takes the subscriber's marker for `sid`. `Some(holder)` when a live subscription holds it.
-    async fn claim_subscriber(&self, project: &ProjectId, queue: &QueueName, subscriber: &str, sid: &str) -> Result<Option<String>, ApiError> {
+    async fn claim_subscriber(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        subscriber: &str,
+        sid: &str,
+    ) -> Result<Option<String>, ApiError> {
         let key = keys::subscriber_marker(project, queue, subscriber);
         let mut expected: Option<String> = None;
         for _ in 0..4 {
@@ -195,8 +210,12 @@ impl Store {
                 .return_consumed_capacity(ReturnConsumedCapacity::Total);
             let req = match &expected {
                 // Take over a marker whose subscription is gone, unless someone else did first.
-                Some(stale) => req.condition_expression("sid = :old").expression_attribute_values(":old", s(stale.clone())),
-                None => req.condition_expression("attribute_not_exists(pk) OR sid = :sid").expression_attribute_values(":sid", s(sid)),
+                Some(stale) => {
+                    req.condition_expression("sid = :old").expression_attribute_values(":old", s(stale.clone()))
+                }
+                None => req
+                    .condition_expression("attribute_not_exists(pk) OR sid = :sid")
+                    .expression_attribute_values(":sid", s(sid)),
             };
             if self.conditional(req.send().await, "Subscription creation")?.is_some() {
                 return Ok(None);
@@ -215,7 +234,13 @@ impl Store {
     }
 
     /// Gives up the subscriber's marker if `sid` still holds it.
-    async fn release_subscriber(&self, project: &ProjectId, queue: &QueueName, subscriber: &str, sid: &str) -> Result<(), ApiError> {
+    async fn release_subscriber(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        subscriber: &str,
+        sid: &str,
+    ) -> Result<(), ApiError> {
         let r = self
             .client
             .delete_item()
@@ -253,7 +278,11 @@ impl Store {
     }
 
     /// Every live subscription of the queue (fan-out).
-    pub async fn queue_subscriptions(&self, project: &ProjectId, queue: &QueueName) -> Result<Vec<Subscription>, ApiError> {
+    pub async fn queue_subscriptions(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+    ) -> Result<Vec<Subscription>, ApiError> {
         self.scan_subscriptions(project, queue, None, usize::MAX, None).await
     }
 
@@ -289,7 +318,9 @@ impl Store {
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .set_exclusive_start_key(start.take());
             if let Some(sub) = subscriber {
-                q = q.filter_expression("expires_ms > :now AND subscriber = :u").expression_attribute_values(":u", s(sub));
+                q = q
+                    .filter_expression("expires_ms > :now AND subscriber = :u")
+                    .expression_attribute_values(":u", s(sub));
             }
             if limit != usize::MAX {
                 q = q.limit(((limit - found.len()) as i32).max(1));
@@ -312,7 +343,12 @@ impl Store {
     }
 
     /// A live subscription by id.
-    pub async fn get_subscription(&self, project: &ProjectId, queue: &QueueName, sid: &str) -> Result<Option<Subscription>, ApiError> {
+    pub async fn get_subscription(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        sid: &str,
+    ) -> Result<Option<Subscription>, ApiError> {
         let item = self.get_consistent(keys::subscription(project, queue, sid), "Subscription lookup").await?;
         let now = self.now_ms();
         Ok(item.as_ref().and_then(Subscription::from_item).filter(|sub| sub.alive(now)))
@@ -368,7 +404,8 @@ impl Store {
         confirmed: bool,
         notice: Option<Notice>,
     ) -> Result<bool, ApiError> {
-        self.update_subscription_raw(project, queue, sid, vec![("confirmed", AttributeValue::Bool(confirmed))], notice).await
+        self.update_subscription_raw(project, queue, sid, vec![("confirmed", AttributeValue::Bool(confirmed))], notice)
+            .await
     }
 
     /// Sets attributes on a live subscription and optionally requests a notification.
@@ -391,7 +428,9 @@ impl Store {
         let mut clauses = Vec::new();
         for (i, (name, value)) in sets.into_iter().enumerate() {
             clauses.push(format!("#a{i} = :v{i}"));
-            req = req.expression_attribute_names(format!("#a{i}"), name).expression_attribute_values(format!(":v{i}"), value);
+            req = req
+                .expression_attribute_names(format!("#a{i}"), name)
+                .expression_attribute_values(format!(":v{i}"), value);
         }
         let mut expr = String::new();
         if let Some(notice) = notice {
