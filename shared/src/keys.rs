@@ -5,19 +5,35 @@
 //!
 //! | item | pk | sk | notes |
 //! |---|---|---|---|
-//! | queue record | `P#{project}` | `Q#{queue}` | `meta` (JSON text), `created_ms`; listing = Query on pk |
-//! | queue head | `Q#{queue}#{project}` | `H` | `next_k` (last reserved sequence), `committed_k` (visible watermark), claim floor |
-//! | message | `Q#{queue}#{project}` | `M#{k:020}` | `id`, `body`, `ttl_s`, `created_ms`, `expires_ms`, claim fields |
-//! | claim | `Q#{queue}#{project}` | `L#{claim id}` | `ttl_s`, `grace_s`, `updated_ms`, `until_ms`, `ks` (sequence numbers) |
+//! | queue record | `P#{project}` | `Q#{queue}` | `meta` (JSON text), `created_ms`, `gen`, `shards` |
+//! | shard head | `H#{queue}#{gen}#{shard}#{project}` | `H` | sequence, watermark, leases, holes, floors, counters |
+//! | message | `M#{queue}#{gen}#{shard}#{project}` | `M#{k:020}` | `id`, `body`, `ttl_s`, `created_ms`, `expires_ms`, claim fields |
+//! | claim | `M#{queue}#{gen}#{shard}#{project}` | `L#{claim id}` | `ttl_s`, `grace_s`, `updated_ms`, `until_ms`, `ks` |
 //! | subscription | `Q#{queue}#{project}` | `S#{subscription id}` | `subscriber`, `options`, `confirmed`, `expires_ms` |
 //! | subscriber marker | `Q#{queue}#{project}` | `U#{sha256(subscriber)}` | `sid`: makes (queue, subscriber) unique |
 //! | pool | `POOLS` | `{pool}` | admin |
 //! | flavor | `F#{project}` | `{flavor}` | admin |
 //!
-//! Queue names cannot contain `#`, so `Q#{queue}#{project}` is unambiguous for any project id.
-//! Message ids embed the sequence number (`{k:016x}` + 8 random hex digits), so a message is one
-//! GetItem away without an index; the random tail stops a guessed id from naming a re-created queue's
-//! message. The stream's fan-out filter is "INSERT and sk begins with `M#`".
+//! Why this shape:
+//! - **Generations.** A queue's messages, claims and heads live under partition keys that carry the queue's
+//!   generation `gen` (random, set when the queue record is created and replaced by a purge). Deleting or
+//!   purging a queue is one write to the queue record plus one tombstone per shard head, whatever the depth:
+//!   the old partitions become unreachable at once and native TTL (free) removes their items later. A queue
+//!   re-created under the same name gets a new generation and is empty at once. Tombstoned heads (`dead`)
+//!   refuse new reservations, so a producer holding a stale generation learns it before anything is
+//!   acknowledged.
+//! - **Shards.** A queue is spread over `shards` partition keys (1 by default, `_shards` metadata to raise it),
+//!   each with its own head, because DynamoDB caps one partition key at 1,000 WCU/s and 3,000 RCU/s. The head
+//!   lives under its own partition key (`H#…`) so head writes and message writes do not share one key's budget.
+//!   FIFO holds within a shard; a producer's messages go to the shard chosen by its Client-ID.
+//! - **Subscriptions** are keyed by queue name without a generation: they outlive a queue's deletion, as in
+//!   Zaqar, and are removed only by a purge that names them.
+//!
+//! Queue names cannot contain `#` and generations and shard numbers are hex/decimal, so every partition key
+//! parses back unambiguously for any project id. Message ids embed the shard and sequence number
+//! (`{shard:02x}{k:014x}` + 8 random hex digits), so a message is one GetItem away without an index; the
+//! random tail stops a guessed id from naming another generation's message. The stream's fan-out filter is
+//! "INSERT and sk begins with `M#`".
 
 use crate::types::{ProjectId, QueueName};
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -62,19 +78,90 @@ pub fn queue_record(project: &ProjectId, queue: &QueueName) -> Item {
     key(project_pk(project), queue_record_sk(queue.as_str()))
 }
 
+/// The subscriptions' partition (no generation: subscriptions outlive the queue).
 pub fn queue_pk(project: &ProjectId, queue: &QueueName) -> String {
     format!("Q#{}#{}", queue.as_str(), project.as_str())
 }
 
-/// Splits a queue partition key back into (queue, project), for stream records.
+/// Splits a subscriptions partition key back into (queue, project), for stream records.
 pub fn parse_queue_pk(pk: &str) -> Option<(QueueName, ProjectId)> {
     let rest = pk.strip_prefix("Q#")?;
     let (queue, project) = rest.split_once('#')?;
     Some((QueueName::parse(queue).ok()?, ProjectId::parse(project).ok()?))
 }
 
-pub fn head(project: &ProjectId, queue: &QueueName) -> Item {
-    key(queue_pk(project, queue), HEAD_SK.to_string())
+/// The end (epoch seconds) of the expiry bucket counting a message in its shard head's `ex` map.
+/// Buckets widen with the TTL so a head holds a bounded number of them (at most 60 one-minute buckets
+/// for TTLs up to an hour, 96 quarter-hours up to a day, 336 hours up to Zaqar's 14-day maximum); a
+/// message leaves `total` at most one bucket width after it expires (60 s, 15 min or 1 h).
+pub fn expiry_bucket(expires_ms: i64, ttl_s: i64) -> i64 {
+    let width = if ttl_s <= 3600 {
+        60
+    } else if ttl_s <= 86_400 {
+        900
+    } else {
+        3600
+    };
+    let secs = expires_ms.div_euclid(1000) + i64::from(expires_ms.rem_euclid(1000) != 0);
+    secs.div_euclid(width) * width + if secs.rem_euclid(width) == 0 { 0 } else { width }
+}
+
+/// Claims end on whole seconds, so the head's `cl` map (claim end second -> messages) is exact.
+pub fn claim_end_ms(now_ms: i64, ttl_s: i64) -> i64 {
+    let end = now_ms.saturating_add(ttl_s.saturating_mul(1000));
+    end.div_euclid(1000) * 1000 + if end.rem_euclid(1000) == 0 { 0 } else { 1000 }
+}
+
+/// One shard of one generation of a queue: where its messages, claims and head live.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Shard {
+    pub project: ProjectId,
+    pub queue: QueueName,
+    pub gen: String,
+    pub index: u32,
+}
+
+/// The most shards a queue may have (`_shards`): bounds every per-queue fan-out over shards.
+pub const MAX_SHARDS: u32 = 64;
+
+impl Shard {
+    fn suffix(&self) -> String {
+        format!("{}#{}#{}#{}", self.queue.as_str(), self.gen, self.index, self.project.as_str())
+    }
+
+    /// The partition of this shard's messages and claims.
+    pub fn messages_pk(&self) -> String {
+        format!("M#{}", self.suffix())
+    }
+
+    /// The head item's key (its own partition key: head writes do not spend the messages' budget).
+    pub fn head_key(&self) -> Item {
+        key(format!("H#{}", self.suffix()), HEAD_SK.to_string())
+    }
+
+    pub fn message_key(&self, k: u64) -> Item {
+        key(self.messages_pk(), message_sk(k))
+    }
+
+    pub fn claim_key(&self, claim_id: &str) -> Item {
+        key(self.messages_pk(), format!("{CLAIM_PREFIX}{claim_id}"))
+    }
+}
+
+/// Splits a message partition key back into its shard, for stream records.
+pub fn parse_messages_pk(pk: &str) -> Option<Shard> {
+    let rest = pk.strip_prefix("M#")?;
+    let mut parts = rest.splitn(4, '#');
+    let queue = QueueName::parse(parts.next()?).ok()?;
+    let gen = parts.next()?.to_string();
+    let index = parts.next()?.parse().ok()?;
+    let project = ProjectId::parse(parts.next()?).ok()?;
+    Some(Shard { project, queue, gen, index })
+}
+
+/// A fresh generation: 12 random hex digits.
+pub fn new_generation() -> String {
+    format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
 }
 
 pub fn message_sk(k: u64) -> String {
@@ -83,14 +170,6 @@ pub fn message_sk(k: u64) -> String {
 
 pub fn message_k(sk: &str) -> Option<u64> {
     sk.strip_prefix(MESSAGE_PREFIX)?.parse().ok()
-}
-
-pub fn message(project: &ProjectId, queue: &QueueName, k: u64) -> Item {
-    key(queue_pk(project, queue), message_sk(k))
-}
-
-pub fn claim(project: &ProjectId, queue: &QueueName, claim_id: &str) -> Item {
-    key(queue_pk(project, queue), format!("{CLAIM_PREFIX}{claim_id}"))
 }
 
 pub fn subscription_sk(sid: &str) -> String {
@@ -120,17 +199,24 @@ pub fn flavor(project: &ProjectId, name: &str) -> Item {
     key(flavor_pk(project), name.to_string())
 }
 
-/// A message id for sequence number `k`: 24 lowercase hex digits, like a MongoDB ObjectId.
-pub fn new_message_id(k: u64) -> String {
-    format!("{k:016x}{:08x}", rand::random::<u32>())
+/// Sequence numbers stay below 2^56, so a message id holds the shard and `k` in 16 hex digits.
+pub const MAX_K: u64 = (1 << 56) - 1;
+
+/// A message id for sequence number `k` of a shard: 24 lowercase hex digits, like a MongoDB ObjectId.
+pub fn new_message_id(shard: u32, k: u64) -> String {
+    message_id_with_tail(shard, k, rand::random::<u32>())
 }
 
-/// The sequence number inside a message id, if the id has our shape.
-pub fn message_id_k(id: &str) -> Option<u64> {
+pub fn message_id_with_tail(shard: u32, k: u64, tail: u32) -> String {
+    format!("{:02x}{:014x}{tail:08x}", shard & 0xff, k & MAX_K)
+}
+
+/// The (shard, sequence number) inside a message id, if the id has our shape.
+pub fn message_id_k(id: &str) -> Option<(u32, u64)> {
     if id.len() != 24 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    u64::from_str_radix(&id[..16], 16).ok()
+    Some((u32::from_str_radix(&id[..2], 16).ok()?, u64::from_str_radix(&id[2..16], 16).ok()?))
 }
 
 /// A fresh claim id: 24 random hex digits.
@@ -173,9 +259,9 @@ mod tests {
 
     #[test]
     fn ids_round_trip() {
-        let id = new_message_id(12345);
+        let id = new_message_id(3, 12345);
         assert_eq!(id.len(), 24);
-        assert_eq!(message_id_k(&id), Some(12345));
+        assert_eq!(message_id_k(&id), Some((3, 12345)));
         assert_eq!(message_id_k("zz"), None);
         assert_eq!(message_k(&message_sk(77)), Some(77));
         assert!(message_sk(9) < message_sk(10));
@@ -187,10 +273,25 @@ mod tests {
     }
 
     #[test]
-    fn queue_pk_round_trips_with_hash_in_project() {
-        let p = ProjectId::parse("a#b").unwrap();
-        let q = QueueName::parse("q.1").unwrap();
-        let (q2, p2) = parse_queue_pk(&queue_pk(&p, &q)).unwrap();
-        assert_eq!((q2, p2), (q, p));
+    fn buckets_round_up_and_widen_with_ttl() {
+        assert_eq!(expiry_bucket(60_000, 60), 60);
+        assert_eq!(expiry_bucket(60_001, 60), 120);
+        assert_eq!(expiry_bucket(7_200_000, 7200), 7200);
+        assert_eq!(expiry_bucket(7_200_001, 7200), 8100);
+        assert_eq!(expiry_bucket(1, 1_209_600), 3600);
+        assert_eq!(claim_end_ms(1_500, 60), 62_000);
+        assert_eq!(claim_end_ms(2_000, 60), 62_000);
+    }
+
+    #[test]
+    fn messages_pk_round_trips_with_hash_in_project() {
+        let shard = Shard {
+            project: ProjectId::parse("a#b").unwrap(),
+            queue: QueueName::parse("q.1").unwrap(),
+            gen: new_generation(),
+            index: 7,
+        };
+        assert_eq!(parse_messages_pk(&shard.messages_pk()), Some(shard.clone()));
+        assert_eq!(parse_messages_pk(&queue_pk(&shard.project, &shard.queue)), None);
     }
 }

@@ -36,6 +36,14 @@ pub fn validate(meta: &Metadata, limits: &Limits) -> Result<(), ApiError> {
         }
     }
     reserved_int(meta, "_max_claim_count")?;
+    if let Some(shards) = reserved_int(meta, "_shards")? {
+        let max = crate::keys::MAX_SHARDS;
+        if !(1..=i64::from(max)).contains(&shards) {
+            return Err(ApiError::invalid_api(format!(
+                "_shards must be at least 1 and may not be greater than {max}."
+            )));
+        }
+    }
     if let Some(ttl) = reserved_int(meta, "_dead_letter_queue_messages_ttl")? {
         if !(60..=limits.max_message_ttl).contains(&ttl) {
             return Err(ApiError::invalid_api(format!(

@@ -215,8 +215,8 @@ async fn post(c: &Client<'_>, body: Value) -> Vec<Value> {
     let mut out = Vec::new();
     for href in r.json_body()["resources"].as_array().unwrap() {
         let id = href.as_str().unwrap().rsplit('/').next().unwrap();
-        let k = keys::message_id_k(id).unwrap();
-        out.push(record("INSERT", &item(c.app, keys::message(&project, &queue, k)).await, None));
+        let key = c.app.store.message_key_of(&project, &queue, id).await.unwrap().unwrap();
+        out.push(record("INSERT", &item(c.app, key).await, None));
     }
     out
 }
@@ -536,9 +536,12 @@ async fn fixture_event_drives_a_delivery() {
     let c = Client::new(&app);
     let hook = Hook::ok().await;
     subscribe(&c, &hook.url("/"), json!({})).await;
-    // The recorded-shape fixture, pointed at this test's queue partition.
-    let text = include_str!("../../functions/fanout/events/message-insert.json")
-        .replace("Q#q1#p1", &format!("Q#q1#{}", c.project));
+    // The recorded-shape fixture, pointed at this test's queue partition: a committed first message
+    // (sequence number 1 of shard 0, as in the fixture's id) makes it a message of a committed post.
+    let records = post(&c, json!({"messages": [{"ttl": 300, "body": {"notify": true}}]})).await;
+    let real_pk = records[0]["dynamodb"]["Keys"]["pk"]["S"].as_str().unwrap().to_string();
+    let text =
+        include_str!("../../functions/fanout/events/message-insert.json").replace("M#q1#0a1b2c3d4e5f#0#p1", &real_pk);
     let event = zaqar_fanout::parse_event(serde_json::from_str(&text).unwrap());
     assert_eq!(event.records.len(), 1);
     let resp = zaqar_fanout::handle_with(&app, &settings(3000), event).await;

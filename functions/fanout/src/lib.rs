@@ -88,7 +88,7 @@ pub fn parse_event(payload: Value) -> Event {
 }
 
 enum Work {
-    Message { project: ProjectId, queue: QueueName, message: Message },
+    Message { shard: keys::Shard, message: Message },
     Confirm { project: ProjectId, sub: Subscription },
 }
 
@@ -114,14 +114,15 @@ fn classify(record: &EventRecord) -> Result<Option<Job>, String> {
     if !(is_message || is_subscription) {
         return Ok(None);
     }
-    let (queue, project) = keys::parse_queue_pk(pk).ok_or("unparsable queue partition key")?;
     let new = image(&record.change.new_image);
     match record.event_name.as_str() {
         "INSERT" if is_message => {
+            let shard = keys::parse_messages_pk(pk).ok_or("unparsable message partition key")?;
             let message = Message::from_item(&new).ok_or("message image lacks fields")?;
-            Ok(Some(Job { seq, key: format!("{pk}|{sk}"), work: Work::Message { project, queue, message } }))
+            Ok(Some(Job { seq, key: format!("{pk}|{sk}"), work: Work::Message { shard, message } }))
         }
         "INSERT" | "MODIFY" if is_subscription => {
+            let (_, project) = keys::parse_queue_pk(pk).ok_or("unparsable queue partition key")?;
             let sub = Subscription::from_item(&new).ok_or("subscription image lacks fields")?;
             let before = get_i64(&image(&record.change.old_image), "notify_seq").unwrap_or(0);
             if sub.notify.is_none() || sub.notify_seq <= before {
@@ -186,15 +187,30 @@ pub async fn handle_with(app: &App, settings: &Settings, event: Event) -> Dynamo
     }
     let mut failed = vec![false; jobs.len()];
     let mut views: HashMap<(String, String), Option<QueueView>> = HashMap::new();
+    let mut posts: HashMap<keys::Shard, Option<zaqar::store::PostedUpTo>> = HashMap::new();
     let mut tasks = Vec::new();
     let now = app.store.now_ms();
     let confirmation_on = app.config.require_confirmation;
     for (j, job) in jobs.iter().enumerate() {
         let done = already_done(&job.key);
         match &job.work {
-            Work::Message { project, queue, message } => {
+            Work::Message { shard, message } => {
+                let (project, queue) = (&shard.project, &shard.queue);
                 if !message.alive(now) {
                     continue;
+                }
+                // Only messages of committed posts are notified: a failed post's messages never are,
+                // and one still being written is retried once its post commits.
+                if !posts.contains_key(shard) {
+                    posts.insert(shard.clone(), app.store.posted_up_to(shard).await.ok());
+                }
+                match posts.get(shard).and_then(Option::as_ref).map(|p| p.state(message.k)) {
+                    Some(zaqar::store::PostState::Committed) => {}
+                    Some(zaqar::store::PostState::Failed) => continue,
+                    Some(zaqar::store::PostState::Pending) | None => {
+                        failed[j] = true;
+                        continue;
+                    }
                 }
                 let id = (project.as_str().to_string(), queue.as_str().to_string());
                 if !views.contains_key(&id) {

@@ -80,6 +80,7 @@ mod tests {
 
     fn message(delay: Option<i64>) -> Message {
         Message {
+            shard: 0,
             k: 1,
             id: "x".into(),
             body: r#"{"event": "BackupStarted", "é": 1}"#.into(),

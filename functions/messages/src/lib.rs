@@ -110,27 +110,14 @@ async fn list(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> {
     let echo = q.bool("echo")?.unwrap_or(false);
     let include_claimed = q.bool("include_claimed")?.unwrap_or(false);
     let include_delayed = q.bool("include_delayed")?.unwrap_or(false);
-    let marker = match q.get("marker") {
-        None => None,
-        Some(m) => match m.parse::<u64>() {
-            Ok(k) => Some(k),
-            // An unparsable marker lists nothing (MongoDB behaviour).
-            Err(_) => return Ok(ApiResponse::json(StatusCode::OK, &json!({"messages": [], "links": []}))),
-        },
-    };
+    let marker = q.get("marker").map(str::to_string);
     let queue = ctx.queue()?;
     let opts = ListOptions { marker, limit, echo, include_claimed, include_delayed, client: ctx.client_id };
     let page = app.store.list_messages(&ctx.project, queue, &opts).await?;
     let now = app.store.now_ms();
-    let items: Vec<Value> = page.iter().map(|m| m.to_json(queue, now)).collect();
+    let items: Vec<Value> = page.messages.iter().map(|m| m.to_json(queue, now)).collect();
     let path = format!("/v2/queues/{}/messages", queue.as_str());
-    let links = page_links(
-        &path,
-        q,
-        &["limit", "echo", "include_claimed", "include_delayed"],
-        &[],
-        page.last().map(|m| m.k.to_string()),
-    );
+    let links = page_links(&path, q, &["limit", "echo", "include_claimed", "include_delayed"], &[], page.marker);
     Ok(ApiResponse::json(StatusCode::OK, &json!({"messages": items, "links": links})))
 }
 

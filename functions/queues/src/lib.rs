@@ -6,7 +6,7 @@ use zaqar::meta::{self, Metadata};
 use zaqar::query::page_links;
 use zaqar::route::{Group, Resource};
 use zaqar::signing::{self, SignedScope};
-use zaqar::store::queues::QueueFilter;
+use zaqar::store::queues::{MetadataUpdate, QueueFilter};
 use zaqar::transport::{self, Context};
 use zaqar::types::{Limit, QueueName};
 use zaqar::{json as zjson, ApiError, ApiRequest, ApiResponse, App};
@@ -130,8 +130,14 @@ async fn patch(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiResponse
     let mut metadata = app.store.queue_metadata(&ctx.project, queue).await?.ok_or_else(|| not_found(queue, ctx))?;
     meta::apply_patch(&mut metadata, ops)?;
     meta::validate(&metadata, app.limits()).map_err(|e| ApiError::invalid_body(e.description.unwrap_or_default()))?;
-    if !app.store.set_queue_metadata(&ctx.project, queue, &metadata).await? {
-        return Err(not_found(queue, ctx));
+    match app.store.set_queue_metadata(&ctx.project, queue, &metadata).await? {
+        MetadataUpdate::Updated => {}
+        MetadataUpdate::Missing => return Err(not_found(queue, ctx)),
+        MetadataUpdate::ShardsInUse => {
+            return Err(ApiError::invalid_body(
+                "_shards can only be lowered while the queue holds no messages; raise it, or purge the queue first.",
+            ))
+        }
     }
     Ok(ApiResponse::json(StatusCode::OK, &meta::with_defaults(&metadata, app.limits())))
 }

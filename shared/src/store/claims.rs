@@ -1,19 +1,30 @@
-//! Claims (§8, §15.2, §15.5): exclusive by conditional writes, flat in cost thanks to a claim floor.
+//! Claims: exclusive by conditional writes, flat in cost thanks to a claim floor, never half-done.
 //!
 //! A claim marks each message with `claim_id` and `claim_until_ms` in one conditional UpdateItem
-//! ([`cond::CLAIMABLE`]); a lost race fails the condition and the message is skipped. The writes of
-//! one claim (and of a renewal or release) run concurrently: one round trip, not one per message,
-//! which is what Lambda bills by.
+//! ([`cond::CLAIMABLE`]); a lost race fails the condition and the message is skipped. The writes of one
+//! round run concurrently: one round trip, not one per message, which is what Lambda bills by.
+//!
+//! The claim record is written *before* its messages are marked, listing the candidates of the round
+//! (`ks`), so a message never carries the id of a claim that does not exist: if the process dies or
+//! storage fails midway, the record still names every message that may carry its id, and get, renew
+//! and release work on it. A failure after some messages were claimed returns those messages (a claim
+//! may always hold fewer than asked); a failure before any were claimed removes the record and is a 503.
+//!
+//! Claims end on whole seconds ([`keys::claim_end_ms`]) so the shard heads' claim counters are exact.
+//! A claim starts on a random shard and moves on to the next ones until it has enough messages: fair
+//! over many claims, and one shard per claim while the backlog is spread evenly.
 //!
 //! The claim floor keeps claim cost flat however many messages are already claimed: the head records
 //! `floor_k`, below which every message is dead or claimed until at least `floor_until_ms`. While that
 //! instant is in the future a claim starts scanning at the floor. Release and renew may end claims
 //! early, so they reset the floor; `floor_ver` makes floor updates compare-and-set.
 
-use super::messages::{Head, Message};
+use super::head::{scan_start, Counts, Head};
+use super::messages::{Message, MAX_SCAN_ITEMS};
+use super::queues::QueueInfo;
 use super::{get_i64, is_condition_failed, ttl_epoch, unavailable, Store};
 use crate::error::ApiError;
-use crate::keys::{self, cond, n, s};
+use crate::keys::{self, cond, n, s, Item, Shard};
 use crate::types::{ProjectId, QueueName};
 use aws_sdk_dynamodb::types::{
     AttributeValue, ReturnConsumedCapacity, ReturnValue, ReturnValuesOnConditionCheckFailure,
@@ -25,7 +36,7 @@ pub struct ClaimParams {
     pub grace_s: i64,
 }
 
-/// Dead-letter settings of the claimed queue (§15.5).
+/// Dead-letter settings of the claimed queue.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
     pub queue: QueueName,
@@ -40,11 +51,40 @@ pub struct Claim {
     pub grace_s: i64,
     pub updated_ms: i64,
     pub until_ms: i64,
-    pub ks: Vec<u64>,
+    /// (shard, sequence number) of every message that may carry this claim's id.
+    pub ks: Vec<(u32, u64)>,
 }
 
 /// Move the floor only when a scan skipped at least this many claimed messages (amortises the write).
 const FLOOR_STEP: u64 = 10;
+
+/// Claim ids name the shard holding the claim record: 2 hex digits of shard, 22 random.
+fn new_claim_id(shard: u32) -> String {
+    format!("{:02x}{:022x}", shard & 0xff, rand::random::<u128>() >> 40)
+}
+
+fn claim_shard(cid: &str) -> Option<u32> {
+    u32::from_str_radix(cid.get(..2)?, 16).ok()
+}
+
+fn encode_k(shard: u32, k: u64) -> String {
+    ((u64::from(shard) << 56) | (k & keys::MAX_K)).to_string()
+}
+
+fn decode_k(v: &str) -> Option<(u32, u64)> {
+    let x: u64 = v.parse().ok()?;
+    Some(((x >> 56) as u32, x & keys::MAX_K))
+}
+
+/// The claim record as it is being written: created with the first round's candidates.
+struct Record<'a> {
+    shard: Shard,
+    cid: &'a str,
+    params: ClaimParams,
+    now: i64,
+    until: i64,
+    written: bool,
+}
 
 impl Store {
     /// Claims up to `limit` messages in posting order; returns the claim id and its messages
@@ -57,31 +97,96 @@ impl Store {
         params: ClaimParams,
         dead_letter: Option<&DeadLetter>,
     ) -> Result<Option<(String, Vec<Message>)>, ApiError> {
-        let head = self.read_head(project, queue).await?;
+        let Some(info) = self.queue_info(project, queue).await? else { return Ok(None) };
         let now = self.now_ms();
-        let cid = keys::new_claim_id();
-        let until = now + params.ttl_s * 1000;
+        let first = rand::random::<u32>() % info.shards;
+        let cid = new_claim_id(first);
+        let mut record = Record {
+            shard: info.shard(project, queue, first),
+            cid: &cid,
+            params,
+            now,
+            until: keys::claim_end_ms(now, params.ttl_s),
+            written: false,
+        };
+        let mut claimed: Vec<Message> = Vec::with_capacity(limit);
+        let mut failure = None;
+        for i in 0..info.shards {
+            if claimed.len() >= limit {
+                break;
+            }
+            let shard = info.shard(project, queue, (first + i) % info.shards);
+            match self.claim_from_shard(&info, &shard, limit - claimed.len(), &mut record, dead_letter).await {
+                Ok((mut got, err)) => {
+                    claimed.append(&mut got);
+                    if let Some(e) = err {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if claimed.is_empty() {
+            if record.written {
+                // Best effort: an empty record holds nothing and expires with the claim anyway.
+                let _ = self.delete_claim_record(&record.shard, &cid).await;
+            }
+            return match failure {
+                Some(e) => Err(e),
+                None => Ok(None),
+            };
+        }
+        if let Some(e) = failure {
+            tracing::warn!(error = %e, claimed = claimed.len(), "claim stopped early; returning what it holds");
+        }
+        Ok(Some((cid, claimed)))
+    }
+
+    /// Claims from one shard. Returns what was claimed, and the error that stopped it early, if any.
+    async fn claim_from_shard(
+        &self,
+        info: &QueueInfo,
+        shard: &Shard,
+        limit: usize,
+        record: &mut Record<'_>,
+        dead_letter: Option<&DeadLetter>,
+    ) -> Result<(Vec<Message>, Option<ApiError>), ApiError> {
+        let head = self.read_head(shard).await?;
+        if head.dead || !head.exists {
+            return Ok((vec![], None));
+        }
+        let now = record.now;
+        let until = record.until;
         let use_floor = head.floor_k > 1 && now < head.floor_until_ms;
-        let start = if use_floor { head.floor_k } else { 1 };
+        let start = if use_floor { head.floor_k.max(head.live_k) } else { scan_start(&head, None) };
 
         let mut claimed: Vec<Message> = Vec::with_capacity(limit);
+        let mut counts = Counts::default();
+        let mut failure = None;
         // Floor bookkeeping: the first k not known to be dead or claimed, and the earliest claim end below it.
         let mut floor = start;
         let mut floor_blocked = false;
         let mut floor_until = if use_floor { head.floor_until_ms } else { i64::MAX };
-        let mut skipped_claimed = 0u64;
+        let mut skipped = 0u64;
         let mut from = start;
+        let mut read = 0usize;
         let page = (limit as i32 + 10).min(100);
 
-        'scan: while claimed.len() < limit && from <= head.committed_k {
+        'scan: while claimed.len() < limit && from <= head.committed_k && read < MAX_SCAN_ITEMS {
             let mut batch = Vec::new();
-            self.scan_messages(project, queue, from, head.committed_k, page, |m| {
-                batch.push(m);
-                batch.len() < page as usize
-            })
-            .await?;
-            let Some(last) = batch.last().map(|m| m.k) else { break };
-            let eligible = |m: &Message| m.alive(now) && !m.claimed(now) && !m.delayed(now);
+            let (last, _) = self
+                .scan_shard(shard, from, head.committed_k, page, page as usize, |m| {
+                    batch.push(m);
+                    true
+                })
+                .await?;
+            let Some(last) = last else { break };
+            read += batch.len();
+            let eligible = |m: &Message| head.visible(m.k) && m.alive(now) && !m.claimed(now) && !m.delayed(now);
             let mut idx = 0;
             while idx < batch.len() && claimed.len() < limit {
                 // One round: the messages up to the one that makes `need` eligible ones; those are
@@ -94,37 +199,54 @@ impl Store {
                     end += 1;
                 }
                 let round = &batch[idx..end];
-                let attempts = round
-                    .iter()
-                    .filter(|m| eligible(m))
-                    .map(|m| self.claim_one(project, queue, m, &cid, until, params, now));
+                let candidates: Vec<&Message> = round.iter().filter(|m| eligible(m)).collect();
+                if !candidates.is_empty() {
+                    if let Err(e) = self.record_candidates(record, &candidates).await {
+                        failure = Some(e);
+                        break 'scan;
+                    }
+                }
+                let attempts =
+                    candidates.iter().map(|m| self.claim_one(shard, m, record.cid, until, record.params, now));
                 let mut outcomes = futures::future::join_all(attempts).await.into_iter();
                 for m in round {
-                    let passable_until = if !m.alive(now) {
+                    let passable_until = if !m.alive(now) || !head.visible(m.k) {
+                        skipped += 1;
                         Some(i64::MAX)
                     } else if m.claimed(now) {
-                        skipped_claimed += 1;
+                        skipped += 1;
                         m.claim_until_ms
                     } else if m.delayed(now) {
                         None
                     } else {
                         let Some(outcome) = outcomes.next() else { continue };
-                        match outcome? {
-                            Ok(mine) => {
+                        match outcome {
+                            Err(e) => {
+                                failure.get_or_insert(e);
+                                None
+                            }
+                            Ok(Ok(mine)) => {
+                                m.count_into(&mut counts, now, -1);
                                 let moved = match dead_letter {
                                     Some(dl) if m.claim_count >= dl.max_claim_count => {
-                                        self.move_to_dead_letter(project, queue, &mine, dl).await?;
-                                        true
+                                        match self.move_to_dead_letter(shard, &mine, dl).await {
+                                            Ok(()) => true,
+                                            Err(e) => {
+                                                failure.get_or_insert(e);
+                                                false
+                                            }
+                                        }
                                     }
                                     _ => false,
                                 };
                                 if !moved {
+                                    mine.count_into(&mut counts, now, 1);
                                     claimed.push(mine);
                                 }
                                 Some(until)
                             }
                             // Lost the race: another claimer holds it until `u`, or it is gone.
-                            Err(current) => match current {
+                            Ok(Err(current)) => match current {
                                 Some(c) if c.claimed(now) => c.claim_until_ms,
                                 Some(c) if c.alive(now) => None,
                                 _ => Some(i64::MAX),
@@ -142,37 +264,77 @@ impl Store {
                     }
                 }
                 idx = end;
-            }
-            if claimed.len() == limit {
-                break 'scan;
+                if failure.is_some() {
+                    break 'scan;
+                }
             }
             from = last + 1;
         }
 
-        if floor > start && skipped_claimed >= FLOOR_STEP && floor_until > now {
-            self.move_floor(project, queue, &head, floor, floor_until).await?;
+        // The messages are claimed whatever happens next: their counts must follow.
+        if let Err(e) = self.write_counts(shard, &counts, Some(&head)).await {
+            failure.get_or_insert(e);
         }
-        if claimed.is_empty() {
-            return Ok(None);
+        if failure.is_none() && floor > start && skipped >= FLOOR_STEP && floor_until > now {
+            if floor_until == i64::MAX {
+                // Everything passed was dead: the live floor can move too.
+                self.raise_live_floor(shard, &head, floor).await?;
+            }
+            self.move_floor(shard, &head, floor, floor_until).await?;
         }
-        let claim = Claim {
-            id: cid.clone(),
-            ttl_s: params.ttl_s,
-            grace_s: params.grace_s,
-            updated_ms: now,
-            until_ms: until,
-            ks: claimed.iter().map(|m| m.k).collect(),
-        };
-        self.put_claim(project, queue, &claim).await?;
-        Ok(Some((cid, claimed)))
+        let _ = info;
+        Ok((claimed, failure))
+    }
+
+    /// Writes (or extends) the claim record with this round's candidates, before any is marked.
+    async fn record_candidates(&self, record: &mut Record<'_>, candidates: &[&Message]) -> Result<(), ApiError> {
+        let ks: Vec<String> = candidates.iter().map(|m| encode_k(m.shard, m.k)).collect();
+        if !record.written {
+            let mut item = record.shard.claim_key(record.cid);
+            item.insert("ttl_s".into(), n(record.params.ttl_s));
+            item.insert("grace_s".into(), n(record.params.grace_s));
+            item.insert("updated_ms".into(), n(record.now));
+            item.insert("until_ms".into(), n(record.until));
+            item.insert("ks".into(), AttributeValue::Ns(ks));
+            item.insert(keys::TTL_ATTR.into(), ttl_epoch(record.until));
+            self.put(item, "Claim").await?;
+            record.written = true;
+            return Ok(());
+        }
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(record.shard.claim_key(record.cid)))
+            .update_expression("ADD ks :ks")
+            .expression_attribute_values(":ks", AttributeValue::Ns(ks))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(unavailable("Claim"))?;
+        self.usage.write(out.consumed_capacity());
+        Ok(())
+    }
+
+    async fn delete_claim_record(&self, shard: &Shard, cid: &str) -> Result<Option<Item>, ApiError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(shard.claim_key(cid)))
+            .return_values(ReturnValue::AllOld)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(unavailable("Claim release"))?;
+        self.usage.write(out.consumed_capacity());
+        Ok(out.attributes)
     }
 
     /// One conditional claim write. `Ok(message)` when ours; `Err(current)` when the condition failed.
-    #[allow(clippy::too_many_arguments)]
     async fn claim_one(
         &self,
-        project: &ProjectId,
-        queue: &QueueName,
+        shard: &Shard,
         m: &Message,
         cid: &str,
         until: i64,
@@ -184,7 +346,7 @@ impl Store {
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(keys::message(project, queue, m.k)))
+            .set_key(Some(shard.message_key(m.k)))
             .condition_expression(format!("id = :id AND {}", cond::CLAIMABLE))
             .expression_attribute_values(":id", s(m.id.clone()))
             .expression_attribute_values(":now", n(now))
@@ -194,8 +356,8 @@ impl Store {
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .return_consumed_capacity(ReturnConsumedCapacity::Total);
-        // Lifetime extension (§15.2): a message that would die before the claim ends lives until
-        // claim end + grace. Checked against the expiry we read; `:exp` guards that it is unchanged.
+        // Lifetime extension: a message that would die before the claim ends lives until claim end +
+        // grace. Checked against the expiry we read; `:exp` guards that it is unchanged.
         if m.expires_ms < until {
             let new_exp = until + params.grace_s * 1000;
             update = "SET claim_id = :cid, claim_until_ms = :until, expires_ms = :newexp, ttl_s = :newttl, #ttl = :epoch ADD claim_count :one".into();
@@ -226,20 +388,15 @@ impl Store {
         }
     }
 
-    /// Moves a just-claimed message to the dead-letter queue (§15.5): it keeps its claim there.
-    async fn move_to_dead_letter(
-        &self,
-        project: &ProjectId,
-        queue: &QueueName,
-        m: &Message,
-        dl: &DeadLetter,
-    ) -> Result<(), ApiError> {
-        self.post_moved(project, &dl.queue, m, dl.ttl_s.unwrap_or(m.ttl_s)).await?;
+    /// Moves a just-claimed message to the dead-letter queue: it keeps its claim there. Written there
+    /// first, then removed here, so a failure in between leaves a copy rather than losing the message.
+    async fn move_to_dead_letter(&self, shard: &Shard, m: &Message, dl: &DeadLetter) -> Result<(), ApiError> {
+        self.post_moved(&shard.project, &dl.queue, m, dl.ttl_s.unwrap_or(m.ttl_s)).await?;
         let out = self
             .client
             .delete_item()
             .table_name(&self.table)
-            .set_key(Some(keys::message(project, queue, m.k)))
+            .set_key(Some(shard.message_key(m.k)))
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
@@ -248,14 +405,7 @@ impl Store {
         Ok(())
     }
 
-    async fn move_floor(
-        &self,
-        project: &ProjectId,
-        queue: &QueueName,
-        head: &Head,
-        floor: u64,
-        until: i64,
-    ) -> Result<(), ApiError> {
+    async fn move_floor(&self, shard: &Shard, head: &Head, floor: u64, until: i64) -> Result<(), ApiError> {
         let condition = if head.floor_ver == 0 {
             "attribute_not_exists(floor_ver) OR floor_ver = :ver"
         } else {
@@ -265,9 +415,9 @@ impl Store {
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(keys::head(project, queue)))
+            .set_key(Some(shard.head_key()))
             .update_expression("SET floor_k = :k, floor_until_ms = :u, floor_ver = :next")
-            .condition_expression(condition)
+            .condition_expression(format!("({condition}) AND attribute_not_exists(dead)"))
             .expression_attribute_values(":k", n(floor))
             .expression_attribute_values(":u", n(until))
             .expression_attribute_values(":ver", n(head.floor_ver))
@@ -280,14 +430,14 @@ impl Store {
     }
 
     /// Forgets the floor after claims ended early (release, renew to a shorter ttl).
-    async fn reset_floor(&self, project: &ProjectId, queue: &QueueName) -> Result<(), ApiError> {
+    async fn reset_floor(&self, shard: &Shard) -> Result<(), ApiError> {
         let r = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(keys::head(project, queue)))
+            .set_key(Some(shard.head_key()))
             .update_expression("SET floor_k = :zero, floor_until_ms = :zero ADD floor_ver :one")
-            .condition_expression(cond::EXISTS)
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(dead)")
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
@@ -296,28 +446,31 @@ impl Store {
         self.conditional(r, "Claim").map(drop)
     }
 
-    async fn put_claim(&self, project: &ProjectId, queue: &QueueName, claim: &Claim) -> Result<(), ApiError> {
-        let mut item = keys::claim(project, queue, &claim.id);
-        item.insert("ttl_s".into(), n(claim.ttl_s));
-        item.insert("grace_s".into(), n(claim.grace_s));
-        item.insert("updated_ms".into(), n(claim.updated_ms));
-        item.insert("until_ms".into(), n(claim.until_ms));
-        item.insert("ks".into(), AttributeValue::Ns(claim.ks.iter().map(|k| k.to_string()).collect()));
-        item.insert(keys::TTL_ATTR.into(), ttl_epoch(claim.until_ms));
-        self.put(item, "Claim").await
+    /// The shard of a claim's record, with the queue's current generation.
+    async fn claim_home(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        cid: &str,
+    ) -> Result<Option<(QueueInfo, Shard)>, ApiError> {
+        if !keys::is_claim_id(cid) {
+            return Ok(None);
+        }
+        let Some(info) = self.queue_info(project, queue).await? else { return Ok(None) };
+        let Some(index) = claim_shard(cid).filter(|i| *i < info.shards) else { return Ok(None) };
+        let shard = info.shard(project, queue, index);
+        Ok(Some((info, shard)))
     }
 
-    /// A live claim and the messages it still holds; `None` if unknown, released, expired or empty (§8.2).
+    /// A live claim and the messages it still holds; `None` if unknown, released, expired or empty.
     pub async fn get_claim(
         &self,
         project: &ProjectId,
         queue: &QueueName,
         cid: &str,
     ) -> Result<Option<(Claim, Vec<Message>)>, ApiError> {
-        if !keys::is_claim_id(cid) {
-            return Ok(None);
-        }
-        let item = self.get_consistent(keys::claim(project, queue, cid), "Claim lookup").await?;
+        let Some((info, home)) = self.claim_home(project, queue, cid).await? else { return Ok(None) };
+        let item = self.get_consistent(home.claim_key(cid), "Claim lookup").await?;
         let now = self.now_ms();
         let Some(item) = item.as_ref() else { return Ok(None) };
         let claim = Claim {
@@ -327,28 +480,34 @@ impl Store {
             updated_ms: get_i64(item, "updated_ms").unwrap_or(0),
             until_ms: get_i64(item, "until_ms").unwrap_or(0),
             ks: match item.get("ks") {
-                Some(AttributeValue::Ns(ns)) => ns.iter().filter_map(|k| k.parse().ok()).collect(),
+                Some(AttributeValue::Ns(ns)) => ns.iter().filter_map(|k| decode_k(k)).collect(),
                 _ => vec![],
             },
         };
         if claim.until_ms <= now {
             return Ok(None);
         }
-        let mut ks = claim.ks.clone();
-        ks.sort_unstable();
-        let messages: Vec<Message> = self
-            .batch_get_messages(project, queue, &ks)
+        let keys: Vec<Item> = claim
+            .ks
+            .iter()
+            .filter(|(sh, _)| *sh < info.shards)
+            .map(|(sh, k)| info.shard(project, queue, *sh).message_key(*k))
+            .collect();
+        let mut messages: Vec<Message> = self
+            .batch_get(keys, "Claim lookup")
             .await?
-            .into_iter()
+            .iter()
+            .filter_map(Message::from_item)
             .filter(|m| m.alive(now) && m.claim_id.as_deref() == Some(cid) && m.claimed(now))
             .collect();
         if messages.is_empty() {
             return Ok(None);
         }
+        messages.sort_by_key(|m| (m.created_ms, m.shard, m.k));
         Ok(Some((claim, messages)))
     }
 
-    /// Renews a claim (§8.3): new expiry now + ttl, lifetimes extended again. `false` if not found.
+    /// Renews a claim: new expiry now + ttl, lifetimes extended again. `false` if not found.
     pub async fn renew_claim(
         &self,
         project: &ProjectId,
@@ -357,18 +516,25 @@ impl Store {
         params: ClaimParams,
     ) -> Result<bool, ApiError> {
         let Some((claim, messages)) = self.get_claim(project, queue, cid).await? else { return Ok(false) };
+        let Some((info, home)) = self.claim_home(project, queue, cid).await? else { return Ok(false) };
         let now = self.now_ms();
-        let until = now + params.ttl_s * 1000;
+        let until = keys::claim_end_ms(now, params.ttl_s);
+        // The record first: it must outlive the messages' new claim ends.
+        let renewed =
+            Claim { ttl_s: params.ttl_s, grace_s: params.grace_s, updated_ms: now, until_ms: until, ..claim.clone() };
+        self.put_claim(&home, &renewed).await?;
         let renewals = messages.iter().map(|m| {
+            let shard = info.shard(project, queue, m.shard);
             let mut update = String::from("SET claim_until_ms = :until");
             let mut req = self
                 .client
                 .update_item()
                 .table_name(&self.table)
-                .set_key(Some(keys::message(project, queue, m.k)))
+                .set_key(Some(shard.message_key(m.k)))
                 .condition_expression(cond::HELD_BY)
                 .expression_attribute_values(":cid", s(cid))
                 .expression_attribute_values(":until", n(until))
+                .return_values(ReturnValue::AllNew)
                 .return_consumed_capacity(ReturnConsumedCapacity::Total);
             if m.expires_ms < until {
                 let new_exp = until + params.grace_s * 1000;
@@ -379,63 +545,110 @@ impl Store {
                     .expression_attribute_values(":epoch", ttl_epoch(new_exp))
                     .expression_attribute_names("#ttl", keys::TTL_ATTR);
             }
-            async move { self.conditional(req.update_expression(update).send().await, "Claim renewal").map(drop) }
+            async move {
+                let out = self.conditional(req.update_expression(update).send().await, "Claim renewal")?;
+                Ok::<_, ApiError>(
+                    out.and_then(|o| o.attributes().and_then(Message::from_item)).map(|new| (m.clone(), new)),
+                )
+            }
         });
-        futures::future::try_join_all(renewals).await?;
-        let previous_until = claim.until_ms;
-        let renewed = Claim { ttl_s: params.ttl_s, grace_s: params.grace_s, updated_ms: now, until_ms: until, ..claim };
-        self.put_claim(project, queue, &renewed).await?;
-        // A shorter renewal can end claims before the floor's recorded minimum.
-        if until < previous_until {
-            self.reset_floor_if_later(project, queue, until).await?;
+        let results = futures::future::join_all(renewals).await;
+        let mut per_shard: std::collections::BTreeMap<u32, Counts> = Default::default();
+        for (old, new) in results.iter().filter_map(|r| r.as_ref().ok().cloned().flatten()) {
+            let c = per_shard.entry(old.shard).or_default();
+            old.count_into(c, now, -1);
+            new.count_into(c, now, 1);
         }
-        Ok(true)
+        let shorter = until < claim.until_ms;
+        let writes = per_shard.iter().map(|(sh, c)| {
+            let shard = info.shard(project, queue, *sh);
+            async move {
+                self.write_counts(&shard, c, None).await?;
+                // A shorter renewal can end claims before the floor's recorded minimum.
+                if shorter {
+                    self.reset_floor(&shard).await?;
+                }
+                Ok::<_, ApiError>(())
+            }
+        });
+        futures::future::try_join_all(writes).await?;
+        results.into_iter().find_map(Result::err).map_or(Ok(true), Err)
     }
 
-    async fn reset_floor_if_later(&self, project: &ProjectId, queue: &QueueName, until: i64) -> Result<(), ApiError> {
-        let head = self.read_head(project, queue).await?;
-        if head.floor_until_ms > until {
-            self.reset_floor(project, queue).await?;
-        }
-        Ok(())
+    async fn put_claim(&self, shard: &Shard, claim: &Claim) -> Result<(), ApiError> {
+        let mut item = shard.claim_key(&claim.id);
+        item.insert("ttl_s".into(), n(claim.ttl_s));
+        item.insert("grace_s".into(), n(claim.grace_s));
+        item.insert("updated_ms".into(), n(claim.updated_ms));
+        item.insert("until_ms".into(), n(claim.until_ms));
+        item.insert("ks".into(), AttributeValue::Ns(claim.ks.iter().map(|(sh, k)| encode_k(*sh, *k)).collect()));
+        item.insert(keys::TTL_ATTR.into(), ttl_epoch(claim.until_ms));
+        self.put(item, "Claim").await
     }
 
-    /// Releases a claim (§8.4): its messages become claimable at once. Unknown claims are fine.
+    /// Releases a claim: its messages become claimable at once. Unknown claims are fine.
     pub async fn release_claim(&self, project: &ProjectId, queue: &QueueName, cid: &str) -> Result<(), ApiError> {
-        if !keys::is_claim_id(cid) {
-            return Ok(());
-        }
-        let out = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(keys::claim(project, queue, cid)))
-            .return_values(ReturnValue::AllOld)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map_err(unavailable("Claim release"))?;
-        self.usage.write(out.consumed_capacity());
-        let ks: Vec<u64> = match out.attributes().and_then(|a| a.get("ks")) {
-            Some(AttributeValue::Ns(ns)) => ns.iter().filter_map(|k| k.parse().ok()).collect(),
+        let Some((info, home)) = self.claim_home(project, queue, cid).await? else { return Ok(()) };
+        let Some(record) = self.delete_claim_record(&home, cid).await? else { return Ok(()) };
+        let now = self.now_ms();
+        let ks: Vec<(u32, u64)> = match record.get("ks") {
+            Some(AttributeValue::Ns(ns)) => {
+                ns.iter().filter_map(|k| decode_k(k)).filter(|(sh, _)| *sh < info.shards).collect()
+            }
             _ => return Ok(()),
         };
-        let releases = ks.into_iter().map(|k| async move {
-            let r = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(keys::message(project, queue, k)))
-                .update_expression("REMOVE claim_id, claim_until_ms")
-                .condition_expression(cond::HELD_BY)
-                .expression_attribute_values(":cid", s(cid))
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .send()
-                .await;
-            self.conditional(r, "Claim release").map(drop)
+        let releases = ks.iter().map(|(sh, k)| {
+            let shard = info.shard(project, queue, *sh);
+            async move {
+                let r = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(shard.message_key(*k)))
+                    .update_expression("REMOVE claim_id, claim_until_ms")
+                    .condition_expression(cond::HELD_BY)
+                    .expression_attribute_values(":cid", s(cid))
+                    .return_values(ReturnValue::AllOld)
+                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                    .send()
+                    .await;
+                Ok::<_, ApiError>(
+                    self.conditional(r, "Claim release")?.and_then(|o| o.attributes().and_then(Message::from_item)),
+                )
+            }
         });
-        futures::future::try_join_all(releases).await?;
-        // Released messages sit below the floor: forget it (after the message writes, see module doc).
-        self.reset_floor(project, queue).await
+        let results = futures::future::join_all(releases).await;
+        let mut per_shard: std::collections::BTreeMap<u32, Counts> = Default::default();
+        for old in results.iter().filter_map(|r| r.as_ref().ok().cloned().flatten()) {
+            if let Some(until) = old.claim_until_ms.filter(|u| *u > now && old.alive(now)) {
+                per_shard.entry(old.shard).or_default().claim(until, -1);
+            }
+        }
+        let touched: std::collections::BTreeSet<u32> = ks.iter().map(|(sh, _)| *sh).collect();
+        let writes = touched.into_iter().map(|sh| {
+            let shard = info.shard(project, queue, sh);
+            let counts = per_shard.remove(&sh).unwrap_or_default();
+            async move {
+                self.write_counts(&shard, &counts, None).await?;
+                // Released messages sit below the floor: forget it (after the message writes).
+                self.reset_floor(&shard).await
+            }
+        });
+        futures::future::try_join_all(writes).await?;
+        results.into_iter().find_map(Result::err).map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claim_ids_name_their_shard_and_ks_round_trip() {
+        let cid = new_claim_id(9);
+        assert!(keys::is_claim_id(&cid));
+        assert_eq!(claim_shard(&cid), Some(9));
+        assert_eq!(decode_k(&encode_k(63, 12345)), Some((63, 12345)));
+        assert_eq!(decode_k(&encode_k(0, 1)), Some((0, 1)));
     }
 }

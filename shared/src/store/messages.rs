@@ -1,25 +1,36 @@
-//! Messages: posting with per-queue sequence numbers, listing, lookup, deletion and pop.
+//! Messages: posting, listing, lookup, deletion, pop and stats, over the shards of a queue.
 //!
-//! Ordering (§15.1): a post reserves `n` consecutive sequence numbers on the queue head
-//! (`ADD next_k :n`), writes the messages, then advances the head's `committed_k` watermark past them,
-//! in reservation order. Readers never look above `committed_k`, so a batch becomes visible as a
-//! whole and an observer paging by sequence number never skips a message, with no wall clock involved.
-//! Cost: 2 head writes per batch + 1 write per message.
+//! Ordering and atomicity of posts are the head's business (see `head.rs`): a post reserves sequence numbers
+//! on one shard, writes its messages, then commits; readers see only committed, non-hole messages.
+//! A producer's messages all go to the shard its Client-ID hashes to, so they stay in order.
+//!
+//! Every scan is bounded: it starts at the shard's live floor (or the claim floor, where claimed
+//! messages are invisible anyway) and reads at most [`MAX_SCAN_ITEMS`] items per shard per request; a
+//! listing that stops there returns a marker past what it read, so the next page continues.
 
+use super::head::{scan_start, Counts, Head, PostEnd};
+use super::queues::QueueInfo;
 use super::{get_i64, get_s, is_condition_failed, ttl_epoch, unavailable, Store};
 use crate::error::ApiError;
-use crate::keys::{self, cond, n, s, Item};
+use crate::keys::{self, cond, n, s, Item, Shard};
 use crate::types::{ClientId, ProjectId, QueueName};
 use aws_sdk_dynamodb::types::{
     KeysAndAttributes, PutRequest, ReturnConsumedCapacity, ReturnValue, ReturnValuesOnConditionCheckFailure,
     WriteRequest,
 };
+use futures::StreamExt;
 use serde_json::{json, Value};
 use std::time::Duration;
+
+/// Most items one request reads from one shard while looking for visible messages.
+pub const MAX_SCAN_ITEMS: usize = 1000;
+/// Concurrent BatchWriteItem requests of one post.
+const POST_WRITE_CONCURRENCY: usize = 8;
 
 /// A message as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
+    pub shard: u32,
     pub k: u64,
     pub id: String,
     /// JSON text of the body.
@@ -41,15 +52,18 @@ pub struct Message {
 pub struct NewMessage {
     pub body: Value,
     pub ttl_s: i64,
-    /// Only set on delayed queues (§15.4).
+    /// Only set on delayed queues.
     pub delay_s: Option<i64>,
 }
 
 impl Message {
     pub fn from_item(item: &Item) -> Option<Message> {
+        let id = get_s(item, "id")?.to_string();
+        let (shard, _) = keys::message_id_k(&id)?;
         Some(Message {
+            shard,
             k: keys::message_k(get_s(item, keys::SK)?)?,
-            id: get_s(item, "id")?.to_string(),
+            id,
             body: get_s(item, "body").unwrap_or("null").to_string(),
             ttl_s: get_i64(item, "ttl_s")?,
             created_ms: get_i64(item, "created_ms")?,
@@ -84,7 +98,15 @@ impl Message {
         ((now - self.created_ms) / 1000).max(0)
     }
 
-    /// The API representation (§7): `id, href, ttl, age, body` and `checksum` when stored.
+    /// What this message adds to its head's counters while it exists (`sign` +1 or -1).
+    pub(crate) fn count_into(&self, counts: &mut Counts, now: i64, sign: i64) {
+        counts.message(self.expires_ms, self.ttl_s, sign);
+        if let Some(until) = self.claim_until_ms.filter(|u| *u > now) {
+            counts.claim(until, sign);
+        }
+    }
+
+    /// The API representation: `id, href, ttl, age, body` and `checksum` when stored.
     /// `href` carries `?claim_id=` while the message carries a claim id (stale after expiry, as in Zaqar).
     pub fn to_json(&self, queue: &QueueName, now: i64) -> Value {
         let mut href = format!("/v2/queues/{}/messages/{}", queue.as_str(), self.id);
@@ -101,32 +123,11 @@ impl Message {
     }
 }
 
-/// The queue head: sequence reservation, visibility watermark, claim floor.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Head {
-    pub committed_k: u64,
-    pub floor_k: u64,
-    pub floor_until_ms: i64,
-    pub floor_ver: i64,
-}
-
-impl Head {
-    fn from_item(item: Option<&Item>) -> Head {
-        let Some(item) = item else { return Head::default() };
-        let u = |name| get_i64(item, name).unwrap_or(0).max(0) as u64;
-        Head {
-            committed_k: u("committed_k"),
-            floor_k: u("floor_k"),
-            floor_until_ms: get_i64(item, "floor_until_ms").unwrap_or(0),
-            floor_ver: get_i64(item, "floor_ver").unwrap_or(0),
-        }
-    }
-}
-
-/// Which messages a listing shows (§7.2).
+/// Which messages a listing shows.
 #[derive(Debug, Clone)]
 pub struct ListOptions {
-    pub marker: Option<u64>,
+    /// The `marker` query parameter as sent (per-shard positions; see [`Positions`]).
+    pub marker: Option<String>,
     pub limit: usize,
     pub echo: bool,
     pub include_claimed: bool,
@@ -134,7 +135,14 @@ pub struct ListOptions {
     pub client: ClientId,
 }
 
-/// Outcome of deleting one message (§7.5).
+/// A page of messages and the marker of the next page.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub messages: Vec<Message>,
+    pub marker: Option<String>,
+}
+
+/// Outcome of deleting one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeleteOutcome {
     Deleted,
@@ -145,16 +153,89 @@ pub enum DeleteOutcome {
     NotClaimed,
 }
 
-/// How long a producer waits for earlier batches to commit before moving the watermark past them.
-const COMMIT_PATIENCE: Duration = Duration::from_secs(5);
+/// A listing marker: the last sequence number shown per shard. One shard: the number itself (`"42"`);
+/// several: the numbers joined by `-` (`"42-0-17"`). A queue whose shards were raised pads with zeros.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Positions(pub Vec<u64>);
 
-impl Store {
-    pub(crate) async fn read_head(&self, project: &ProjectId, queue: &QueueName) -> Result<Head, ApiError> {
-        let item = self.get_consistent(keys::head(project, queue), "Queue head lookup").await?;
-        Ok(Head::from_item(item.as_ref()))
+impl Positions {
+    /// `None` for a marker that is not ours (lists nothing, as Zaqar's MongoDB driver does).
+    pub fn parse(marker: &str, shards: u32) -> Option<Positions> {
+        let mut ks = Vec::new();
+        for part in marker.split('-') {
+            ks.push(part.parse::<u64>().ok()?);
+        }
+        if ks.len() > shards as usize {
+            return None;
+        }
+        ks.resize(shards as usize, 0);
+        Some(Positions(ks))
     }
 
-    /// Posts a batch (§7.1) and returns the new ids in order. The queue record must exist already.
+    pub fn render(&self) -> String {
+        self.0.iter().map(u64::to_string).collect::<Vec<_>>().join("-")
+    }
+}
+
+/// Tracks the run of dead messages a scan passes from the live floor, to raise the floor after it.
+struct DeadRun {
+    from: u64,
+    until: u64,
+    open: bool,
+}
+
+impl DeadRun {
+    fn new(head: &Head, start: u64) -> Self {
+        DeadRun { from: head.live_k, until: head.live_k, open: start == head.live_k }
+    }
+
+    fn see(&mut self, m: &Message, head: &Head, now: i64) {
+        if self.open {
+            // The scan is contiguous from the floor: the gap before `m` holds deleted messages.
+            self.until = self.until.max(m.k);
+            if !m.alive(now) || head.in_hole(m.k) {
+                self.until = m.k + 1;
+            } else {
+                self.open = false;
+            }
+        }
+    }
+
+    /// The scan reached the watermark: everything it passed was dead.
+    fn exhausted(&mut self, head: &Head) {
+        if self.open {
+            self.until = head.committed_k + 1;
+        }
+    }
+
+    /// Raises the live floor when the run is long enough to be worth a write.
+    async fn settle(self, store: &Store, shard: &Shard, head: &Head) -> Result<(), ApiError> {
+        if self.until >= self.from + 32 {
+            store.raise_live_floor(shard, head, self.until).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The shard a producer's messages go to: a stable hash of its Client-ID.
+pub fn shard_for_client(client: Option<&str>, shards: u32) -> u32 {
+    if shards <= 1 {
+        return 0;
+    }
+    let Some(c) = client else { return rand::random::<u32>() % shards };
+    // FNV-1a: stable across processes and releases (unlike std's hasher).
+    let h = c.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    (h % u64::from(shards)) as u32
+}
+
+impl Store {
+    /// The queue record for a message path; when a head reports the generation dead, the caller refreshes.
+    async fn info(&self, project: &ProjectId, queue: &QueueName) -> Result<Option<QueueInfo>, ApiError> {
+        self.queue_info(project, queue).await
+    }
+
+    /// Posts a batch and returns the new ids in order: all of them become visible together, or none.
+    /// The queue is created when missing.
     pub async fn post_messages(
         &self,
         project: &ProjectId,
@@ -163,45 +244,92 @@ impl Store {
         messages: &[NewMessage],
         checksums: bool,
     ) -> Result<Vec<String>, ApiError> {
-        let count = messages.len() as u64;
-        let (lo, hi) = self.reserve(project, queue, count).await?;
-        let now = self.now_ms();
-        let mut ids = Vec::with_capacity(messages.len());
-        let mut requests = Vec::with_capacity(messages.len());
-        for (i, m) in messages.iter().enumerate() {
-            let k = lo + i as u64;
-            let id = keys::new_message_id(k);
-            let mut item = keys::message(project, queue, k);
-            let expires_ms = now + m.ttl_s * 1000;
-            item.insert("id".into(), s(id.clone()));
-            item.insert("ttl_s".into(), n(m.ttl_s));
-            item.insert("created_ms".into(), n(now));
-            item.insert("expires_ms".into(), n(expires_ms));
-            item.insert(keys::TTL_ATTR.into(), ttl_epoch(expires_ms));
-            if let Some(c) = client {
-                item.insert("client".into(), s(c.to_string()));
+        let client = client.map(ClientId::to_string);
+        for attempt in 0..2 {
+            let info = self.queue_info_or_create(project, queue).await?;
+            let shard = info.shard(project, queue, shard_for_client(client.as_deref(), info.shards));
+            let now = self.now_ms();
+            let items: Vec<(String, Item)> = messages
+                .iter()
+                .map(|m| {
+                    let mut item = Item::new();
+                    let expires_ms = now + m.ttl_s * 1000;
+                    item.insert("ttl_s".into(), n(m.ttl_s));
+                    item.insert("created_ms".into(), n(now));
+                    item.insert("expires_ms".into(), n(expires_ms));
+                    item.insert(keys::TTL_ATTR.into(), ttl_epoch(expires_ms));
+                    if let Some(c) = &client {
+                        item.insert("client".into(), s(c.clone()));
+                    }
+                    if let Some(d) = m.delay_s {
+                        item.insert("delay_s".into(), n(d));
+                        if d > 0 {
+                            item.insert("delay_until_ms".into(), n(now + d * 1000));
+                        }
+                    }
+                    if checksums && !m.body.is_null() {
+                        item.insert("checksum".into(), s(checksum(&m.body)));
+                    }
+                    item.insert("body".into(), s(m.body.to_string()));
+                    (String::new(), item)
+                })
+                .collect();
+            let mut counts = Counts::default();
+            for m in messages {
+                counts.message(now + m.ttl_s * 1000, m.ttl_s, 1);
             }
-            if let Some(d) = m.delay_s {
-                item.insert("delay_s".into(), n(d));
-                if d > 0 {
-                    item.insert("delay_until_ms".into(), n(now + d * 1000));
-                }
+            match self.write_batch_post(&shard, items, &counts).await? {
+                Ok(ids) => return Ok(ids),
+                Err(_) if attempt == 0 => self.queues.forget(project, queue),
+                Err(_) => break,
             }
-            if checksums && !m.body.is_null() {
-                item.insert("checksum".into(), s(checksum(&m.body)));
-            }
-            item.insert("body".into(), s(m.body.to_string()));
-            ids.push(id);
-            requests.push(put(item));
         }
-        for chunk in requests.chunks(25) {
-            self.batch_write(&mut chunk.to_vec()).await?;
-        }
-        self.commit(project, queue, lo, hi).await?;
-        Ok(ids)
+        Err(ApiError::unavailable("Message post could not be completed."))
     }
 
-    /// Re-posts a claimed message into a dead-letter queue, keeping body, claim and expiry (§15.5).
+    /// Reserves, writes and commits one post on `shard`. `Ok(Err(()))`: the generation is dead (refresh).
+    async fn write_batch_post(
+        &self,
+        shard: &Shard,
+        mut items: Vec<(String, Item)>,
+        counts: &Counts,
+    ) -> Result<Result<Vec<String>, ()>, ApiError> {
+        let count = items.len() as u64;
+        let (lo, hi) = match self.reserve(shard, count).await? {
+            Ok(range) => range,
+            Err(_) => return Ok(Err(())),
+        };
+        let tail = rand::random::<u32>();
+        let mut requests = Vec::with_capacity(items.len());
+        for (i, (id, item)) in items.iter_mut().enumerate() {
+            let k = lo + i as u64;
+            *id = keys::message_id_with_tail(shard.index, k, tail.wrapping_add(i as u32));
+            item.extend(shard.message_key(k));
+            item.insert("id".into(), s(id.clone()));
+            requests.push(put(std::mem::take(item)));
+        }
+        let chunks: Vec<Vec<WriteRequest>> = requests.chunks(25).map(<[WriteRequest]>::to_vec).collect();
+        let written = futures::stream::iter(
+            chunks.into_iter().map(|mut chunk| async move { self.batch_write(&mut chunk).await }),
+        )
+        .buffer_unordered(POST_WRITE_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+        if let Some(e) = written.into_iter().find_map(Result::err) {
+            // Nothing of this post may show: record the range as a hole (best effort; if this fails too,
+            // the lease runs out and the next producer records it).
+            if let Err(abort) = self.end_reservation(shard, lo, hi, &Counts::default(), true).await {
+                tracing::warn!(error = %abort, "could not record an aborted post; its lease will expire");
+            }
+            return Err(e);
+        }
+        match self.end_reservation(shard, lo, hi, counts, false).await? {
+            PostEnd::Committed | PostEnd::QueueGone => Ok(Ok(items.into_iter().map(|(id, _)| id).collect())),
+            PostEnd::ForcedOut => Err(ApiError::unavailable("Message post could not be completed.")),
+        }
+    }
+
+    /// Re-posts a claimed message into a dead-letter queue, keeping body, claim and expiry.
     pub(crate) async fn post_moved(
         &self,
         project: &ProjectId,
@@ -209,134 +337,66 @@ impl Store {
         m: &Message,
         ttl_s: i64,
     ) -> Result<(), ApiError> {
-        self.create_queue(project, dlq, &Default::default()).await?;
-        let (k, _) = self.reserve(project, dlq, 1).await?;
-        let mut item = keys::message(project, dlq, k);
-        item.insert("id".into(), s(keys::new_message_id(k)));
-        item.insert("ttl_s".into(), n(ttl_s));
-        item.insert("created_ms".into(), n(m.created_ms));
-        item.insert("expires_ms".into(), n(m.expires_ms));
-        item.insert(keys::TTL_ATTR.into(), ttl_epoch(m.expires_ms));
-        item.insert("body".into(), s(m.body.clone()));
-        item.insert("claim_count".into(), n(m.claim_count));
-        if let (Some(cid), Some(until)) = (&m.claim_id, m.claim_until_ms) {
-            item.insert("claim_id".into(), s(cid.clone()));
-            item.insert("claim_until_ms".into(), n(until));
-        }
-        if let Some(c) = &m.client {
-            item.insert("client".into(), s(c.clone()));
-        }
-        if let Some(c) = &m.checksum {
-            item.insert("checksum".into(), s(c.clone()));
-        }
-        self.batch_write(&mut vec![put(item)]).await?;
-        self.commit(project, dlq, k, k).await
-    }
-
-    /// Reserves `count` consecutive sequence numbers on the queue head: returns `(lo, hi)`.
-    async fn reserve(&self, project: &ProjectId, queue: &QueueName, count: u64) -> Result<(u64, u64), ApiError> {
-        let reserved = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(keys::head(project, queue)))
-            .update_expression("ADD next_k :n")
-            .expression_attribute_values(":n", n(count))
-            .return_values(ReturnValue::UpdatedNew)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map_err(unavailable("Message post"))?;
-        self.usage.write(reserved.consumed_capacity());
-        let hi = reserved.attributes().and_then(|a| get_i64(a, "next_k")).unwrap_or(count as i64) as u64;
-        Ok((hi + 1 - count, hi))
-    }
-
-    /// Moves the visibility watermark from `lo - 1` to `hi`, waiting for earlier batches first.
-    async fn commit(&self, project: &ProjectId, queue: &QueueName, lo: u64, hi: u64) -> Result<(), ApiError> {
-        let started = tokio::time::Instant::now();
-        let mut pause = Duration::from_millis(2);
-        loop {
-            let forced = started.elapsed() > COMMIT_PATIENCE;
-            // Normally the previous batch must be committed; a producer that died mid-post must not
-            // stall the queue forever, so after COMMIT_PATIENCE we move past its range.
-            let condition = if forced {
-                "committed_k < :lo OR attribute_not_exists(committed_k)"
-            } else if lo == 1 {
-                "attribute_not_exists(committed_k) OR committed_k = :prev"
-            } else {
-                "committed_k = :prev"
-            };
-            let mut req = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(keys::head(project, queue)))
-                .update_expression("SET committed_k = :hi")
-                .condition_expression(condition)
-                .expression_attribute_values(":hi", n(hi))
-                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-                .return_consumed_capacity(ReturnConsumedCapacity::Total);
-            req = if forced {
-                req.expression_attribute_values(":lo", n(lo))
-            } else {
-                req.expression_attribute_values(":prev", n(lo - 1))
-            };
-            match req.send().await {
-                Ok(out) => {
-                    self.usage.write(out.consumed_capacity());
-                    if forced {
-                        tracing::warn!(queue = %queue, lo, hi, "moved the commit watermark past a stalled batch");
-                    }
-                    return Ok(());
-                }
-                Err(e) if is_condition_failed(&e) => {
-                    self.usage.failed_write();
-                    let committed = e
-                        .as_service_error()
-                        .and_then(|se| match se {
-                            aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => c.item(),
-                            _ => None,
-                        })
-                        .and_then(|item| get_i64(item, "committed_k"))
-                        .unwrap_or(0) as u64;
-                    if committed >= hi {
-                        return Ok(()); // a later producer already moved past us
-                    }
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(50));
-                }
-                Err(e) => return Err(unavailable("Message post")(e)),
+        let now = self.now_ms();
+        for attempt in 0..2 {
+            let info = self.queue_info_or_create(project, dlq).await?;
+            let shard = info.shard(project, dlq, shard_for_client(m.client.as_deref(), info.shards));
+            let mut item = Item::new();
+            item.insert("ttl_s".into(), n(ttl_s));
+            item.insert("created_ms".into(), n(m.created_ms));
+            item.insert("expires_ms".into(), n(m.expires_ms));
+            item.insert(keys::TTL_ATTR.into(), ttl_epoch(m.expires_ms));
+            item.insert("body".into(), s(m.body.clone()));
+            item.insert("claim_count".into(), n(m.claim_count));
+            if let (Some(cid), Some(until)) = (&m.claim_id, m.claim_until_ms) {
+                item.insert("claim_id".into(), s(cid.clone()));
+                item.insert("claim_until_ms".into(), n(until));
+            }
+            if let Some(c) = &m.client {
+                item.insert("client".into(), s(c.clone()));
+            }
+            if let Some(c) = &m.checksum {
+                item.insert("checksum".into(), s(c.clone()));
+            }
+            let mut counts = Counts::default();
+            Message { ttl_s, ..m.clone() }.count_into(&mut counts, now, 1);
+            match self.write_batch_post(&shard, vec![(String::new(), item)], &counts).await? {
+                Ok(_) => return Ok(()),
+                Err(_) if attempt == 0 => self.queues.forget(project, dlq),
+                Err(_) => break,
             }
         }
+        Err(ApiError::unavailable("Dead-letter move could not be completed."))
     }
 
-    /// Reads committed messages with `k` in `[from, to]`, a page at a time, calling `visit` until it
-    /// returns false. Returns whether the range was exhausted.
-    pub(crate) async fn scan_messages(
+    /// Reads the items of `[from, to]` of a shard in order, a page at a time, at most `max_items`, calling
+    /// `visit` until it returns false. Returns the last sequence number read and whether the range ran out.
+    pub(crate) async fn scan_shard(
         &self,
-        project: &ProjectId,
-        queue: &QueueName,
+        shard: &Shard,
         from: u64,
         to: u64,
         page: i32,
+        max_items: usize,
         mut visit: impl FnMut(Message) -> bool,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(Option<u64>, bool), ApiError> {
         if from > to {
-            return Ok(());
+            return Ok((None, true));
         }
         let mut start: Option<Item> = None;
+        let mut read = 0usize;
+        let mut last = None;
         loop {
             let out = self
                 .client
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
-                .expression_attribute_values(":pk", s(keys::queue_pk(project, queue)))
+                .expression_attribute_values(":pk", s(shard.messages_pk()))
                 .expression_attribute_values(":lo", s(keys::message_sk(from)))
                 .expression_attribute_values(":hi", s(keys::message_sk(to)))
                 .consistent_read(true)
-                .limit(page)
+                .limit(page.min((max_items - read).max(1) as i32))
                 .set_exclusive_start_key(start.take())
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
@@ -344,84 +404,193 @@ impl Store {
                 .map_err(unavailable("Message listing"))?;
             self.usage.read(out.consumed_capacity());
             for item in out.items() {
+                read += 1;
                 if let Some(m) = Message::from_item(item) {
+                    last = Some(m.k);
                     if !visit(m) {
-                        return Ok(());
+                        return Ok((last, false));
                     }
                 }
             }
             match out.last_evaluated_key() {
-                Some(k) => start = Some(k.clone()),
-                None => return Ok(()),
+                Some(k) if read < max_items => start = Some(k.clone()),
+                Some(_) => return Ok((last, false)),
+                None => return Ok((last, true)),
             }
         }
     }
 
-    /// Lists messages after the marker (§7.2).
+    /// Lists messages after the marker: per shard, the next visible messages; merged by age.
     pub async fn list_messages(
         &self,
         project: &ProjectId,
         queue: &QueueName,
         opts: &ListOptions,
-    ) -> Result<Vec<Message>, ApiError> {
-        let head = self.read_head(project, queue).await?;
-        let now = self.now_ms();
-        let me = opts.client.to_string();
-        let mut found = Vec::with_capacity(opts.limit);
-        let from = opts.marker.map(|m| m.saturating_add(1)).unwrap_or(1);
-        let page = (opts.limit as i32 + 5).min(100);
-        self.scan_messages(project, queue, from, head.committed_k, page, |m| {
-            let visible = m.alive(now)
-                && (opts.echo || m.client.as_deref() != Some(me.as_str()))
-                && (opts.include_claimed || !m.claimed(now))
-                && (opts.include_delayed || !m.delayed(now));
-            if visible {
-                found.push(m);
+    ) -> Result<Page, ApiError> {
+        for attempt in 0..2 {
+            let Some(info) = self.info(project, queue).await? else { return Ok(Page::default()) };
+            let positions = match &opts.marker {
+                None => Positions(vec![0; info.shards as usize]),
+                Some(m) => match Positions::parse(m, info.shards) {
+                    Some(p) => p,
+                    None => return Ok(Page::default()),
+                },
+            };
+            let shards = info.all_shards(project, queue);
+            let heads = self.read_heads(&shards).await?;
+            if heads.iter().any(|h| h.dead) && attempt == 0 {
+                self.queues.forget(project, queue);
+                continue;
             }
-            found.len() < opts.limit
-        })
-        .await?;
-        Ok(found)
+            let scans = shards
+                .iter()
+                .zip(&heads)
+                .zip(&positions.0)
+                .map(|((sh, head), pos)| self.list_shard(sh, head, (*pos > 0).then_some(*pos), opts));
+            let results = futures::future::try_join_all(scans).await?;
+            // A k-way merge by age that takes each shard's messages in its own order (clocks of
+            // different producers may disagree; a shard's sequence never does), so the next marker is a
+            // prefix of every shard.
+            let mut cursor = vec![0usize; results.len()];
+            let mut merged: Vec<&Message> = Vec::with_capacity(opts.limit);
+            while merged.len() < opts.limit {
+                let next = (0..results.len())
+                    .filter_map(|i| results[i].0.get(cursor[i]).map(|m| (i, m)))
+                    .min_by_key(|(i, m)| (m.created_ms, *i));
+                let Some((i, m)) = next else { break };
+                cursor[i] += 1;
+                merged.push(m);
+            }
+            let mut next = positions.0.clone();
+            for (i, (found, scanned_to, _)) in results.iter().enumerate() {
+                let taken: Vec<&&Message> = merged.iter().filter(|m| m.shard as usize == i).collect();
+                if let Some(last) = taken.last() {
+                    next[i] = last.k;
+                } else if found.is_empty() {
+                    if let Some(k) = scanned_to {
+                        next[i] = next[i].max(*k);
+                    }
+                }
+            }
+            let messages: Vec<Message> = merged.into_iter().cloned().collect();
+            // An empty page carries a marker only when a scan stopped at its bound (more may follow).
+            let capped = results.iter().any(|(_, _, capped)| *capped) && next != positions.0;
+            let marker = (!messages.is_empty() || capped).then(|| Positions(next).render());
+            return Ok(Page { messages, marker });
+        }
+        Ok(Page::default())
     }
 
-    /// One message by id, if it exists and is alive (§7.4).
+    /// Up to `limit` visible messages of one shard after `after`, the last sequence number read, and
+    /// whether the scan stopped at its bound before finding them.
+    async fn list_shard(
+        &self,
+        shard: &Shard,
+        head: &Head,
+        after: Option<u64>,
+        opts: &ListOptions,
+    ) -> Result<(Vec<Message>, Option<u64>, bool), ApiError> {
+        let now = self.now_ms();
+        let me = opts.client.to_string();
+        let mut start = scan_start(head, after);
+        // Below the claim floor everything is dead or claimed: a listing that hides claimed ones skips it.
+        if !opts.include_claimed && now < head.floor_until_ms {
+            start = start.max(head.floor_k);
+        }
+        let mut dead = DeadRun::new(head, start);
+        let mut found = Vec::with_capacity(opts.limit);
+        let page = (opts.limit as i32 + 5).min(100);
+        let (last, exhausted) = self
+            .scan_shard(shard, start, head.committed_k, page, MAX_SCAN_ITEMS, |m| {
+                dead.see(&m, head, now);
+                let visible = head.visible(m.k)
+                    && m.alive(now)
+                    && (opts.echo || m.client.as_deref() != Some(me.as_str()))
+                    && (opts.include_claimed || !m.claimed(now))
+                    && (opts.include_delayed || !m.delayed(now));
+                if visible {
+                    found.push(m);
+                }
+                found.len() < opts.limit
+            })
+            .await?;
+        if exhausted {
+            dead.exhausted(head);
+        }
+        dead.settle(self, shard, head).await?;
+        let capped = !exhausted && found.len() < opts.limit;
+        Ok((found, last, capped))
+    }
+
+    /// The shard of a message id, with the queue's current generation.
+    async fn shard_of(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        id: &str,
+    ) -> Result<Option<(Shard, u64)>, ApiError> {
+        let Some((index, k)) = keys::message_id_k(id) else { return Ok(None) };
+        let Some(info) = self.info(project, queue).await? else { return Ok(None) };
+        if index >= info.shards {
+            return Ok(None);
+        }
+        Ok(Some((info.shard(project, queue, index), k)))
+    }
+
+    /// The storage key of a message id in the queue's current generation (for tests and tools that look
+    /// at raw items).
+    pub async fn message_key_of(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        id: &str,
+    ) -> Result<Option<Item>, ApiError> {
+        Ok(self.shard_of(project, queue, id).await?.map(|(shard, k)| shard.message_key(k)))
+    }
+
+    /// One message by id, if it exists and is alive.
     pub async fn get_message(
         &self,
         project: &ProjectId,
         queue: &QueueName,
         id: &str,
     ) -> Result<Option<Message>, ApiError> {
-        let Some(k) = keys::message_id_k(id) else { return Ok(None) };
-        let item = self.get_consistent(keys::message(project, queue, k), "Message lookup").await?;
+        let Some((shard, k)) = self.shard_of(project, queue, id).await? else { return Ok(None) };
+        let item = self.get_consistent(shard.message_key(k), "Message lookup").await?;
         let now = self.now_ms();
         Ok(item.as_ref().and_then(Message::from_item).filter(|m| m.id == id && m.alive(now)))
     }
 
-    /// Messages by id, skipping unknown, malformed and expired ones (§7.3).
+    /// Messages by id, skipping unknown, malformed and expired ones.
     pub async fn get_messages(
         &self,
         project: &ProjectId,
         queue: &QueueName,
         ids: &[String],
     ) -> Result<Vec<Message>, ApiError> {
-        let mut ks: Vec<u64> = ids.iter().filter_map(|id| keys::message_id_k(id)).collect();
-        ks.sort_unstable();
-        ks.dedup();
-        let found = self.batch_get_messages(project, queue, &ks).await?;
+        let Some(info) = self.info(project, queue).await? else { return Ok(vec![]) };
+        let mut keys: Vec<(u32, u64)> =
+            ids.iter().filter_map(|id| keys::message_id_k(id)).filter(|(sh, _)| *sh < info.shards).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let items = keys.iter().map(|(sh, k)| info.shard(project, queue, *sh).message_key(*k)).collect();
         let now = self.now_ms();
-        Ok(found.into_iter().filter(|m| ids.contains(&m.id) && m.alive(now)).collect())
+        let mut found: Vec<Message> = self
+            .batch_get(items, "Message lookup")
+            .await?
+            .iter()
+            .filter_map(Message::from_item)
+            .filter(|m| ids.contains(&m.id) && m.alive(now))
+            .collect();
+        found.sort_by_key(|m| (m.shard, m.k));
+        Ok(found)
     }
 
-    /// BatchGetItem over sequence numbers (≤ 100 per request), consistent reads, in `k` order.
-    pub(crate) async fn batch_get_messages(
-        &self,
-        project: &ProjectId,
-        queue: &QueueName,
-        ks: &[u64],
-    ) -> Result<Vec<Message>, ApiError> {
-        let mut found = Vec::with_capacity(ks.len());
-        for chunk in ks.chunks(100) {
-            let mut pending: Vec<Item> = chunk.iter().map(|k| keys::message(project, queue, *k)).collect();
+    /// BatchGetItem (≤ 100 keys per request, unprocessed keys retried with backoff), consistent reads.
+    pub(crate) async fn batch_get(&self, keys: Vec<Item>, what: &'static str) -> Result<Vec<Item>, ApiError> {
+        let mut found = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(100) {
+            let mut pending: Vec<Item> = chunk.to_vec();
             let mut attempt = 0;
             while !pending.is_empty() {
                 let ka = KeysAndAttributes::builder()
@@ -436,26 +605,25 @@ impl Store {
                     .return_consumed_capacity(ReturnConsumedCapacity::Total)
                     .send()
                     .await
-                    .map_err(unavailable("Message lookup"))?;
+                    .map_err(unavailable(what))?;
                 self.usage.read(out.consumed_capacity());
                 if let Some(items) = out.responses().and_then(|r| r.get(&self.table)) {
-                    found.extend(items.iter().filter_map(Message::from_item));
+                    found.extend(items.iter().cloned());
                 }
                 if let Some(left) = out.unprocessed_keys().and_then(|u| u.get(&self.table)) {
                     pending = left.keys().to_vec();
                     attempt += 1;
                     if attempt > 8 {
-                        return Err(ApiError::unavailable("Message lookup could not be completed."));
+                        return Err(ApiError::unavailable(&format!("{what} could not be completed.")));
                     }
                     tokio::time::sleep(Duration::from_millis(10 << attempt.min(6))).await;
                 }
             }
         }
-        found.sort_by_key(|m| m.k);
         Ok(found)
     }
 
-    /// Deletes one message under Zaqar's claim rules (§7.5), in one conditional request.
+    /// Deletes one message under Zaqar's claim rules, in one conditional request, then its counts.
     pub async fn delete_message(
         &self,
         project: &ProjectId,
@@ -463,14 +631,15 @@ impl Store {
         id: &str,
         claim_id: Option<&str>,
     ) -> Result<DeleteOutcome, ApiError> {
-        let Some(k) = keys::message_id_k(id) else { return Ok(DeleteOutcome::Absent) };
+        let Some((shard, k)) = self.shard_of(project, queue, id).await? else { return Ok(DeleteOutcome::Absent) };
         let now = self.now_ms();
         let mut req = self
             .client
             .delete_item()
             .table_name(&self.table)
-            .set_key(Some(keys::message(project, queue, k)))
+            .set_key(Some(shard.message_key(k)))
             .expression_attribute_values(":id", s(id))
+            .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .return_consumed_capacity(ReturnConsumedCapacity::Total);
         req = match claim_id {
@@ -484,6 +653,13 @@ impl Store {
         match req.send().await {
             Ok(out) => {
                 self.usage.write(out.consumed_capacity());
+                if let Some(old) = out.attributes().and_then(Message::from_item) {
+                    let mut counts = Counts::default();
+                    if old.alive(now) {
+                        old.count_into(&mut counts, now, -1);
+                    }
+                    self.write_counts(&shard, &counts, None).await?;
+                }
                 Ok(DeleteOutcome::Deleted)
             }
             Err(e) if is_condition_failed(&e) => {
@@ -507,122 +683,234 @@ impl Store {
         }
     }
 
-    /// Deletes messages by id regardless of claims (§7.6); unknown ids are ignored.
+    /// Deletes messages by id regardless of claims; unknown ids are ignored. One head write per shard.
     pub async fn delete_messages(
         &self,
         project: &ProjectId,
         queue: &QueueName,
         ids: &[String],
     ) -> Result<(), ApiError> {
-        let deletes = ids.iter().filter_map(|id| keys::message_id_k(id).map(|k| (id, k))).map(|(id, k)| async move {
-            let r = self
-                .client
-                .delete_item()
-                .table_name(&self.table)
-                .set_key(Some(keys::message(project, queue, k)))
-                .condition_expression("id = :id")
-                .expression_attribute_values(":id", s(id))
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .send()
-                .await;
-            self.conditional(r, "Message deletion").map(drop)
+        let Some(info) = self.info(project, queue).await? else { return Ok(()) };
+        let now = self.now_ms();
+        let targets = ids
+            .iter()
+            .filter_map(|id| keys::message_id_k(id).map(|k| (id, k)))
+            .filter(|(_, (sh, _))| *sh < info.shards);
+        let deletes = targets.map(|(id, (sh, k))| {
+            let shard = info.shard(project, queue, sh);
+            async move {
+                let r = self
+                    .client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .set_key(Some(shard.message_key(k)))
+                    .condition_expression("id = :id")
+                    .expression_attribute_values(":id", s(id))
+                    .return_values(ReturnValue::AllOld)
+                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                    .send()
+                    .await;
+                Ok::<_, ApiError>(
+                    self.conditional(r, "Message deletion")?.and_then(|o| o.attributes().and_then(Message::from_item)),
+                )
+            }
         });
-        for r in futures::future::join_all(deletes).await {
-            r?;
-        }
-        Ok(())
+        let results = futures::future::join_all(deletes).await;
+        let removed: Vec<Message> = results.iter().filter_map(|r| r.as_ref().ok().cloned().flatten()).collect();
+        self.uncount(project, queue, &info, &removed, now).await?;
+        results.into_iter().find_map(Result::err).map_or(Ok(()), Err)
     }
 
-    /// Removes up to `count` unclaimed messages, oldest first, each atomically (§7.6). Delay is ignored.
+    /// Takes removed messages out of their shards' counters (one write per shard touched).
+    pub(crate) async fn uncount(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        info: &QueueInfo,
+        removed: &[Message],
+        now: i64,
+    ) -> Result<(), ApiError> {
+        let mut per_shard: std::collections::BTreeMap<u32, Counts> = Default::default();
+        for m in removed.iter().filter(|m| m.alive(now)) {
+            m.count_into(per_shard.entry(m.shard).or_default(), now, -1);
+        }
+        let writes = per_shard.iter().map(|(sh, c)| {
+            let shard = info.shard(project, queue, *sh);
+            async move { self.write_counts(&shard, c, None).await }
+        });
+        futures::future::try_join_all(writes).await.map(drop)
+    }
+
+    /// Removes up to `count` unclaimed messages, oldest first per shard, each atomically. Delay is ignored.
     pub async fn pop_messages(
         &self,
         project: &ProjectId,
         queue: &QueueName,
         count: usize,
     ) -> Result<Vec<Message>, ApiError> {
-        let head = self.read_head(project, queue).await?;
-        let now = self.now_ms();
-        let from = if now < head.floor_until_ms { head.floor_k.max(1) } else { 1 };
+        let Some(info) = self.info(project, queue).await? else { return Ok(vec![]) };
+        let first = rand::random::<u32>() % info.shards;
         let mut popped = Vec::with_capacity(count);
-        let mut from_k = from;
-        while popped.len() < count && from_k <= head.committed_k {
-            let mut candidates = Vec::new();
-            let want = count - popped.len();
-            let mut last = from_k;
-            self.scan_messages(project, queue, from_k, head.committed_k, (want as i32 + 5).min(100), |m| {
-                last = m.k;
-                if m.alive(now) && !m.claimed(now) {
-                    candidates.push(m);
-                }
-                candidates.len() < want
-            })
-            .await?;
-            if candidates.is_empty() {
+        for i in 0..info.shards {
+            if popped.len() >= count {
                 break;
             }
-            // Concurrent conditional deletes, results kept in queue order.
-            let deletes = candidates.iter().map(|m| async move {
-                let r = self
-                    .client
-                    .delete_item()
-                    .table_name(&self.table)
-                    .set_key(Some(keys::message(project, queue, m.k)))
-                    .condition_expression(format!("id = :id AND {}", cond::POPPABLE))
-                    .expression_attribute_values(":id", s(m.id.clone()))
-                    .expression_attribute_values(":now", n(now))
-                    .return_values(ReturnValue::AllOld)
-                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                    .send()
-                    .await;
-                Ok(self.conditional(r, "Message pop")?.and_then(|out| out.attributes().and_then(Message::from_item)))
-            });
-            let mut failure = None;
-            for result in futures::future::join_all(deletes).await {
-                match result {
-                    Ok(Some(old)) => popped.push(old),
-                    Ok(None) => {}
-                    Err(e) => failure = Some(e),
-                }
+            let shard = info.shard(project, queue, (first + i) % info.shards);
+            let want = count - popped.len();
+            match self.pop_shard(&shard, want).await {
+                Ok(mut got) => popped.append(&mut got),
+                // Messages already removed must reach the caller: an error only wins when nothing was popped.
+                Err(e) if popped.is_empty() => return Err(e),
+                Err(_) => break,
             }
-            // Messages already removed must reach the caller: an error only wins when nothing was popped.
-            if let Some(e) = failure {
-                return if popped.is_empty() { Err(e) } else { Ok(popped) };
-            }
-            from_k = last + 1;
         }
         Ok(popped)
     }
 
-    /// Counts for `GET .../stats` (§5.6): (total, claimed, oldest, newest) over live messages.
+    async fn pop_shard(&self, shard: &Shard, count: usize) -> Result<Vec<Message>, ApiError> {
+        let head = self.read_head(shard).await?;
+        let now = self.now_ms();
+        let mut from = scan_start(&head, None);
+        if now < head.floor_until_ms {
+            from = from.max(head.floor_k);
+        }
+        let mut candidates = Vec::new();
+        let mut dead = DeadRun::new(&head, from);
+        let (_, exhausted) = self
+            .scan_shard(shard, from, head.committed_k, (count as i32 + 5).min(100), MAX_SCAN_ITEMS, |m| {
+                dead.see(&m, &head, now);
+                if head.visible(m.k) && m.alive(now) && !m.claimed(now) {
+                    candidates.push(m);
+                }
+                candidates.len() < count
+            })
+            .await?;
+        if exhausted {
+            dead.exhausted(&head);
+        }
+        dead.settle(self, shard, &head).await?;
+        let deletes = candidates.iter().map(|m| async move {
+            let r = self
+                .client
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(shard.message_key(m.k)))
+                .condition_expression(format!("id = :id AND {}", cond::POPPABLE))
+                .expression_attribute_values(":id", s(m.id.clone()))
+                .expression_attribute_values(":now", n(now))
+                .return_values(ReturnValue::AllOld)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await;
+            Ok::<_, ApiError>(
+                self.conditional(r, "Message pop")?.and_then(|out| out.attributes().and_then(Message::from_item)),
+            )
+        });
+        let results = futures::future::join_all(deletes).await;
+        let popped: Vec<Message> = results.iter().filter_map(|r| r.as_ref().ok().cloned().flatten()).collect();
+        let mut counts = Counts::default();
+        for m in &popped {
+            m.count_into(&mut counts, now, -1);
+        }
+        let counted = self.write_counts(shard, &counts, Some(&head)).await;
+        if popped.is_empty() {
+            if let Some(e) = results.into_iter().find_map(Result::err) {
+                return Err(e);
+            }
+        }
+        counted?;
+        Ok(popped)
+    }
+
+    /// Live and claimed messages of the queue, from the shard heads alone (one BatchGetItem).
+    pub(crate) async fn message_counts(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        info: &QueueInfo,
+    ) -> Result<(u64, u64), ApiError> {
+        let heads = self.read_heads(&info.all_shards(project, queue)).await?;
+        let now = self.now_ms();
+        Ok(heads.iter().filter(|h| !h.dead).map(|h| h.counts(now)).fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1)))
+    }
+
+    /// Counts for `GET .../stats`: (total, claimed, oldest, newest). Counts come from the heads (one read
+    /// for an unsharded queue); oldest and newest from one short, eventually consistent query per shard end.
     pub async fn message_stats(
         &self,
         project: &ProjectId,
         queue: &QueueName,
     ) -> Result<(u64, u64, Option<Message>, Option<Message>), ApiError> {
-        let head = self.read_head(project, queue).await?;
-        let now = self.now_ms();
-        let (mut total, mut claimed) = (0u64, 0u64);
-        let (mut oldest, mut newest): (Option<Message>, Option<Message>) = (None, None);
-        self.scan_messages(project, queue, 1, head.committed_k, 1000, |m| {
-            if m.alive(now) {
-                total += 1;
-                if m.claimed(now) {
-                    claimed += 1;
-                }
-                if oldest.is_none() {
-                    oldest = Some(m.clone());
-                }
-                newest = Some(m);
+        for attempt in 0..2 {
+            let Some(info) = self.info(project, queue).await? else { break };
+            let shards = info.all_shards(project, queue);
+            let heads = self.read_heads(&shards).await?;
+            if heads.iter().any(|h| h.dead) && attempt == 0 {
+                self.queues.forget(project, queue);
+                continue;
             }
-            true
-        })
-        .await?;
-        Ok((total, claimed, oldest, newest))
+            let now = self.now_ms();
+            let (total, claimed) =
+                heads.iter().filter(|h| !h.dead).map(|h| h.counts(now)).fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1));
+            if total == 0 {
+                break;
+            }
+            let live = shards.iter().zip(&heads).filter(|(_, h)| h.exists && !h.dead && h.committed_k > 0);
+            let ends = live.map(|(sh, h)| async move {
+                Ok::<_, ApiError>((self.first_alive(sh, h, true).await?, self.first_alive(sh, h, false).await?))
+            });
+            let ends = futures::future::try_join_all(ends).await?;
+            let oldest = ends.iter().filter_map(|(o, _)| o.clone()).min_by_key(|m| (m.created_ms, m.shard, m.k));
+            let newest = ends.iter().filter_map(|(_, n)| n.clone()).max_by_key(|m| (m.created_ms, m.shard, m.k));
+            return Ok((total, claimed, oldest, newest));
+        }
+        Ok((0, 0, None, None))
     }
 
-    /// Deletes every message and claim of the queue (purge, §5.7); claimed messages go too.
-    pub async fn purge_messages(&self, project: &ProjectId, queue: &QueueName) -> Result<(), ApiError> {
-        self.delete_partition_range(project, queue, keys::CLAIM_PREFIX, "N").await
+    /// The first live, visible message of a shard from its live floor (`forward`) or from its watermark
+    /// down. Reads at most two pages of 10 (eventually consistent); the forward scan raises the live floor
+    /// past the dead messages it met, so later calls start after them.
+    async fn first_alive(&self, shard: &Shard, head: &Head, forward: bool) -> Result<Option<Message>, ApiError> {
+        let now = self.now_ms();
+        let mut start: Option<Item> = None;
+        let mut dead = DeadRun::new(head, head.live_k);
+        for _ in 0..2 {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+                .expression_attribute_values(":pk", s(shard.messages_pk()))
+                .expression_attribute_values(":lo", s(keys::message_sk(head.live_k)))
+                .expression_attribute_values(":hi", s(keys::message_sk(head.committed_k)))
+                .scan_index_forward(forward)
+                .limit(10)
+                .set_exclusive_start_key(start.take())
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await
+                .map_err(unavailable("Queue stats"))?;
+            self.usage.read(out.consumed_capacity());
+            for m in out.items().iter().filter_map(Message::from_item) {
+                if forward {
+                    dead.see(&m, head, now);
+                }
+                if head.visible(m.k) && m.alive(now) {
+                    if forward {
+                        dead.settle(self, shard, head).await?;
+                    }
+                    return Ok(Some(m));
+                }
+            }
+            match out.last_evaluated_key() {
+                Some(k) => start = Some(k.clone()),
+                None => break,
+            }
+        }
+        if forward {
+            dead.settle(self, shard, head).await?;
+        }
+        Ok(None)
     }
 }
 
@@ -632,7 +920,7 @@ fn put(item: Item) -> WriteRequest {
         .build()
 }
 
-/// `MD5:` + md5 of Python's `json.dumps(body)` (§15.7).
+/// `MD5:` + md5 of Python's `json.dumps(body)` (Zaqar's message checksums).
 pub fn checksum(body: &Value) -> String {
     use md5::{Digest, Md5};
     let digest = Md5::digest(crate::json::python_dumps(body).as_bytes());
@@ -648,5 +936,23 @@ mod tests {
     fn checksum_matches_python_zaqar() {
         let body: Value = serde_json::from_str(r#"{"b": 1, "a": "é", "z": [1, 2]}"#).unwrap();
         assert_eq!(checksum(&body), "MD5:108e410c2642f8b1f71abc43cf9e3d71");
+    }
+
+    #[test]
+    fn markers_round_trip_and_pad() {
+        assert_eq!(Positions::parse("42", 1), Some(Positions(vec![42])));
+        assert_eq!(Positions::parse("42-0-17", 3).unwrap().render(), "42-0-17");
+        assert_eq!(Positions::parse("5", 3), Some(Positions(vec![5, 0, 0])));
+        assert_eq!(Positions::parse("1-2", 1), None);
+        assert_eq!(Positions::parse("abc", 1), None);
+        assert_eq!(Positions::parse(&"9".repeat(4000), 1), None);
+    }
+
+    #[test]
+    fn a_client_always_lands_on_the_same_shard() {
+        let a = shard_for_client(Some("3381af92-2b9e-11e3-b191-71861300734c"), 16);
+        assert_eq!(a, shard_for_client(Some("3381af92-2b9e-11e3-b191-71861300734c"), 16));
+        assert!(a < 16);
+        assert_eq!(shard_for_client(Some("x"), 1), 0);
     }
 }

@@ -5,6 +5,9 @@
 
 pub mod admin;
 pub mod claims;
+mod expr;
+pub(crate) mod head;
+pub use head::{PostState, PostedUpTo};
 pub mod messages;
 pub mod queues;
 pub mod schema;
@@ -93,11 +96,20 @@ pub struct Store {
     pub table: String,
     pub clock: Clock,
     pub usage: Arc<Usage>,
+    queues: Arc<queues::QueueCache>,
+    hints: Arc<head::NextHints>,
 }
 
 impl Store {
     pub fn new(client: Client, table: impl Into<String>, clock: Clock) -> Self {
-        Store { client, table: table.into(), clock, usage: Arc::new(Usage::default()) }
+        Store {
+            client,
+            table: table.into(),
+            clock,
+            usage: Arc::new(Usage::default()),
+            queues: Arc::new(queues::QueueCache::default()),
+            hints: Arc::new(head::NextHints::default()),
+        }
     }
 
     pub fn now_ms(&self) -> i64 {

@@ -1,11 +1,91 @@
 //! Queue records (`P#{project}` / `Q#{name}`) and whole-queue operations.
+//!
+//! The record carries the queue's generation and shard count besides its metadata (layout in
+//! [`crate::keys`]). Message paths read it through a per-process cache ([`QueueCache`]) whose entries live
+//! at most `QUEUE_CACHE_TTL`: a stale generation is caught by the tombstoned shard heads (reservations
+//! and head reads refuse it and refresh), so staleness can only show a purged or deleted queue's messages
+//! to a get-by-id for that long, never lose an acknowledged post.
 
 use super::{get_json, get_s, unavailable, Store};
 use crate::error::ApiError;
-use crate::keys::{self, cond, n, s, Item};
+use crate::keys::{self, cond, n, s, Item, Shard};
 use crate::meta::Metadata;
 use crate::types::{ProjectId, QueueName};
-use aws_sdk_dynamodb::types::{DeleteRequest, ReturnConsumedCapacity, Select, WriteRequest};
+use aws_sdk_dynamodb::types::{DeleteRequest, ReturnConsumedCapacity, ReturnValue, Select, WriteRequest};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a cached queue record may be used (bounded staleness across containers).
+pub const QUEUE_CACHE_TTL: Duration = Duration::from_millis(1000);
+/// Entries kept per process before the cache starts over (bounds memory).
+const QUEUE_CACHE_MAX: usize = 10_000;
+
+/// What message paths need of a queue record.
+#[derive(Debug, Clone)]
+pub struct QueueInfo {
+    pub metadata: Metadata,
+    pub gen: String,
+    pub shards: u32,
+}
+
+impl QueueInfo {
+    pub(crate) fn shard(&self, project: &ProjectId, queue: &QueueName, index: u32) -> Shard {
+        Shard { project: project.clone(), queue: queue.clone(), gen: self.gen.clone(), index }
+    }
+
+    pub(crate) fn all_shards(&self, project: &ProjectId, queue: &QueueName) -> Vec<Shard> {
+        (0..self.shards).map(|i| self.shard(project, queue, i)).collect()
+    }
+}
+
+/// The shard count a metadata document asks for (`_shards`, validated by `meta::validate`).
+pub fn shards_of(meta: &Metadata) -> u32 {
+    meta.get("_shards").and_then(serde_json::Value::as_u64).map_or(1, |v| v.clamp(1, keys::MAX_SHARDS as u64) as u32)
+}
+
+/// Per-process cache of queue records, including their absence.
+#[derive(Default)]
+pub(crate) struct QueueCache(Mutex<HashMap<(String, String), CachedRecord>>);
+
+/// A queue record (or its absence) and when it was read.
+type CachedRecord = (Option<QueueInfo>, Instant);
+
+impl QueueCache {
+    fn key(project: &ProjectId, queue: &QueueName) -> (String, String) {
+        (project.as_str().to_string(), queue.as_str().to_string())
+    }
+
+    fn get(&self, project: &ProjectId, queue: &QueueName) -> Option<Option<QueueInfo>> {
+        let map = self.0.lock().ok()?;
+        let (info, at) = map.get(&Self::key(project, queue))?;
+        (at.elapsed() < QUEUE_CACHE_TTL).then(|| info.clone())
+    }
+
+    pub(crate) fn put(&self, project: &ProjectId, queue: &QueueName, info: Option<QueueInfo>) {
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= QUEUE_CACHE_MAX {
+                map.clear();
+            }
+            map.insert(Self::key(project, queue), (info, Instant::now()));
+        }
+    }
+
+    pub(crate) fn forget(&self, project: &ProjectId, queue: &QueueName) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(&Self::key(project, queue));
+        }
+    }
+}
+
+/// Outcome of a metadata update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadataUpdate {
+    Updated,
+    Missing,
+    /// `_shards` lowered while the queue holds messages: refused (messages of the dropped shards would vanish).
+    ShardsInUse,
+}
 
 #[derive(Debug, Clone)]
 pub struct QueueRecord {
@@ -37,17 +117,28 @@ fn record_from(item: &Item) -> Option<QueueRecord> {
     Some(QueueRecord { name, metadata })
 }
 
+fn info_from(item: &Item) -> Option<QueueInfo> {
+    let metadata = get_json(item, "meta").and_then(|v| v.as_object().cloned()).unwrap_or_default();
+    // Records always carry a generation; one without (never written by this code) reads as generation "0".
+    let gen = get_s(item, "gen").unwrap_or("0").to_string();
+    let shards = shards_of(&metadata);
+    Some(QueueInfo { metadata, gen, shards })
+}
+
 impl Store {
-    /// Creates the queue record; `false` when it already existed (its metadata is left alone, as in Zaqar).
+    /// Creates the queue record with a fresh generation; `false` when it already existed (its metadata is
+    /// left alone, as in Zaqar).
     pub async fn create_queue(
         &self,
         project: &ProjectId,
         queue: &QueueName,
         meta: &Metadata,
     ) -> Result<bool, ApiError> {
+        let gen = keys::new_generation();
         let mut item = keys::queue_record(project, queue);
         item.insert("meta".into(), s(serde_json::Value::Object(meta.clone()).to_string()));
         item.insert("created_ms".into(), n(self.now_ms()));
+        item.insert("gen".into(), s(gen.clone()));
         let r = self
             .client
             .put_item()
@@ -57,34 +148,82 @@ impl Store {
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
-        Ok(self.conditional(r, "Queue creation")?.is_some())
+        let created = self.conditional(r, "Queue creation")?.is_some();
+        if created {
+            let info = QueueInfo { metadata: meta.clone(), gen, shards: shards_of(meta) };
+            self.queues.put(project, queue, Some(info));
+        } else {
+            self.queues.forget(project, queue);
+        }
+        Ok(created)
     }
 
-    /// The stored metadata, or `None` for a queue that does not exist.
+    /// The stored metadata, or `None` for a queue that does not exist (always read fresh).
     pub async fn queue_metadata(&self, project: &ProjectId, queue: &QueueName) -> Result<Option<Metadata>, ApiError> {
-        let item = self.get_consistent(keys::queue_record(project, queue), "Queue metadata lookup").await?;
-        Ok(item.as_ref().and_then(record_from).map(|r| r.metadata))
+        Ok(self.fresh_queue_info(project, queue).await?.map(|i| i.metadata))
     }
 
-    /// Replaces the metadata of an existing queue; `false` if the queue does not exist.
+    /// The queue record, read now (and cached for the message paths).
+    pub async fn fresh_queue_info(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+    ) -> Result<Option<QueueInfo>, ApiError> {
+        let item = self.get_consistent(keys::queue_record(project, queue), "Queue metadata lookup").await?;
+        let info = item.as_ref().and_then(info_from);
+        self.queues.put(project, queue, info.clone());
+        Ok(info)
+    }
+
+    /// The queue record as the message paths see it: cached for at most [`QUEUE_CACHE_TTL`].
+    pub async fn queue_info(&self, project: &ProjectId, queue: &QueueName) -> Result<Option<QueueInfo>, ApiError> {
+        match self.queues.get(project, queue) {
+            Some(info) => Ok(info),
+            None => self.fresh_queue_info(project, queue).await,
+        }
+    }
+
+    /// The queue record, creating the queue (default metadata) when it is missing: posts do this.
+    pub async fn queue_info_or_create(&self, project: &ProjectId, queue: &QueueName) -> Result<QueueInfo, ApiError> {
+        if let Some(info) = self.queue_info(project, queue).await? {
+            return Ok(info);
+        }
+        self.create_queue(project, queue, &Default::default()).await?;
+        self.fresh_queue_info(project, queue)
+            .await?
+            .ok_or_else(|| ApiError::unavailable("Queue creation could not be completed."))
+    }
+
+    /// Replaces the metadata of an existing queue. Raising `_shards` is always safe (readers read every
+    /// shard below the new count); lowering it is refused while any shard holds messages.
     pub async fn set_queue_metadata(
         &self,
         project: &ProjectId,
         queue: &QueueName,
         meta: &Metadata,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<MetadataUpdate, ApiError> {
+        let Some(current) = self.fresh_queue_info(project, queue).await? else { return Ok(MetadataUpdate::Missing) };
+        if shards_of(meta) < current.shards {
+            let (total, _) = self.message_counts(project, queue, &current).await?;
+            if total > 0 {
+                return Ok(MetadataUpdate::ShardsInUse);
+            }
+        }
         let r = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(keys::queue_record(project, queue)))
             .update_expression("SET meta = :m")
-            .condition_expression(cond::EXISTS)
+            .condition_expression("attribute_exists(pk) AND gen = :gen")
             .expression_attribute_values(":m", s(serde_json::Value::Object(meta.clone()).to_string()))
+            .expression_attribute_values(":gen", s(current.gen.clone()))
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
-        Ok(self.conditional(r, "Queue update")?.is_some())
+        let updated = self.conditional(r, "Queue update")?.is_some();
+        self.queues.forget(project, queue);
+        Ok(if updated { MetadataUpdate::Updated } else { MetadataUpdate::Missing })
     }
 
     /// One page of queues after `marker`, in name order, with filters applied.
@@ -159,20 +298,48 @@ impl Store {
         }
     }
 
-    /// Deletes the queue record and everything in its partition except subscriptions (§5.5).
+    /// Deletes the queue (Zaqar: messages and claims go, subscriptions stay). One write to the record and
+    /// one tombstone per shard head, whatever the depth: the generation's items are unreachable at once
+    /// and expire through native TTL.
     pub async fn delete_queue(&self, project: &ProjectId, queue: &QueueName) -> Result<(), ApiError> {
         let out = self
             .client
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(keys::queue_record(project, queue)))
+            .return_values(ReturnValue::AllOld)
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
             .map_err(unavailable("Queue deletion"))?;
         self.usage.write(out.consumed_capacity());
-        // Messages, claims and the head sort below "S#"; subscriptions survive the queue.
-        self.delete_partition_range(project, queue, "\u{1}", keys::SUBSCRIPTION_PREFIX).await
+        self.queues.forget(project, queue);
+        if let Some(old) = out.attributes().and_then(info_from) {
+            self.tombstone_heads(&old.all_shards(project, queue)).await?;
+        }
+        Ok(())
+    }
+
+    /// Purges the queue's messages and claims (§5.7): a new generation, the old heads tombstoned.
+    pub async fn purge_messages(&self, project: &ProjectId, queue: &QueueName) -> Result<(), ApiError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::queue_record(project, queue)))
+            .update_expression("SET gen = :gen")
+            .condition_expression(cond::EXISTS)
+            .expression_attribute_values(":gen", s(keys::new_generation()))
+            .return_values(ReturnValue::AllOld)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        let out = self.conditional(r, "Queue purge")?;
+        self.queues.forget(project, queue);
+        if let Some(old) = out.as_ref().and_then(|o| o.attributes()).and_then(info_from) {
+            self.tombstone_heads(&old.all_shards(project, queue)).await?;
+        }
+        Ok(())
     }
 
     /// Deletes every item of the queue partition whose sort key is in `[from, to)`.

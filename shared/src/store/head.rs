@@ -1,0 +1,490 @@
+//! Shard heads: sequence reservation, the visibility watermark, post leases and holes, the floors that
+//! keep scans short, and the counters that make stats cost one read.
+//!
+//! **Posting, all or nothing.** A post reserves `n` sequence numbers with a compare-and-set on `next_k`
+//! that also records a lease (`pend.{lo}` = deadline), writes its messages, then commits: it moves the
+//! watermark `committed_k` from `lo - 1` to `hi`, adds its messages to the counters and drops its lease,
+//! in one conditional write. Readers never look above the watermark, so a batch appears whole.
+//! A producer whose writes fail aborts: it moves the watermark past its range and records the range as a
+//! hole (`holes`), which readers skip, so nothing of a failed post is ever visible and nobody waits for it.
+//! A producer that dies leaves a lease; once every lease below a waiting producer has expired, that
+//! producer forces the watermark past them, recording them as holes. A slow producer that finds the
+//! watermark already past its range was forced out: its post fails (503) and its messages stay in the hole.
+//! Leases last 1 s plus 1 ms per message (at most 10 s), so an abandoned post stalls its shard at most that.
+//!
+//! **Counters.** `ex` maps an expiry bucket ([`keys::expiry_bucket`]) to the number of messages in it and
+//! `cl` maps a claim end second to the number of messages claimed until then. `total` is the sum of the
+//! buckets that have not ended, `claimed` the sum of the claim seconds still ahead: expiry and claim ends
+//! need no writes. Every post, claim, renewal, release, delete, pop and dead-letter move adjusts them in
+//! the same head write it already makes, or in one more. Ended entries are dropped by later writes.
+//!
+//! **Floors.** `live_k`: every message below it is gone or expired for good (expiry never reverses), so
+//! scans start there. `floor_k` / `floor_until_ms`: every message below `floor_k` is dead or claimed until
+//! at least `floor_until_ms` (claims start there while that holds; see `claims.rs`).
+
+use super::expr::Expr;
+use super::{get_i64, get_s, unavailable, Store};
+use crate::error::ApiError;
+use crate::keys::{self, n, Item, Shard};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity, ReturnValuesOnConditionCheckFailure};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A head as read.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Head {
+    pub exists: bool,
+    /// The generation was deleted or purged.
+    pub dead: bool,
+    pub next_k: u64,
+    pub committed_k: u64,
+    pub pend: BTreeMap<u64, i64>,
+    pub holes: Vec<(u64, u64)>,
+    pub live_k: u64,
+    pub floor_k: u64,
+    pub floor_until_ms: i64,
+    pub floor_ver: i64,
+    pub ex: BTreeMap<i64, i64>,
+    pub cl: BTreeMap<i64, i64>,
+}
+
+fn num_map(item: &Item, name: &str) -> BTreeMap<String, i64> {
+    match item.get(name) {
+        Some(AttributeValue::M(m)) => m
+            .iter()
+            .filter_map(|(k, v)| match v {
+                AttributeValue::N(x) => x.parse().ok().map(|x| (k.clone(), x)),
+                _ => None,
+            })
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+fn parse_hole(h: &str) -> Option<(u64, u64)> {
+    let (a, b) = h.split_once(':')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+fn hole(lo: u64, hi: u64) -> String {
+    format!("{lo}:{hi}")
+}
+
+impl Head {
+    pub fn from_item(item: Option<&Item>) -> Head {
+        let Some(item) = item else { return Head { live_k: 1, ..Head::default() } };
+        let u = |name| get_i64(item, name).unwrap_or(0).max(0) as u64;
+        let keyed = |name| num_map(item, name).into_iter().filter_map(|(k, v)| Some((k.parse().ok()?, v))).collect();
+        Head {
+            exists: true,
+            dead: item.contains_key("dead"),
+            next_k: u("next_k"),
+            committed_k: u("committed_k"),
+            pend: num_map(item, "pend").into_iter().filter_map(|(k, v)| Some((k.parse().ok()?, v))).collect(),
+            holes: match item.get("holes") {
+                Some(AttributeValue::Ss(hs)) => hs.iter().filter_map(|h| parse_hole(h)).collect(),
+                _ => vec![],
+            },
+            live_k: u("live_k").max(1),
+            floor_k: u("floor_k"),
+            floor_until_ms: get_i64(item, "floor_until_ms").unwrap_or(0),
+            floor_ver: get_i64(item, "floor_ver").unwrap_or(0),
+            ex: keyed("ex"),
+            cl: keyed("cl"),
+        }
+    }
+
+    /// Whether message `k` belongs to a committed post.
+    pub fn visible(&self, k: u64) -> bool {
+        k <= self.committed_k && !self.in_hole(k)
+    }
+
+    pub fn in_hole(&self, k: u64) -> bool {
+        self.holes.iter().any(|&(lo, hi)| lo <= k && k <= hi)
+    }
+
+    /// Live messages (buckets not yet ended) and messages under live claims.
+    pub fn counts(&self, now_ms: i64) -> (u64, u64) {
+        let now_s = now_ms.div_euclid(1000);
+        let total: i64 = self.ex.iter().filter(|(b, _)| **b > now_s).map(|(_, c)| *c).sum();
+        let claimed: i64 = self.cl.iter().filter(|(e, _)| **e * 1000 > now_ms).map(|(_, c)| *c).sum();
+        (total.max(0) as u64, claimed.clamp(0, total.max(0)) as u64)
+    }
+}
+
+/// Changes to a head's counters, gathered by an operation and written once.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Counts {
+    ex: BTreeMap<i64, i64>,
+    cl: BTreeMap<i64, i64>,
+}
+
+impl Counts {
+    /// A message with this expiry now exists (+1) or no longer does (-1).
+    pub fn message(&mut self, expires_ms: i64, ttl_s: i64, delta: i64) {
+        *self.ex.entry(keys::expiry_bucket(expires_ms, ttl_s)).or_default() += delta;
+    }
+
+    /// A message is now claimed until `until_ms` (+1) or no longer (-1). `until_ms` is a whole second.
+    pub fn claim(&mut self, until_ms: i64, delta: i64) {
+        *self.cl.entry(until_ms.div_euclid(1000)).or_default() += delta;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ex.values().all(|v| *v == 0) && self.cl.values().all(|v| *v == 0)
+    }
+
+    /// Adds the counter updates to `e`, and drops up to 16 entries of `head` that have ended.
+    pub fn write_into(&self, e: &mut Expr, head: Option<&Head>, now_ms: i64) {
+        for (b, d) in self.ex.iter().filter(|(_, d)| **d != 0) {
+            e.add_to_map("ex", &b.to_string(), *d);
+        }
+        for (c, d) in self.cl.iter().filter(|(_, d)| **d != 0) {
+            e.add_to_map("cl", &c.to_string(), *d);
+        }
+        let Some(head) = head else { return };
+        let now_s = now_ms.div_euclid(1000);
+        // Keep ended entries a minute, so a late decrement lands on its own key, not a re-created one.
+        let ended_ex = head.ex.keys().filter(|b| **b < now_s - 60 && !self.ex.contains_key(b));
+        for b in ended_ex.take(8) {
+            let (m, k) = (e.name("ex"), e.name(&b.to_string()));
+            e.remove(format!("{m}.{k}"));
+        }
+        let ended_cl = head.cl.keys().filter(|c| **c < now_s - 60 && !self.cl.contains_key(c));
+        for c in ended_cl.take(8) {
+            let (m, k) = (e.name("cl"), e.name(&c.to_string()));
+            e.remove(format!("{m}.{k}"));
+        }
+    }
+}
+
+/// Where a shard's posts stand, for readers outside the request path (the fan-out).
+#[derive(Debug, Clone)]
+pub struct PostedUpTo(Head);
+
+/// Whether the post holding a message has committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostState {
+    Committed,
+    /// Still being written (or its producer died and the lease has not run out).
+    Pending,
+    /// Aborted or forced out, or the generation is gone: never visible.
+    Failed,
+}
+
+impl PostedUpTo {
+    pub fn state(&self, k: u64) -> PostState {
+        if self.0.dead || self.0.in_hole(k) {
+            PostState::Failed
+        } else if k <= self.0.committed_k {
+            PostState::Committed
+        } else {
+            PostState::Pending
+        }
+    }
+}
+
+/// How a post's reservation ended.
+#[derive(Debug)]
+pub(crate) enum PostEnd {
+    Committed,
+    /// The generation was deleted or purged after the reservation: the post happened before the delete.
+    QueueGone,
+    /// Forced out by a successor after the lease ran out: the range is a hole, the post failed.
+    ForcedOut,
+}
+
+/// Lease for a post of `count` messages.
+pub(crate) fn lease_ms(count: usize) -> i64 {
+    (1000 + count as i64).min(10_000)
+}
+
+/// Longest a producer waits for earlier posts (real time), whatever the store clock says.
+const COMMIT_WAIT: Duration = Duration::from_secs(12);
+
+/// The last `next_k` this process reserved or saw per shard (bounded; a wrong hint costs one retry).
+#[derive(Default)]
+pub(crate) struct NextHints(std::sync::Mutex<std::collections::HashMap<String, u64>>);
+
+impl NextHints {
+    fn key(shard: &Shard) -> String {
+        shard.messages_pk()
+    }
+
+    fn get(&self, shard: &Shard) -> Option<u64> {
+        self.0.lock().ok()?.get(&Self::key(shard)).copied()
+    }
+
+    fn put(&self, shard: &Shard, next_k: u64) {
+        if let Ok(mut m) = self.0.lock() {
+            if m.len() >= 10_000 {
+                m.clear();
+            }
+            m.insert(Self::key(shard), next_k);
+        }
+    }
+}
+
+/// A reservation was refused because the generation is dead: refresh the queue record and retry.
+#[derive(Debug)]
+pub(crate) struct StaleGeneration;
+
+impl Store {
+    /// The commit state of a shard's posts (one consistent read).
+    pub async fn posted_up_to(&self, shard: &Shard) -> Result<PostedUpTo, ApiError> {
+        Ok(PostedUpTo(self.read_head(shard).await?))
+    }
+
+    pub(crate) async fn read_head(&self, shard: &Shard) -> Result<Head, ApiError> {
+        let item = self.get_consistent(shard.head_key(), "Queue head lookup").await?;
+        Ok(Head::from_item(item.as_ref()))
+    }
+
+    /// The heads of several shards in one BatchGetItem (at most [`keys::MAX_SHARDS`]), in shard order.
+    pub(crate) async fn read_heads(&self, shards: &[Shard]) -> Result<Vec<Head>, ApiError> {
+        if shards.len() == 1 {
+            return Ok(vec![self.read_head(&shards[0]).await?]);
+        }
+        let mut found: std::collections::HashMap<String, Item> = std::collections::HashMap::new();
+        let keys: Vec<Item> = shards.iter().map(Shard::head_key).collect();
+        for item in self.batch_get(keys, "Queue head lookup").await? {
+            if let Some(pk) = get_s(&item, keys::PK) {
+                found.insert(pk.to_string(), item);
+            }
+        }
+        Ok(shards
+            .iter()
+            .map(|sh| {
+                let pk = get_s(&sh.head_key(), keys::PK).unwrap_or_default().to_string();
+                Head::from_item(found.get(&pk))
+            })
+            .collect())
+    }
+
+    /// Reserves `count` sequence numbers and a lease: returns `(lo, hi)`.
+    pub(crate) async fn reserve(
+        &self,
+        shard: &Shard,
+        count: u64,
+    ) -> Result<Result<(u64, u64), StaleGeneration>, ApiError> {
+        // The last sequence number this process saw on the shard: usually right, saving a round trip.
+        let mut known: Option<u64> = self.hints.get(shard);
+        for attempt in 0..64u32 {
+            let now = self.now_ms();
+            let deadline = now + lease_ms(count as usize);
+            let cur = known.unwrap_or(0);
+            let (lo, hi) = (cur + 1, cur + count);
+            if hi > keys::MAX_K {
+                return Err(ApiError::unavailable("Message post could not be completed."));
+            }
+            let mut e = Expr::default();
+            let next = e.value(n(hi));
+            e.set(format!("next_k = {next}"));
+            if known.is_some() {
+                let (p, l, d) = (e.name("pend"), e.name(&lo.to_string()), e.value(n(deadline)));
+                e.set(format!("{p}.{l} = {d}"));
+                let c = e.value(n(cur));
+                e.condition(format!("next_k = {c} AND attribute_not_exists(dead)"));
+            } else {
+                // First post of this shard: create the head with its maps.
+                let pend = AttributeValue::M([(lo.to_string(), n(deadline))].into_iter().collect());
+                let (p, pv) = (e.name("pend"), e.value(pend));
+                let empty = e.value(AttributeValue::M(Default::default()));
+                let (zero, one) = (e.value(n(0)), e.value(n(1)));
+                e.set(format!("{p} = {pv}, committed_k = {zero}, live_k = {one}, ex = {empty}, cl = {empty}"));
+                e.condition("attribute_not_exists(pk)".to_string());
+            }
+            let req = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total);
+            match e.apply(req, shard.head_key()).send().await {
+                Ok(out) => {
+                    self.usage.write(out.consumed_capacity());
+                    self.hints.put(shard, hi);
+                    return Ok(Ok((lo, hi)));
+                }
+                Err(err) => {
+                    let Some(old) = self.failed_condition_item(&err) else {
+                        return Err(unavailable("Message post")(err));
+                    };
+                    let head = Head::from_item(old.as_ref());
+                    if head.dead {
+                        return Ok(Err(StaleGeneration));
+                    }
+                    known = head.exists.then_some(head.next_k);
+                    if attempt > 4 {
+                        tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % (2 << attempt.min(6)))).await;
+                    }
+                }
+            }
+        }
+        Err(ApiError::unavailable("Message post could not be completed."))
+    }
+
+    /// Ends a reservation: commits it with `counts` (`abort == false`) or records it as a hole. Waits for
+    /// earlier reservations, forcing past those whose lease ran out.
+    pub(crate) async fn end_reservation(
+        &self,
+        shard: &Shard,
+        lo: u64,
+        hi: u64,
+        counts: &Counts,
+        abort: bool,
+    ) -> Result<PostEnd, ApiError> {
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(2);
+        // The watermark we expect below us, and the expired leases we may force past.
+        let mut observed = lo - 1;
+        let mut forced: Vec<u64> = vec![];
+        let mut last_head: Option<Head> = None;
+        loop {
+            let now = self.now_ms();
+            let mut e = Expr::default();
+            let hi_v = e.value(n(hi));
+            e.set(format!("committed_k = {hi_v}"));
+            let (p, l) = (e.name("pend"), e.name(&lo.to_string()));
+            e.remove(format!("{p}.{l}"));
+            let mut holes = vec![];
+            if abort {
+                holes.push(hole(lo, hi));
+            } else {
+                counts.write_into(&mut e, last_head.as_ref(), now);
+            }
+            if observed < lo - 1 {
+                holes.push(hole(observed + 1, lo - 1));
+                for f in &forced {
+                    let (p, l) = (e.name("pend"), e.name(&f.to_string()));
+                    e.remove(format!("{p}.{l}"));
+                }
+            }
+            if !holes.is_empty() {
+                let hv = e.value(AttributeValue::Ss(holes));
+                e.add(format!("holes {hv}"));
+            }
+            let ov = e.value(n(observed));
+            e.condition(format!("committed_k = {ov} AND attribute_not_exists(dead)"));
+            let req = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total);
+            match e.apply(req, shard.head_key()).send().await {
+                Ok(out) => {
+                    self.usage.write(out.consumed_capacity());
+                    if observed < lo - 1 {
+                        tracing::warn!(queue = %shard.queue, shard = shard.index, from = observed + 1, to = lo - 1,
+                            "forced the watermark past expired post leases");
+                    }
+                    return Ok(PostEnd::Committed);
+                }
+                Err(err) => {
+                    let Some(old) = self.failed_condition_item(&err) else {
+                        return Err(unavailable("Message post")(err));
+                    };
+                    let head = Head::from_item(old.as_ref());
+                    if head.dead || !head.exists {
+                        return Ok(PostEnd::QueueGone);
+                    }
+                    if head.committed_k >= hi {
+                        return Ok(PostEnd::ForcedOut);
+                    }
+                    if head.committed_k + 1 == lo {
+                        observed = lo - 1;
+                        forced.clear();
+                    } else {
+                        // Earlier posts are pending: force past them once all their leases have run out.
+                        let earlier: Vec<(&u64, &i64)> = head.pend.range(head.committed_k + 1..lo).collect();
+                        if earlier.iter().all(|(_, deadline)| **deadline < now) {
+                            observed = head.committed_k;
+                            forced = earlier.iter().map(|(k, _)| **k).collect();
+                        } else {
+                            observed = lo - 1;
+                            forced.clear();
+                            if started.elapsed() > COMMIT_WAIT {
+                                return Err(ApiError::unavailable("Message post could not be completed."));
+                            }
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(Duration::from_millis(50));
+                        }
+                    }
+                    last_head = Some(head);
+                }
+            }
+        }
+    }
+
+    /// Applies counter changes (and optional extra clauses) to a head in one write. Retried a few times:
+    /// the operation it accounts for has already happened.
+    pub(crate) async fn write_counts(
+        &self,
+        shard: &Shard,
+        counts: &Counts,
+        head: Option<&Head>,
+    ) -> Result<(), ApiError> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        let mut e = Expr::default();
+        counts.write_into(&mut e, head, self.now_ms());
+        e.condition("attribute_exists(ex) AND attribute_exists(cl)".to_string());
+        let req =
+            self.client.update_item().table_name(&self.table).return_consumed_capacity(ReturnConsumedCapacity::Total);
+        let r = e.apply(req, shard.head_key()).send().await;
+        // A missing or tombstoned head has no counters left to keep.
+        self.conditional(r, "Queue counters").map(drop)
+    }
+
+    /// Tombstones the heads of a deleted or purged generation (one write each, concurrently): new
+    /// reservations are refused and readers holding the old generation refresh.
+    pub(crate) async fn tombstone_heads(&self, shards: &[Shard]) -> Result<(), ApiError> {
+        let expires = self.now_ms() + 15 * 24 * 3600 * 1000;
+        let puts = shards.iter().map(|sh| async move {
+            let mut item = sh.head_key();
+            item.insert("dead".into(), AttributeValue::Bool(true));
+            item.insert(keys::TTL_ATTR.into(), super::ttl_epoch(expires));
+            self.put(item, "Queue deletion").await
+        });
+        futures::future::try_join_all(puts).await.map(drop)
+    }
+
+    /// Moves the live floor up to `k` (monotonic) and forgets the holes below it.
+    pub(crate) async fn raise_live_floor(&self, shard: &Shard, head: &Head, k: u64) -> Result<(), ApiError> {
+        let mut e = Expr::default();
+        let kv = e.value(n(k));
+        e.set(format!("live_k = {kv}"));
+        e.condition(format!("(attribute_not_exists(live_k) OR live_k < {kv}) AND attribute_not_exists(dead)"));
+        let below: Vec<String> = head.holes.iter().filter(|(_, hi)| *hi < k).map(|(lo, hi)| hole(*lo, *hi)).collect();
+        if !below.is_empty() {
+            let hv = e.value(AttributeValue::Ss(below));
+            e.delete(format!("holes {hv}"));
+        }
+        let req =
+            self.client.update_item().table_name(&self.table).return_consumed_capacity(ReturnConsumedCapacity::Total);
+        let r = e.apply(req, shard.head_key()).send().await;
+        self.conditional(r, "Queue floor").map(drop)
+    }
+
+    /// For a failed conditional UpdateItem: `Some(old item)` (as returned with ALL_OLD), `None` for other errors.
+    pub(crate) fn failed_condition_item<R>(
+        &self,
+        err: &aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError, R>,
+    ) -> Option<Option<Item>> {
+        use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+        match err.as_service_error() {
+            Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
+                self.usage.failed_write();
+                Some(c.item().cloned())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The message paths' view of a shard with its head: what a scan may show.
+pub(crate) fn scan_start(head: &Head, after: Option<u64>) -> u64 {
+    after.map_or(1, |m| m.saturating_add(1)).max(head.live_k)
+}
