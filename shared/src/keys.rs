@@ -33,7 +33,7 @@
 //! parses back unambiguously for any project id. Message ids embed the shard and sequence number
 //! (`{shard:02x}{k:014x}` + 8 random hex digits), so a message is one GetItem away without an index; the
 //! random tail stops a guessed id from naming another generation's message. The stream's fan-out filter is
-//! "INSERT and sk begins with `M#`".
+//! "INSERT, sk begins with `M#` and `fo` is true" (see [`FANOUT_ATTR`]).
 
 use crate::types::{ProjectId, QueueName};
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -42,6 +42,9 @@ use std::collections::HashMap;
 pub const PK: &str = "pk";
 pub const SK: &str = "sk";
 pub const TTL_ATTR: &str = "expires_at";
+/// Set (true) on messages of queues that have subscriptions: the stream filter passes only these to the
+/// fan-out, so posting to a queue nobody subscribed to invokes nothing.
+pub const FANOUT_ATTR: &str = "fo";
 pub const HEAD_SK: &str = "H";
 pub const MESSAGE_PREFIX: &str = "M#";
 pub const CLAIM_PREFIX: &str = "L#";

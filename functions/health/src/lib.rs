@@ -21,7 +21,7 @@ async fn dispatch(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> {
         (Resource::Ping, _) => Ok(if app.store.ping().await {
             ApiResponse::empty(StatusCode::NO_CONTENT)
         } else {
-            ApiResponse::empty(StatusCode::SERVICE_UNAVAILABLE)
+            ApiResponse::empty(StatusCode::SERVICE_UNAVAILABLE).with_header("retry-after", "1")
         }),
         (Resource::Health, _) => {
             ctx.require_admin()?;

@@ -163,7 +163,8 @@ fn passes_filter(record: &Value) -> bool {
     let name = record["eventName"].as_str().unwrap_or_default();
     let sk = record["dynamodb"]["Keys"]["sk"]["S"].as_str().unwrap_or_default();
     let notify = record["dynamodb"]["NewImage"]["notify_seq"]["N"].is_string();
-    (name == "INSERT" && sk.starts_with("M#"))
+    let fanout = record["dynamodb"]["NewImage"]["fo"]["BOOL"] == Value::Bool(true);
+    (name == "INSERT" && sk.starts_with("M#") && fanout)
         || (matches!(name, "INSERT" | "MODIFY") && sk.starts_with("S#") && notify)
 }
 

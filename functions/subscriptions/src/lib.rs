@@ -159,6 +159,8 @@ async fn create(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiRespons
         .store
         .create_subscription(&ctx.project, queue, &subscriber, ttl_s, &options, notice(app, SUBSCRIBE, ttl_s))
         .await?;
+    // This process's posts tag messages for the fan-out from now on (other containers within 1 s).
+    app.store.forget_queue(&ctx.project, queue);
     let id = match created {
         Created::New(id) | Created::Existing { id, confirmed: false } => id,
         Created::Existing { confirmed: true, .. } => {

@@ -15,8 +15,8 @@ use crate::error::ApiError;
 use crate::keys::{self, cond, n, s, Item, Shard};
 use crate::types::{ClientId, ProjectId, QueueName};
 use aws_sdk_dynamodb::types::{
-    KeysAndAttributes, PutRequest, ReturnConsumedCapacity, ReturnValue, ReturnValuesOnConditionCheckFailure,
-    WriteRequest,
+    AttributeValue, KeysAndAttributes, PutRequest, ReturnConsumedCapacity, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, WriteRequest,
 };
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -245,7 +245,7 @@ impl Store {
         checksums: bool,
     ) -> Result<Vec<String>, ApiError> {
         let client = client.map(ClientId::to_string);
-        for attempt in 0..2 {
+        for attempt in 0..3 {
             let info = self.queue_info_or_create(project, queue).await?;
             let shard = info.shard(project, queue, shard_for_client(client.as_deref(), info.shards));
             let now = self.now_ms();
@@ -271,6 +271,9 @@ impl Store {
                         item.insert("checksum".into(), s(checksum(&m.body)));
                     }
                     item.insert("body".into(), s(m.body.to_string()));
+                    if info.subscribed {
+                        item.insert(keys::FANOUT_ATTR.into(), AttributeValue::Bool(true));
+                    }
                     (String::new(), item)
                 })
                 .collect();
@@ -280,14 +283,16 @@ impl Store {
             }
             match self.write_batch_post(&shard, items, &counts).await? {
                 Ok(ids) => return Ok(ids),
-                Err(_) if attempt == 0 => self.queues.forget(project, queue),
+                Err(_) if attempt < 2 => self.queues.forget(project, queue),
                 Err(_) => break,
             }
         }
         Err(ApiError::unavailable("Message post could not be completed."))
     }
 
-    /// Reserves, writes and commits one post on `shard`. `Ok(Err(()))`: the generation is dead (refresh).
+    /// Reserves, writes and commits one post on `shard`. `Ok(Err(()))`: try again — the generation is dead
+    /// (refresh the record) or the post was forced out after its lease ran out (its range is a hole, so
+    /// writing it again elsewhere duplicates nothing).
     async fn write_batch_post(
         &self,
         shard: &Shard,
@@ -325,7 +330,10 @@ impl Store {
         }
         match self.end_reservation(shard, lo, hi, counts, false).await? {
             PostEnd::Committed | PostEnd::QueueGone => Ok(Ok(items.into_iter().map(|(id, _)| id).collect())),
-            PostEnd::ForcedOut => Err(ApiError::unavailable("Message post could not be completed.")),
+            PostEnd::ForcedOut => {
+                tracing::warn!(queue = %shard.queue, lo, hi, "post outlived its lease; writing it again");
+                Ok(Err(()))
+            }
         }
     }
 
@@ -338,7 +346,7 @@ impl Store {
         ttl_s: i64,
     ) -> Result<(), ApiError> {
         let now = self.now_ms();
-        for attempt in 0..2 {
+        for attempt in 0..3 {
             let info = self.queue_info_or_create(project, dlq).await?;
             let shard = info.shard(project, dlq, shard_for_client(m.client.as_deref(), info.shards));
             let mut item = Item::new();
@@ -358,11 +366,14 @@ impl Store {
             if let Some(c) = &m.checksum {
                 item.insert("checksum".into(), s(c.clone()));
             }
+            if info.subscribed {
+                item.insert(keys::FANOUT_ATTR.into(), AttributeValue::Bool(true));
+            }
             let mut counts = Counts::default();
             Message { ttl_s, ..m.clone() }.count_into(&mut counts, now, 1);
             match self.write_batch_post(&shard, vec![(String::new(), item)], &counts).await? {
                 Ok(_) => return Ok(()),
-                Err(_) if attempt == 0 => self.queues.forget(project, dlq),
+                Err(_) if attempt < 2 => self.queues.forget(project, dlq),
                 Err(_) => break,
             }
         }

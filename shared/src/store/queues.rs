@@ -27,6 +27,9 @@ pub struct QueueInfo {
     pub metadata: Metadata,
     pub gen: String,
     pub shards: u32,
+    /// The queue had at least one subscription when the record was read: its messages carry the
+    /// attribute the stream filter selects, so queues without subscribers never invoke the fan-out.
+    pub subscribed: bool,
 }
 
 impl QueueInfo {
@@ -122,7 +125,7 @@ fn info_from(item: &Item) -> Option<QueueInfo> {
     // Records always carry a generation; one without (never written by this code) reads as generation "0".
     let gen = get_s(item, "gen").unwrap_or("0").to_string();
     let shards = shards_of(&metadata);
-    Some(QueueInfo { metadata, gen, shards })
+    Some(QueueInfo { metadata, gen, shards, subscribed: false })
 }
 
 impl Store {
@@ -134,11 +137,10 @@ impl Store {
         queue: &QueueName,
         meta: &Metadata,
     ) -> Result<bool, ApiError> {
-        let gen = keys::new_generation();
         let mut item = keys::queue_record(project, queue);
         item.insert("meta".into(), s(serde_json::Value::Object(meta.clone()).to_string()));
         item.insert("created_ms".into(), n(self.now_ms()));
-        item.insert("gen".into(), s(gen.clone()));
+        item.insert("gen".into(), s(keys::new_generation()));
         let r = self
             .client
             .put_item()
@@ -149,12 +151,7 @@ impl Store {
             .send()
             .await;
         let created = self.conditional(r, "Queue creation")?.is_some();
-        if created {
-            let info = QueueInfo { metadata: meta.clone(), gen, shards: shards_of(meta) };
-            self.queues.put(project, queue, Some(info));
-        } else {
-            self.queues.forget(project, queue);
-        }
+        self.queues.forget(project, queue);
         Ok(created)
     }
 
@@ -169,10 +166,36 @@ impl Store {
         project: &ProjectId,
         queue: &QueueName,
     ) -> Result<Option<QueueInfo>, ApiError> {
-        let item = self.get_consistent(keys::queue_record(project, queue), "Queue metadata lookup").await?;
-        let info = item.as_ref().and_then(info_from);
+        // The record and whether the queue has subscriptions, read together (one round trip).
+        let record = self.get_consistent(keys::queue_record(project, queue), "Queue metadata lookup");
+        let (item, subscribed) = futures::future::try_join(record, self.has_subscriptions(project, queue)).await?;
+        let info = item.as_ref().and_then(info_from).map(|i| QueueInfo { subscribed, ..i });
         self.queues.put(project, queue, info.clone());
         Ok(info)
+    }
+
+    /// Whether any subscription item (live or expired) exists for the queue: one item read at most.
+    async fn has_subscriptions(&self, project: &ProjectId, queue: &QueueName) -> Result<bool, ApiError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :s)")
+            .expression_attribute_values(":pk", s(keys::queue_pk(project, queue)))
+            .expression_attribute_values(":s", s(keys::SUBSCRIPTION_PREFIX))
+            .projection_expression("pk")
+            .limit(1)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(unavailable("Queue metadata lookup"))?;
+        self.usage.read(out.consumed_capacity());
+        Ok(out.count() > 0)
+    }
+
+    /// Forgets the cached record of a queue (its subscriptions changed in this process).
+    pub fn forget_queue(&self, project: &ProjectId, queue: &QueueName) {
+        self.queues.forget(project, queue);
     }
 
     /// The queue record as the message paths see it: cached for at most [`QUEUE_CACHE_TTL`].
