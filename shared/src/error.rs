@@ -133,3 +133,19 @@ impl ApiError {
         serde_json::Value::Object(m)
     }
 }
+
+/// Storage failures become Zaqar's 503 here and nowhere else; the cause (with its source chain) goes to the
+/// log of the request's span, never to the client.
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        let mut chain = String::new();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            chain.push_str(": ");
+            chain.push_str(&s.to_string());
+            source = s.source();
+        }
+        tracing::error!(operation = e.operation(), error = %e, cause = %chain, "storage failure");
+        ApiError::unavailable(&format!("{} could not be completed.", e.operation()))
+    }
+}

@@ -9,8 +9,8 @@
 //! Upstream pools carry only a flavor *name*; recording the project as well keeps flavors of different
 //! projects with the same name apart (flavors are per project, pools are not).
 
+use super::StoreError;
 use super::{get_i64, get_json, get_s, unavailable, Store};
-use crate::error::ApiError;
 use crate::keys::{self, n, s, Item};
 use crate::types::ProjectId;
 use aws_sdk_dynamodb::error::SdkError;
@@ -125,7 +125,7 @@ fn names() -> HashMap<String, String> {
 
 impl Store {
     /// One pool, or `None`.
-    pub async fn get_pool(&self, name: &str) -> Result<Option<Pool>, ApiError> {
+    pub async fn get_pool(&self, name: &str) -> Result<Option<Pool>, StoreError> {
         if !storable_name(name) {
             return Ok(None);
         }
@@ -134,7 +134,7 @@ impl Store {
     }
 
     /// Creates or overwrites a pool (PUT semantics: every field replaced).
-    pub async fn put_pool(&self, pool: &Pool) -> Result<(), ApiError> {
+    pub async fn put_pool(&self, pool: &Pool) -> Result<(), StoreError> {
         let mut item = keys::pool(&pool.name);
         item.insert("uri".into(), s(&pool.uri));
         item.insert("weight".into(), n(pool.weight));
@@ -147,7 +147,7 @@ impl Store {
     }
 
     /// Applies a PATCH to an existing pool; `None` if the pool does not exist.
-    pub async fn update_pool(&self, name: &str, patch: &PoolPatch) -> Result<Option<Pool>, ApiError> {
+    pub async fn update_pool(&self, name: &str, patch: &PoolPatch) -> Result<Option<Pool>, StoreError> {
         if !storable_name(name) || patch.is_empty() {
             return self.get_pool(name).await;
         }
@@ -212,7 +212,7 @@ impl Store {
     }
 
     /// Deletes a pool (absent pools are fine).
-    pub async fn delete_pool(&self, name: &str) -> Result<(), ApiError> {
+    pub async fn delete_pool(&self, name: &str) -> Result<(), StoreError> {
         if !storable_name(name) {
             return Ok(());
         }
@@ -230,7 +230,7 @@ impl Store {
     }
 
     /// One page of pools after `marker`, in name order.
-    pub async fn list_pools(&self, marker: Option<&str>, limit: usize) -> Result<Vec<Pool>, ApiError> {
+    pub async fn list_pools(&self, marker: Option<&str>, limit: usize) -> Result<Vec<Pool>, StoreError> {
         self.page(keys::POOLS_PK.to_string(), marker, limit, "Pool listing")
             .await
             .map(|items| items.iter().filter_map(pool_from).collect())
@@ -242,7 +242,7 @@ impl Store {
         filter: &str,
         values: Vec<(&str, AttributeValue)>,
         what: &'static str,
-    ) -> Result<Vec<Pool>, ApiError> {
+    ) -> Result<Vec<Pool>, StoreError> {
         let mut found = Vec::new();
         let mut start = None;
         let used: Vec<&str> = ["#u", "#f", "#fp"].into_iter().filter(|k| filter.contains(k)).collect();
@@ -274,13 +274,13 @@ impl Store {
     }
 
     /// Whether a pool other than `except` already uses `uri`.
-    pub async fn pool_uri_taken(&self, uri: &str, except: &str) -> Result<bool, ApiError> {
+    pub async fn pool_uri_taken(&self, uri: &str, except: &str) -> Result<bool, StoreError> {
         let pools = self.scan_pools("#u = :u", vec![(":u", s(uri))], "Pool URI check").await?;
         Ok(pools.iter().any(|p| p.name != except))
     }
 
     /// The pools of one flavor, in name order.
-    pub async fn pools_of_flavor(&self, project: &ProjectId, flavor: &str) -> Result<Vec<Pool>, ApiError> {
+    pub async fn pools_of_flavor(&self, project: &ProjectId, flavor: &str) -> Result<Vec<Pool>, StoreError> {
         self.scan_pools(
             "#f = :f AND #fp = :fp",
             vec![(":f", s(flavor)), (":fp", s(project.as_str()))],
@@ -290,12 +290,12 @@ impl Store {
     }
 
     /// The pools of every flavor of a project, in name order.
-    pub async fn pools_of_project(&self, project: &ProjectId) -> Result<Vec<Pool>, ApiError> {
+    pub async fn pools_of_project(&self, project: &ProjectId) -> Result<Vec<Pool>, StoreError> {
         self.scan_pools("#fp = :fp AND attribute_exists(#f)", vec![(":fp", s(project.as_str()))], "Flavor pool lookup")
             .await
     }
 
-    pub async fn flavor_exists(&self, project: &ProjectId, name: &str) -> Result<bool, ApiError> {
+    pub async fn flavor_exists(&self, project: &ProjectId, name: &str) -> Result<bool, StoreError> {
         if !storable_name(name) || !storable_project(project) {
             return Ok(false);
         }
@@ -320,7 +320,7 @@ impl Store {
         project: &ProjectId,
         marker: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<String>, ApiError> {
+    ) -> Result<Vec<String>, StoreError> {
         if !storable_project(project) {
             return Ok(vec![]);
         }
@@ -335,7 +335,7 @@ impl Store {
         marker: Option<&str>,
         limit: usize,
         what: &'static str,
-    ) -> Result<Vec<Item>, ApiError> {
+    ) -> Result<Vec<Item>, StoreError> {
         let mut found = Vec::with_capacity(limit);
         let mut start = None;
         loop {
@@ -375,7 +375,7 @@ impl Store {
         project: &ProjectId,
         name: &str,
         pools: &[String],
-    ) -> Result<FlavorWrite, ApiError> {
+    ) -> Result<FlavorWrite, StoreError> {
         let mut item = keys::flavor(project, name);
         item.insert("created_ms".into(), n(self.now_ms()));
         let put = Put::builder()
@@ -392,7 +392,7 @@ impl Store {
         project: &ProjectId,
         name: &str,
         pools: &[String],
-    ) -> Result<FlavorWrite, ApiError> {
+    ) -> Result<FlavorWrite, StoreError> {
         if !storable_name(name) || !storable_project(project) {
             return Ok(FlavorWrite::MissingFlavor);
         }
@@ -414,7 +414,7 @@ impl Store {
     }
 
     /// Detaches the flavor's pools and deletes the flavor (absent flavors are fine).
-    pub async fn delete_flavor(&self, project: &ProjectId, name: &str) -> Result<(), ApiError> {
+    pub async fn delete_flavor(&self, project: &ProjectId, name: &str) -> Result<(), StoreError> {
         if !storable_name(name) || !storable_project(project) {
             return Ok(());
         }
@@ -440,7 +440,7 @@ impl Store {
         flavor: &str,
         pools: &[String],
         first: TransactWriteItem,
-    ) -> Result<FlavorWrite, ApiError> {
+    ) -> Result<FlavorWrite, StoreError> {
         let mut unique: Vec<&String> = Vec::with_capacity(pools.len());
         for p in pools {
             if !storable_name(p) {
@@ -501,7 +501,7 @@ impl Store {
                         }
                         None => {
                             tracing::error!(operation = "Flavor pool assignment", error = ?t, "transaction cancelled");
-                            return Err(ApiError::unavailable("Flavor pool assignment could not be completed."));
+                            return Err(StoreError::exhausted("Flavor pool assignment"));
                         }
                     }
                 }
@@ -512,7 +512,7 @@ impl Store {
     }
 
     /// Detaches pools from the flavor, leaving alone any pool that meanwhile moved to another flavor.
-    async fn detach_pools(&self, project: &ProjectId, flavor: &str, pools: &[String]) -> Result<(), ApiError> {
+    async fn detach_pools(&self, project: &ProjectId, flavor: &str, pools: &[String]) -> Result<(), StoreError> {
         for p in pools {
             let r = self
                 .client

@@ -22,8 +22,8 @@
 use super::head::{scan_start, Counts, Head};
 use super::messages::{Message, MAX_SCAN_ITEMS};
 use super::queues::QueueInfo;
+use super::StoreError;
 use super::{get_i64, is_condition_failed, ttl_epoch, unavailable, Store};
-use crate::error::ApiError;
 use crate::keys::{self, cond, n, s, Item, Shard};
 use crate::types::{ProjectId, QueueName};
 use aws_sdk_dynamodb::types::{
@@ -96,7 +96,7 @@ impl Store {
         limit: usize,
         params: ClaimParams,
         dead_letter: Option<&DeadLetter>,
-    ) -> Result<Option<(String, Vec<Message>)>, ApiError> {
+    ) -> Result<Option<(String, Vec<Message>)>, StoreError> {
         let Some(info) = self.queue_info(project, queue).await? else { return Ok(None) };
         let now = self.now_ms();
         let first = rand::random::<u32>() % info.shards;
@@ -154,7 +154,7 @@ impl Store {
         limit: usize,
         record: &mut Record<'_>,
         dead_letter: Option<&DeadLetter>,
-    ) -> Result<(Vec<Message>, Option<ApiError>), ApiError> {
+    ) -> Result<(Vec<Message>, Option<StoreError>), StoreError> {
         let head = self.read_head(shard).await?;
         if head.dead || !head.exists {
             return Ok((vec![], None));
@@ -287,7 +287,7 @@ impl Store {
     }
 
     /// Writes (or extends) the claim record with this round's candidates, before any is marked.
-    async fn record_candidates(&self, record: &mut Record<'_>, candidates: &[&Message]) -> Result<(), ApiError> {
+    async fn record_candidates(&self, record: &mut Record<'_>, candidates: &[&Message]) -> Result<(), StoreError> {
         let ks: Vec<String> = candidates.iter().map(|m| encode_k(m.shard, m.k)).collect();
         if !record.written {
             let mut item = record.shard.claim_key(record.cid);
@@ -316,7 +316,7 @@ impl Store {
         Ok(())
     }
 
-    async fn delete_claim_record(&self, shard: &Shard, cid: &str) -> Result<Option<Item>, ApiError> {
+    async fn delete_claim_record(&self, shard: &Shard, cid: &str) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
             .delete_item()
@@ -340,7 +340,7 @@ impl Store {
         until: i64,
         params: ClaimParams,
         now: i64,
-    ) -> Result<Result<Message, Option<Message>>, ApiError> {
+    ) -> Result<Result<Message, Option<Message>>, StoreError> {
         let mut update = String::from("SET claim_id = :cid, claim_until_ms = :until ADD claim_count :one");
         let mut req = self
             .client
@@ -390,7 +390,7 @@ impl Store {
 
     /// Moves a just-claimed message to the dead-letter queue: it keeps its claim there. Written there
     /// first, then removed here, so a failure in between leaves a copy rather than losing the message.
-    async fn move_to_dead_letter(&self, shard: &Shard, m: &Message, dl: &DeadLetter) -> Result<(), ApiError> {
+    async fn move_to_dead_letter(&self, shard: &Shard, m: &Message, dl: &DeadLetter) -> Result<(), StoreError> {
         self.post_moved(&shard.project, &dl.queue, m, dl.ttl_s.unwrap_or(m.ttl_s)).await?;
         let out = self
             .client
@@ -405,7 +405,7 @@ impl Store {
         Ok(())
     }
 
-    async fn move_floor(&self, shard: &Shard, head: &Head, floor: u64, until: i64) -> Result<(), ApiError> {
+    async fn move_floor(&self, shard: &Shard, head: &Head, floor: u64, until: i64) -> Result<(), StoreError> {
         let condition = if head.floor_ver == 0 {
             "attribute_not_exists(floor_ver) OR floor_ver = :ver"
         } else {
@@ -430,7 +430,7 @@ impl Store {
     }
 
     /// Forgets the floor after claims ended early (release, renew to a shorter ttl).
-    async fn reset_floor(&self, shard: &Shard) -> Result<(), ApiError> {
+    async fn reset_floor(&self, shard: &Shard) -> Result<(), StoreError> {
         let r = self
             .client
             .update_item()
@@ -452,7 +452,7 @@ impl Store {
         project: &ProjectId,
         queue: &QueueName,
         cid: &str,
-    ) -> Result<Option<(QueueInfo, Shard)>, ApiError> {
+    ) -> Result<Option<(QueueInfo, Shard)>, StoreError> {
         if !keys::is_claim_id(cid) {
             return Ok(None);
         }
@@ -468,7 +468,7 @@ impl Store {
         project: &ProjectId,
         queue: &QueueName,
         cid: &str,
-    ) -> Result<Option<(Claim, Vec<Message>)>, ApiError> {
+    ) -> Result<Option<(Claim, Vec<Message>)>, StoreError> {
         let Some((info, home)) = self.claim_home(project, queue, cid).await? else { return Ok(None) };
         let item = self.get_consistent(home.claim_key(cid), "Claim lookup").await?;
         let now = self.now_ms();
@@ -514,7 +514,7 @@ impl Store {
         queue: &QueueName,
         cid: &str,
         params: ClaimParams,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, StoreError> {
         let Some((claim, messages)) = self.get_claim(project, queue, cid).await? else { return Ok(false) };
         let Some((info, home)) = self.claim_home(project, queue, cid).await? else { return Ok(false) };
         let now = self.now_ms();
@@ -547,7 +547,7 @@ impl Store {
             }
             async move {
                 let out = self.conditional(req.update_expression(update).send().await, "Claim renewal")?;
-                Ok::<_, ApiError>(
+                Ok::<_, StoreError>(
                     out.and_then(|o| o.attributes().and_then(Message::from_item)).map(|new| (m.clone(), new)),
                 )
             }
@@ -568,14 +568,14 @@ impl Store {
                 if shorter {
                     self.reset_floor(&shard).await?;
                 }
-                Ok::<_, ApiError>(())
+                Ok::<_, StoreError>(())
             }
         });
         futures::future::try_join_all(writes).await?;
         results.into_iter().find_map(Result::err).map_or(Ok(true), Err)
     }
 
-    async fn put_claim(&self, shard: &Shard, claim: &Claim) -> Result<(), ApiError> {
+    async fn put_claim(&self, shard: &Shard, claim: &Claim) -> Result<(), StoreError> {
         let mut item = shard.claim_key(&claim.id);
         item.insert("ttl_s".into(), n(claim.ttl_s));
         item.insert("grace_s".into(), n(claim.grace_s));
@@ -587,15 +587,16 @@ impl Store {
     }
 
     /// Releases a claim: its messages become claimable at once. Unknown claims are fine.
-    pub async fn release_claim(&self, project: &ProjectId, queue: &QueueName, cid: &str) -> Result<(), ApiError> {
+    pub async fn release_claim(&self, project: &ProjectId, queue: &QueueName, cid: &str) -> Result<(), StoreError> {
         let Some((info, home)) = self.claim_home(project, queue, cid).await? else { return Ok(()) };
-        let Some(record) = self.delete_claim_record(&home, cid).await? else { return Ok(()) };
+        // The record goes last: while any message may still carry this claim id, the claim exists.
+        let Some(record) = self.get_consistent(home.claim_key(cid), "Claim release").await? else { return Ok(()) };
         let now = self.now_ms();
         let ks: Vec<(u32, u64)> = match record.get("ks") {
             Some(AttributeValue::Ns(ns)) => {
                 ns.iter().filter_map(|k| decode_k(k)).filter(|(sh, _)| *sh < info.shards).collect()
             }
-            _ => return Ok(()),
+            _ => return self.delete_claim_record(&home, cid).await.map(drop),
         };
         let releases = ks.iter().map(|(sh, k)| {
             let shard = info.shard(project, queue, *sh);
@@ -612,7 +613,7 @@ impl Store {
                     .return_consumed_capacity(ReturnConsumedCapacity::Total)
                     .send()
                     .await;
-                Ok::<_, ApiError>(
+                Ok::<_, StoreError>(
                     self.conditional(r, "Claim release")?.and_then(|o| o.attributes().and_then(Message::from_item)),
                 )
             }
@@ -635,7 +636,10 @@ impl Store {
             }
         });
         futures::future::try_join_all(writes).await?;
-        results.into_iter().find_map(Result::err).map_or(Ok(()), Err)
+        if let Some(e) = results.into_iter().find_map(Result::err) {
+            return Err(e);
+        }
+        self.delete_claim_record(&home, cid).await.map(drop)
     }
 }
 

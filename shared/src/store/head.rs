@@ -23,8 +23,8 @@
 //! at least `floor_until_ms` (claims start there while that holds; see `claims.rs`).
 
 use super::expr::Expr;
+use super::StoreError;
 use super::{get_i64, get_s, unavailable, Store};
-use crate::error::ApiError;
 use crate::keys::{self, n, Item, Shard};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity, ReturnValuesOnConditionCheckFailure};
 use std::collections::BTreeMap;
@@ -231,17 +231,17 @@ pub(crate) struct StaleGeneration;
 
 impl Store {
     /// The commit state of a shard's posts (one consistent read).
-    pub async fn posted_up_to(&self, shard: &Shard) -> Result<PostedUpTo, ApiError> {
+    pub async fn posted_up_to(&self, shard: &Shard) -> Result<PostedUpTo, StoreError> {
         Ok(PostedUpTo(self.read_head(shard).await?))
     }
 
-    pub(crate) async fn read_head(&self, shard: &Shard) -> Result<Head, ApiError> {
+    pub(crate) async fn read_head(&self, shard: &Shard) -> Result<Head, StoreError> {
         let item = self.get_consistent(shard.head_key(), "Queue head lookup").await?;
         Ok(Head::from_item(item.as_ref()))
     }
 
     /// The heads of several shards in one BatchGetItem (at most [`keys::MAX_SHARDS`]), in shard order.
-    pub(crate) async fn read_heads(&self, shards: &[Shard]) -> Result<Vec<Head>, ApiError> {
+    pub(crate) async fn read_heads(&self, shards: &[Shard]) -> Result<Vec<Head>, StoreError> {
         if shards.len() == 1 {
             return Ok(vec![self.read_head(&shards[0]).await?]);
         }
@@ -266,7 +266,7 @@ impl Store {
         &self,
         shard: &Shard,
         count: u64,
-    ) -> Result<Result<(u64, u64), StaleGeneration>, ApiError> {
+    ) -> Result<Result<(u64, u64), StaleGeneration>, StoreError> {
         // The last sequence number this process saw on the shard: usually right, saving a round trip.
         let mut known: Option<u64> = self.hints.get(shard);
         for attempt in 0..64u32 {
@@ -275,7 +275,7 @@ impl Store {
             let cur = known.unwrap_or(0);
             let (lo, hi) = (cur + 1, cur + count);
             if hi > keys::MAX_K {
-                return Err(ApiError::unavailable("Message post could not be completed."));
+                return Err(StoreError::exhausted("Message post"));
             }
             let mut e = Expr::default();
             let next = e.value(n(hi));
@@ -321,7 +321,7 @@ impl Store {
                 }
             }
         }
-        Err(ApiError::unavailable("Message post could not be completed."))
+        Err(StoreError::exhausted("Message post"))
     }
 
     /// Ends a reservation: commits it with `counts` (`abort == false`) or records it as a hole. Waits for
@@ -333,7 +333,7 @@ impl Store {
         hi: u64,
         counts: &Counts,
         abort: bool,
-    ) -> Result<PostEnd, ApiError> {
+    ) -> Result<PostEnd, StoreError> {
         let started = tokio::time::Instant::now();
         let mut pause = Duration::from_millis(2);
         // The watermark we expect below us, and the expired leases we may force past.
@@ -405,7 +405,7 @@ impl Store {
                             observed = lo - 1;
                             forced.clear();
                             if started.elapsed() > COMMIT_WAIT {
-                                return Err(ApiError::unavailable("Message post could not be completed."));
+                                return Err(StoreError::exhausted("Message post"));
                             }
                             tokio::time::sleep(pause).await;
                             pause = (pause * 2).min(Duration::from_millis(50));
@@ -424,7 +424,7 @@ impl Store {
         shard: &Shard,
         counts: &Counts,
         head: Option<&Head>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), StoreError> {
         if counts.is_empty() {
             return Ok(());
         }
@@ -440,7 +440,7 @@ impl Store {
 
     /// Tombstones the heads of a deleted or purged generation (one write each, concurrently): new
     /// reservations are refused and readers holding the old generation refresh.
-    pub(crate) async fn tombstone_heads(&self, shards: &[Shard]) -> Result<(), ApiError> {
+    pub(crate) async fn tombstone_heads(&self, shards: &[Shard]) -> Result<(), StoreError> {
         let expires = self.now_ms() + 15 * 24 * 3600 * 1000;
         let puts = shards.iter().map(|sh| async move {
             let mut item = sh.head_key();
@@ -452,7 +452,7 @@ impl Store {
     }
 
     /// Moves the live floor up to `k` (monotonic) and forgets the holes below it.
-    pub(crate) async fn raise_live_floor(&self, shard: &Shard, head: &Head, k: u64) -> Result<(), ApiError> {
+    pub(crate) async fn raise_live_floor(&self, shard: &Shard, head: &Head, k: u64) -> Result<(), StoreError> {
         let mut e = Expr::default();
         let kv = e.value(n(k));
         e.set(format!("live_k = {kv}"));

@@ -10,8 +10,8 @@
 
 use super::head::{scan_start, Counts, Head, PostEnd};
 use super::queues::QueueInfo;
+use super::StoreError;
 use super::{get_i64, get_s, is_condition_failed, ttl_epoch, unavailable, Store};
-use crate::error::ApiError;
 use crate::keys::{self, cond, n, s, Item, Shard};
 use crate::types::{ClientId, ProjectId, QueueName};
 use aws_sdk_dynamodb::types::{
@@ -209,7 +209,7 @@ impl DeadRun {
     }
 
     /// Raises the live floor when the run is long enough to be worth a write.
-    async fn settle(self, store: &Store, shard: &Shard, head: &Head) -> Result<(), ApiError> {
+    async fn settle(self, store: &Store, shard: &Shard, head: &Head) -> Result<(), StoreError> {
         if self.until >= self.from + 32 {
             store.raise_live_floor(shard, head, self.until).await?;
         }
@@ -230,7 +230,7 @@ pub fn shard_for_client(client: Option<&str>, shards: u32) -> u32 {
 
 impl Store {
     /// The queue record for a message path; when a head reports the generation dead, the caller refreshes.
-    async fn info(&self, project: &ProjectId, queue: &QueueName) -> Result<Option<QueueInfo>, ApiError> {
+    async fn info(&self, project: &ProjectId, queue: &QueueName) -> Result<Option<QueueInfo>, StoreError> {
         self.queue_info(project, queue).await
     }
 
@@ -243,7 +243,7 @@ impl Store {
         client: Option<&ClientId>,
         messages: &[NewMessage],
         checksums: bool,
-    ) -> Result<Vec<String>, ApiError> {
+    ) -> Result<Vec<String>, StoreError> {
         let client = client.map(ClientId::to_string);
         for attempt in 0..3 {
             let info = self.queue_info_or_create(project, queue).await?;
@@ -287,7 +287,7 @@ impl Store {
                 Err(_) => break,
             }
         }
-        Err(ApiError::unavailable("Message post could not be completed."))
+        Err(StoreError::exhausted("Message post"))
     }
 
     /// Reserves, writes and commits one post on `shard`. `Ok(Err(()))`: try again — the generation is dead
@@ -298,7 +298,7 @@ impl Store {
         shard: &Shard,
         mut items: Vec<(String, Item)>,
         counts: &Counts,
-    ) -> Result<Result<Vec<String>, ()>, ApiError> {
+    ) -> Result<Result<Vec<String>, ()>, StoreError> {
         let count = items.len() as u64;
         let (lo, hi) = match self.reserve(shard, count).await? {
             Ok(range) => range,
@@ -344,7 +344,7 @@ impl Store {
         dlq: &QueueName,
         m: &Message,
         ttl_s: i64,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), StoreError> {
         let now = self.now_ms();
         for attempt in 0..3 {
             let info = self.queue_info_or_create(project, dlq).await?;
@@ -377,7 +377,7 @@ impl Store {
                 Err(_) => break,
             }
         }
-        Err(ApiError::unavailable("Dead-letter move could not be completed."))
+        Err(StoreError::exhausted("Dead-letter move"))
     }
 
     /// Reads the items of `[from, to]` of a shard in order, a page at a time, at most `max_items`, calling
@@ -390,7 +390,7 @@ impl Store {
         page: i32,
         max_items: usize,
         mut visit: impl FnMut(Message) -> bool,
-    ) -> Result<(Option<u64>, bool), ApiError> {
+    ) -> Result<(Option<u64>, bool), StoreError> {
         if from > to {
             return Ok((None, true));
         }
@@ -437,7 +437,7 @@ impl Store {
         project: &ProjectId,
         queue: &QueueName,
         opts: &ListOptions,
-    ) -> Result<Page, ApiError> {
+    ) -> Result<Page, StoreError> {
         for attempt in 0..2 {
             let Some(info) = self.info(project, queue).await? else { return Ok(Page::default()) };
             let positions = match &opts.marker {
@@ -500,7 +500,7 @@ impl Store {
         head: &Head,
         after: Option<u64>,
         opts: &ListOptions,
-    ) -> Result<(Vec<Message>, Option<u64>, bool), ApiError> {
+    ) -> Result<(Vec<Message>, Option<u64>, bool), StoreError> {
         let now = self.now_ms();
         let me = opts.client.to_string();
         let mut start = scan_start(head, after);
@@ -539,7 +539,7 @@ impl Store {
         project: &ProjectId,
         queue: &QueueName,
         id: &str,
-    ) -> Result<Option<(Shard, u64)>, ApiError> {
+    ) -> Result<Option<(Shard, u64)>, StoreError> {
         let Some((index, k)) = keys::message_id_k(id) else { return Ok(None) };
         let Some(info) = self.info(project, queue).await? else { return Ok(None) };
         if index >= info.shards {
@@ -555,7 +555,7 @@ impl Store {
         project: &ProjectId,
         queue: &QueueName,
         id: &str,
-    ) -> Result<Option<Item>, ApiError> {
+    ) -> Result<Option<Item>, StoreError> {
         Ok(self.shard_of(project, queue, id).await?.map(|(shard, k)| shard.message_key(k)))
     }
 
@@ -565,7 +565,7 @@ impl Store {
         project: &ProjectId,
         queue: &QueueName,
         id: &str,
-    ) -> Result<Option<Message>, ApiError> {
+    ) -> Result<Option<Message>, StoreError> {
         let Some((shard, k)) = self.shard_of(project, queue, id).await? else { return Ok(None) };
         let item = self.get_consistent(shard.message_key(k), "Message lookup").await?;
         let now = self.now_ms();
@@ -578,7 +578,7 @@ impl Store {
         project: &ProjectId,
         queue: &QueueName,
         ids: &[String],
-    ) -> Result<Vec<Message>, ApiError> {
+    ) -> Result<Vec<Message>, StoreError> {
         let Some(info) = self.info(project, queue).await? else { return Ok(vec![]) };
         let mut keys: Vec<(u32, u64)> =
             ids.iter().filter_map(|id| keys::message_id_k(id)).filter(|(sh, _)| *sh < info.shards).collect();
@@ -598,7 +598,7 @@ impl Store {
     }
 
     /// BatchGetItem (≤ 100 keys per request, unprocessed keys retried with backoff), consistent reads.
-    pub(crate) async fn batch_get(&self, keys: Vec<Item>, what: &'static str) -> Result<Vec<Item>, ApiError> {
+    pub(crate) async fn batch_get(&self, keys: Vec<Item>, what: &'static str) -> Result<Vec<Item>, StoreError> {
         let mut found = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(100) {
             let mut pending: Vec<Item> = chunk.to_vec();
@@ -625,7 +625,7 @@ impl Store {
                     pending = left.keys().to_vec();
                     attempt += 1;
                     if attempt > 8 {
-                        return Err(ApiError::unavailable(&format!("{what} could not be completed.")));
+                        return Err(StoreError::exhausted(what));
                     }
                     tokio::time::sleep(Duration::from_millis(10 << attempt.min(6))).await;
                 }
@@ -641,7 +641,7 @@ impl Store {
         queue: &QueueName,
         id: &str,
         claim_id: Option<&str>,
-    ) -> Result<DeleteOutcome, ApiError> {
+    ) -> Result<DeleteOutcome, StoreError> {
         let Some((shard, k)) = self.shard_of(project, queue, id).await? else { return Ok(DeleteOutcome::Absent) };
         let now = self.now_ms();
         let mut req = self
@@ -700,7 +700,7 @@ impl Store {
         project: &ProjectId,
         queue: &QueueName,
         ids: &[String],
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), StoreError> {
         let Some(info) = self.info(project, queue).await? else { return Ok(()) };
         let now = self.now_ms();
         let targets = ids
@@ -721,7 +721,7 @@ impl Store {
                     .return_consumed_capacity(ReturnConsumedCapacity::Total)
                     .send()
                     .await;
-                Ok::<_, ApiError>(
+                Ok::<_, StoreError>(
                     self.conditional(r, "Message deletion")?.and_then(|o| o.attributes().and_then(Message::from_item)),
                 )
             }
@@ -740,7 +740,7 @@ impl Store {
         info: &QueueInfo,
         removed: &[Message],
         now: i64,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), StoreError> {
         let mut per_shard: std::collections::BTreeMap<u32, Counts> = Default::default();
         for m in removed.iter().filter(|m| m.alive(now)) {
             m.count_into(per_shard.entry(m.shard).or_default(), now, -1);
@@ -758,7 +758,7 @@ impl Store {
         project: &ProjectId,
         queue: &QueueName,
         count: usize,
-    ) -> Result<Vec<Message>, ApiError> {
+    ) -> Result<Vec<Message>, StoreError> {
         let Some(info) = self.info(project, queue).await? else { return Ok(vec![]) };
         let first = rand::random::<u32>() % info.shards;
         let mut popped = Vec::with_capacity(count);
@@ -778,7 +778,7 @@ impl Store {
         Ok(popped)
     }
 
-    async fn pop_shard(&self, shard: &Shard, count: usize) -> Result<Vec<Message>, ApiError> {
+    async fn pop_shard(&self, shard: &Shard, count: usize) -> Result<Vec<Message>, StoreError> {
         let head = self.read_head(shard).await?;
         let now = self.now_ms();
         let mut from = scan_start(&head, None);
@@ -813,7 +813,7 @@ impl Store {
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await;
-            Ok::<_, ApiError>(
+            Ok::<_, StoreError>(
                 self.conditional(r, "Message pop")?.and_then(|out| out.attributes().and_then(Message::from_item)),
             )
         });
@@ -839,7 +839,7 @@ impl Store {
         project: &ProjectId,
         queue: &QueueName,
         info: &QueueInfo,
-    ) -> Result<(u64, u64), ApiError> {
+    ) -> Result<(u64, u64), StoreError> {
         let heads = self.read_heads(&info.all_shards(project, queue)).await?;
         let now = self.now_ms();
         Ok(heads.iter().filter(|h| !h.dead).map(|h| h.counts(now)).fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1)))
@@ -851,7 +851,7 @@ impl Store {
         &self,
         project: &ProjectId,
         queue: &QueueName,
-    ) -> Result<(u64, u64, Option<Message>, Option<Message>), ApiError> {
+    ) -> Result<(u64, u64, Option<Message>, Option<Message>), StoreError> {
         for attempt in 0..2 {
             let Some(info) = self.info(project, queue).await? else { break };
             let shards = info.all_shards(project, queue);
@@ -868,7 +868,7 @@ impl Store {
             }
             let live = shards.iter().zip(&heads).filter(|(_, h)| h.exists && !h.dead && h.committed_k > 0);
             let ends = live.map(|(sh, h)| async move {
-                Ok::<_, ApiError>((self.first_alive(sh, h, true).await?, self.first_alive(sh, h, false).await?))
+                Ok::<_, StoreError>((self.first_alive(sh, h, true).await?, self.first_alive(sh, h, false).await?))
             });
             let ends = futures::future::try_join_all(ends).await?;
             let oldest = ends.iter().filter_map(|(o, _)| o.clone()).min_by_key(|m| (m.created_ms, m.shard, m.k));
@@ -881,7 +881,7 @@ impl Store {
     /// The first live, visible message of a shard from its live floor (`forward`) or from its watermark
     /// down. Reads at most two pages of 10 (eventually consistent); the forward scan raises the live floor
     /// past the dead messages it met, so later calls start after them.
-    async fn first_alive(&self, shard: &Shard, head: &Head, forward: bool) -> Result<Option<Message>, ApiError> {
+    async fn first_alive(&self, shard: &Shard, head: &Head, forward: bool) -> Result<Option<Message>, StoreError> {
         let now = self.now_ms();
         let mut start: Option<Item> = None;
         let mut dead = DeadRun::new(head, head.live_k);

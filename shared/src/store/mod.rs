@@ -14,7 +14,6 @@ pub mod schema;
 pub mod subscriptions;
 
 use crate::clock::Clock;
-use crate::error::ApiError;
 use crate::keys::Item;
 use aws_sdk_dynamodb::types::{AttributeValue, ConsumedCapacity};
 use aws_sdk_dynamodb::Client;
@@ -134,7 +133,7 @@ impl Store {
     }
 
     /// A strongly consistent GetItem of one key.
-    pub(crate) async fn get_consistent(&self, key: Item, what: &'static str) -> Result<Option<Item>, ApiError> {
+    pub(crate) async fn get_consistent(&self, key: Item, what: &'static str) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -206,11 +205,11 @@ impl Store {
         &self,
         result: Result<O, aws_sdk_dynamodb::error::SdkError<E, R>>,
         what: &'static str,
-    ) -> Result<Option<O>, ApiError>
+    ) -> Result<Option<O>, StoreError>
     where
         O: WriteOutput,
-        E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::fmt::Debug,
-        R: std::fmt::Debug,
+        E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
     {
         match result {
             Ok(out) => {
@@ -226,7 +225,7 @@ impl Store {
     }
 
     /// An unconditional PutItem.
-    pub(crate) async fn put(&self, item: Item, what: &'static str) -> Result<(), ApiError> {
+    pub(crate) async fn put(&self, item: Item, what: &'static str) -> Result<(), StoreError> {
         let out = self
             .client
             .put_item()
@@ -242,10 +241,39 @@ impl Store {
 }
 
 /// Maps any SDK failure to Zaqar's 503; the cause goes to the log, never to the client.
-pub fn unavailable<E: std::fmt::Debug>(what: &'static str) -> impl FnOnce(E) -> ApiError {
-    move |e| {
-        tracing::error!(operation = what, error = ?e, "storage request failed");
-        ApiError::unavailable(&format!("{what} could not be completed."))
+pub fn unavailable<E>(what: &'static str) -> impl FnOnce(E) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    move |e| StoreError::Request { operation: what, source: Box::new(e) }
+}
+
+/// Why storage could not do what was asked. The store returns these; `error.rs` alone turns them into
+/// Zaqar's 503 (with `Retry-After`) and logs them with their source.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A DynamoDB request failed: timeout, throttling or 5xx after the SDK's retries, connection errors.
+    #[error("{operation}: storage request failed")]
+    Request {
+        operation: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Retries inside the operation ran out (unprocessed batch items, contention, a commit wait).
+    #[error("{operation}: retries exhausted")]
+    Exhausted { operation: &'static str },
+}
+
+impl StoreError {
+    pub fn exhausted(operation: &'static str) -> Self {
+        StoreError::Exhausted { operation }
+    }
+
+    /// The operation, as it appears in the client's error description.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            StoreError::Request { operation, .. } | StoreError::Exhausted { operation } => operation,
+        }
     }
 }
 

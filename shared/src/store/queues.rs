@@ -6,8 +6,8 @@
 //! and head reads refuse it and refresh), so staleness can only show a purged or deleted queue's messages
 //! to a get-by-id for that long, never lose an acknowledged post.
 
+use super::StoreError;
 use super::{get_json, get_s, unavailable, Store};
-use crate::error::ApiError;
 use crate::keys::{self, cond, n, s, Item, Shard};
 use crate::meta::Metadata;
 use crate::types::{ProjectId, QueueName};
@@ -136,7 +136,7 @@ impl Store {
         project: &ProjectId,
         queue: &QueueName,
         meta: &Metadata,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, StoreError> {
         let mut item = keys::queue_record(project, queue);
         item.insert("meta".into(), s(serde_json::Value::Object(meta.clone()).to_string()));
         item.insert("created_ms".into(), n(self.now_ms()));
@@ -156,7 +156,7 @@ impl Store {
     }
 
     /// The stored metadata, or `None` for a queue that does not exist (always read fresh).
-    pub async fn queue_metadata(&self, project: &ProjectId, queue: &QueueName) -> Result<Option<Metadata>, ApiError> {
+    pub async fn queue_metadata(&self, project: &ProjectId, queue: &QueueName) -> Result<Option<Metadata>, StoreError> {
         Ok(self.fresh_queue_info(project, queue).await?.map(|i| i.metadata))
     }
 
@@ -165,7 +165,7 @@ impl Store {
         &self,
         project: &ProjectId,
         queue: &QueueName,
-    ) -> Result<Option<QueueInfo>, ApiError> {
+    ) -> Result<Option<QueueInfo>, StoreError> {
         // The record and whether the queue has subscriptions, read together (one round trip).
         let record = self.get_consistent(keys::queue_record(project, queue), "Queue metadata lookup");
         let (item, subscribed) = futures::future::try_join(record, self.has_subscriptions(project, queue)).await?;
@@ -175,7 +175,7 @@ impl Store {
     }
 
     /// Whether any subscription item (live or expired) exists for the queue: one item read at most.
-    async fn has_subscriptions(&self, project: &ProjectId, queue: &QueueName) -> Result<bool, ApiError> {
+    async fn has_subscriptions(&self, project: &ProjectId, queue: &QueueName) -> Result<bool, StoreError> {
         let out = self
             .client
             .query()
@@ -199,7 +199,7 @@ impl Store {
     }
 
     /// The queue record as the message paths see it: cached for at most [`QUEUE_CACHE_TTL`].
-    pub async fn queue_info(&self, project: &ProjectId, queue: &QueueName) -> Result<Option<QueueInfo>, ApiError> {
+    pub async fn queue_info(&self, project: &ProjectId, queue: &QueueName) -> Result<Option<QueueInfo>, StoreError> {
         match self.queues.get(project, queue) {
             Some(info) => Ok(info),
             None => self.fresh_queue_info(project, queue).await,
@@ -207,14 +207,12 @@ impl Store {
     }
 
     /// The queue record, creating the queue (default metadata) when it is missing: posts do this.
-    pub async fn queue_info_or_create(&self, project: &ProjectId, queue: &QueueName) -> Result<QueueInfo, ApiError> {
+    pub async fn queue_info_or_create(&self, project: &ProjectId, queue: &QueueName) -> Result<QueueInfo, StoreError> {
         if let Some(info) = self.queue_info(project, queue).await? {
             return Ok(info);
         }
         self.create_queue(project, queue, &Default::default()).await?;
-        self.fresh_queue_info(project, queue)
-            .await?
-            .ok_or_else(|| ApiError::unavailable("Queue creation could not be completed."))
+        self.fresh_queue_info(project, queue).await?.ok_or_else(|| StoreError::exhausted("Queue creation"))
     }
 
     /// Replaces the metadata of an existing queue. Raising `_shards` is always safe (readers read every
@@ -224,7 +222,7 @@ impl Store {
         project: &ProjectId,
         queue: &QueueName,
         meta: &Metadata,
-    ) -> Result<MetadataUpdate, ApiError> {
+    ) -> Result<MetadataUpdate, StoreError> {
         let Some(current) = self.fresh_queue_info(project, queue).await? else { return Ok(MetadataUpdate::Missing) };
         if shards_of(meta) < current.shards {
             let (total, _) = self.message_counts(project, queue, &current).await?;
@@ -256,7 +254,7 @@ impl Store {
         marker: Option<&str>,
         limit: usize,
         filter: &QueueFilter,
-    ) -> Result<Vec<QueueRecord>, ApiError> {
+    ) -> Result<Vec<QueueRecord>, StoreError> {
         let mut found = Vec::with_capacity(limit);
         let mut start = None;
         let lower = keys::queue_record_sk(marker.unwrap_or(""));
@@ -295,7 +293,7 @@ impl Store {
     }
 
     /// Number of queues in the project (for `with_count`).
-    pub async fn count_queues(&self, project: &ProjectId) -> Result<u64, ApiError> {
+    pub async fn count_queues(&self, project: &ProjectId) -> Result<u64, StoreError> {
         let mut total = 0u64;
         let mut start = None;
         loop {
@@ -324,7 +322,7 @@ impl Store {
     /// Deletes the queue (Zaqar: messages and claims go, subscriptions stay). One write to the record and
     /// one tombstone per shard head, whatever the depth: the generation's items are unreachable at once
     /// and expire through native TTL.
-    pub async fn delete_queue(&self, project: &ProjectId, queue: &QueueName) -> Result<(), ApiError> {
+    pub async fn delete_queue(&self, project: &ProjectId, queue: &QueueName) -> Result<(), StoreError> {
         let out = self
             .client
             .delete_item()
@@ -344,7 +342,7 @@ impl Store {
     }
 
     /// Purges the queue's messages and claims (§5.7): a new generation, the old heads tombstoned.
-    pub async fn purge_messages(&self, project: &ProjectId, queue: &QueueName) -> Result<(), ApiError> {
+    pub async fn purge_messages(&self, project: &ProjectId, queue: &QueueName) -> Result<(), StoreError> {
         let r = self
             .client
             .update_item()
@@ -372,7 +370,7 @@ impl Store {
         queue: &QueueName,
         from: &str,
         to: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), StoreError> {
         let pk = keys::queue_pk(project, queue);
         let mut start = None;
         loop {
@@ -402,7 +400,7 @@ impl Store {
     }
 
     /// Deletes items by key in batches of 25, retrying unprocessed ones.
-    pub(crate) async fn batch_delete(&self, keys: Vec<Item>) -> Result<(), ApiError> {
+    pub(crate) async fn batch_delete(&self, keys: Vec<Item>) -> Result<(), StoreError> {
         for chunk in keys.chunks(25) {
             let mut requests: Vec<WriteRequest> = chunk
                 .iter()
@@ -418,7 +416,7 @@ impl Store {
     }
 
     /// BatchWriteItem with retries of unprocessed items (bounded, with backoff).
-    pub(crate) async fn batch_write(&self, requests: &mut Vec<WriteRequest>) -> Result<(), ApiError> {
+    pub(crate) async fn batch_write(&self, requests: &mut Vec<WriteRequest>) -> Result<(), StoreError> {
         let mut attempt = 0u32;
         while !requests.is_empty() {
             let out = self
@@ -438,7 +436,7 @@ impl Store {
             if !requests.is_empty() {
                 attempt += 1;
                 if attempt > 8 {
-                    return Err(ApiError::unavailable("Batch write could not be completed."));
+                    return Err(StoreError::exhausted("Batch write"));
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(10 << attempt.min(6))).await;
             }
@@ -449,7 +447,7 @@ impl Store {
 
 impl Store {
     /// Deletes every subscription of the queue (purge, §5.7).
-    pub async fn purge_subscriptions(&self, project: &ProjectId, queue: &QueueName) -> Result<(), ApiError> {
+    pub async fn purge_subscriptions(&self, project: &ProjectId, queue: &QueueName) -> Result<(), StoreError> {
         self.delete_partition_range(project, queue, keys::SUBSCRIPTION_PREFIX, keys::SUBSCRIPTIONS_END).await
     }
 }

@@ -1,7 +1,7 @@
 //! The table definition, for the local stack and tests (AWS deployments create it from `infra/`).
 
+use super::StoreError;
 use super::{unavailable, Store};
-use crate::error::ApiError;
 use crate::keys;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, StreamSpecification,
@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::{
 
 impl Store {
     /// Creates the table (keys, on-demand, stream with both images, native TTL) if it is missing.
-    pub async fn ensure_table(&self) -> Result<(), ApiError> {
+    pub async fn ensure_table(&self) -> Result<(), StoreError> {
         if self.client.describe_table().table_name(&self.table).send().await.is_ok() {
             return Ok(());
         }

@@ -17,8 +17,8 @@
 //! marker, the other answers with the winner's id. A marker whose subscription has expired or gone is
 //! taken over (compare-and-set on the id it holds), so expiry needs no clean-up.
 
+use super::StoreError;
 use super::{get_bool, get_i64, get_s, ttl_epoch, unavailable, Store};
-use crate::error::ApiError;
 use crate::keys::{self, n, s, Item};
 use crate::types::{ProjectId, QueueName};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
@@ -131,7 +131,7 @@ impl Store {
         ttl_s: i64,
         options: &Value,
         notice: Option<Notice>,
-    ) -> Result<Created, ApiError> {
+    ) -> Result<Created, StoreError> {
         if let Some(existing) = self.find_subscriber(project, queue, subscriber).await? {
             return self.existing(project, queue, existing, notice).await;
         }
@@ -180,7 +180,7 @@ impl Store {
         queue: &QueueName,
         existing: Subscription,
         notice: Option<Notice>,
-    ) -> Result<Created, ApiError> {
+    ) -> Result<Created, StoreError> {
         if !existing.confirmed {
             if let Some(notice) = notice {
                 self.update_subscription_raw(project, queue, &existing.id, Vec::new(), Some(notice)).await?;
@@ -196,7 +196,7 @@ impl Store {
         queue: &QueueName,
         subscriber: &str,
         sid: &str,
-    ) -> Result<Option<String>, ApiError> {
+    ) -> Result<Option<String>, StoreError> {
         let key = keys::subscriber_marker(project, queue, subscriber);
         let mut expected: Option<String> = None;
         for _ in 0..4 {
@@ -230,7 +230,7 @@ impl Store {
             }
             expected = Some(holder);
         }
-        Err(ApiError::unavailable("Subscription creation could not be completed."))
+        Err(StoreError::exhausted("Subscription creation"))
     }
 
     /// Gives up the subscriber's marker if `sid` still holds it.
@@ -240,7 +240,7 @@ impl Store {
         queue: &QueueName,
         subscriber: &str,
         sid: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), StoreError> {
         let r = self
             .client
             .delete_item()
@@ -260,7 +260,7 @@ impl Store {
         project: &ProjectId,
         queue: &QueueName,
         subscriber: &str,
-    ) -> Result<Option<Subscription>, ApiError> {
+    ) -> Result<Option<Subscription>, StoreError> {
         let now = self.now_ms();
         let all = self.scan_subscriptions(project, queue, None, usize::MAX, Some(subscriber)).await?;
         Ok(all.into_iter().find(|sub| sub.subscriber == subscriber && sub.alive(now)))
@@ -273,7 +273,7 @@ impl Store {
         queue: &QueueName,
         marker: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<Subscription>, ApiError> {
+    ) -> Result<Vec<Subscription>, StoreError> {
         self.scan_subscriptions(project, queue, marker, limit, None).await
     }
 
@@ -282,7 +282,7 @@ impl Store {
         &self,
         project: &ProjectId,
         queue: &QueueName,
-    ) -> Result<Vec<Subscription>, ApiError> {
+    ) -> Result<Vec<Subscription>, StoreError> {
         self.scan_subscriptions(project, queue, None, usize::MAX, None).await
     }
 
@@ -294,7 +294,7 @@ impl Store {
         marker: Option<&str>,
         limit: usize,
         subscriber: Option<&str>,
-    ) -> Result<Vec<Subscription>, ApiError> {
+    ) -> Result<Vec<Subscription>, StoreError> {
         let now = self.now_ms();
         let lower = match marker {
             Some(m) => format!("{}\u{0}", keys::subscription_sk(m)),
@@ -348,7 +348,7 @@ impl Store {
         project: &ProjectId,
         queue: &QueueName,
         sid: &str,
-    ) -> Result<Option<Subscription>, ApiError> {
+    ) -> Result<Option<Subscription>, StoreError> {
         let item = self.get_consistent(keys::subscription(project, queue, sid), "Subscription lookup").await?;
         let now = self.now_ms();
         Ok(item.as_ref().and_then(Subscription::from_item).filter(|sub| sub.alive(now)))
@@ -361,7 +361,7 @@ impl Store {
         queue: &QueueName,
         sid: &str,
         patch: &SubscriptionPatch,
-    ) -> Result<Updated, ApiError> {
+    ) -> Result<Updated, StoreError> {
         let mut previous = None;
         if let Some(new) = &patch.subscriber {
             let Some(current) = self.get_subscription(project, queue, sid).await? else { return Ok(Updated::NotFound) };
@@ -403,7 +403,7 @@ impl Store {
         sid: &str,
         confirmed: bool,
         notice: Option<Notice>,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, StoreError> {
         self.update_subscription_raw(project, queue, sid, vec![("confirmed", AttributeValue::Bool(confirmed))], notice)
             .await
     }
@@ -416,7 +416,7 @@ impl Store {
         sid: &str,
         sets: Vec<(&str, AttributeValue)>,
         notice: Option<Notice>,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, StoreError> {
         let mut req = self
             .client
             .update_item()
@@ -451,7 +451,12 @@ impl Store {
     }
 
     /// DELETE (§9.3): idempotent; frees the subscriber URI for a new subscription.
-    pub async fn delete_subscription(&self, project: &ProjectId, queue: &QueueName, sid: &str) -> Result<(), ApiError> {
+    pub async fn delete_subscription(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        sid: &str,
+    ) -> Result<(), StoreError> {
         let out = self
             .client
             .delete_item()
