@@ -1,7 +1,7 @@
 //! The process-wide state a handler needs: configuration and storage.
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::store::Store;
 use std::sync::Arc;
 
@@ -17,14 +17,17 @@ impl App {
         App { config: Arc::new(config), store }
     }
 
-    /// Builds the app from the environment (`ZAQAR_*`, AWS settings, `AWS_ENDPOINT_URL`).
-    pub async fn from_env() -> Self {
-        let mut config = Config::from_env();
+    /// Builds the app from the environment (`ZAQAR_*`, AWS settings, `AWS_ENDPOINT_URL`); an invalid
+    /// `ZAQAR_*` value is an error, which the binaries print before exiting.
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let mut config = Config::from_env()?;
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         if config.secret_key.is_none() {
-            config.secret_key = signing_key_from_secrets_manager(&sdk).await;
+            if let Some(arn) = &config.secret_arn {
+                config.secret_key = signing_key_from_secrets_manager(&sdk, arn).await;
+            }
         }
-        App::new(config, aws_sdk_dynamodb::Client::new(&sdk), Clock::System)
+        Ok(App::new(config, aws_sdk_dynamodb::Client::new(&sdk), Clock::System))
     }
 
     pub fn limits(&self) -> &crate::config::Limits {
@@ -35,10 +38,9 @@ impl App {
 /// The signing key from Secrets Manager (`ZAQAR_SECRET_ARN`), read once at cold start so it never sits in
 /// the function's environment. A failure disables signing (share → 400, pre-signed → 404) and is logged
 /// without the secret.
-async fn signing_key_from_secrets_manager(sdk: &aws_config::SdkConfig) -> Option<String> {
-    let arn = std::env::var("ZAQAR_SECRET_ARN").ok().filter(|a| !a.is_empty())?;
+async fn signing_key_from_secrets_manager(sdk: &aws_config::SdkConfig, arn: &str) -> Option<String> {
     let client = aws_sdk_secretsmanager::Client::new(sdk);
-    match client.get_secret_value().secret_id(&arn).send().await {
+    match client.get_secret_value().secret_id(arn).send().await {
         Ok(out) => out.secret_string().map(str::to_string),
         Err(e) => {
             tracing::error!(secret = %arn, error = %aws_sdk_secretsmanager::error::DisplayErrorContext(&e), "cannot read the signing key");
@@ -64,7 +66,7 @@ where
     Fut: std::future::Future<Output = crate::ApiResponse> + Send,
 {
     init_tracing();
-    let app = App::from_env().await;
+    let app = crate::vars::exit_on_error(App::from_env().await);
     let _ = app.store.ping().await;
     let handler = &handler;
     let app = &app;

@@ -22,6 +22,7 @@ pub mod signing;
 pub mod store;
 pub mod transport;
 pub mod types;
+pub mod vars;
 pub mod webhook;
 
 pub use app::App;

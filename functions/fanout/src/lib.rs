@@ -36,6 +36,7 @@ use zaqar::store::messages::Message;
 use zaqar::store::subscriptions::Subscription;
 use zaqar::store::{get_i64, get_s};
 use zaqar::types::{ProjectId, QueueName};
+use zaqar::vars::{ConfigError, Vars};
 use zaqar::App;
 
 /// Limits of one invocation.
@@ -49,26 +50,26 @@ pub struct Settings {
     pub concurrency: usize,
 }
 
-impl Settings {
-    pub fn from_env() -> Self {
-        let ms = |name: &str, default: u64| {
-            Duration::from_millis(std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default))
-        };
-        Settings {
-            budget: ms("ZAQAR_FANOUT_BUDGET_MS", 4000),
-            attempt_timeout: ms("ZAQAR_WEBHOOK_TIMEOUT_MS", 3000),
-            concurrency: std::env::var("ZAQAR_FANOUT_CONCURRENCY")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(32)
-                .max(1),
-        }
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { budget: Duration::from_millis(4000), attempt_timeout: Duration::from_millis(3000), concurrency: 32 }
     }
 }
 
-/// The Lambda entry point's logic: handle a batch, report the records to retry.
-pub async fn handle(app: &App, event: Event) -> DynamoDbEventResponse {
-    handle_with(app, &Settings::from_env(), event).await
+impl Settings {
+    /// Reads `ZAQAR_FANOUT_BUDGET_MS`, `ZAQAR_WEBHOOK_TIMEOUT_MS` and `ZAQAR_FANOUT_CONCURRENCY`; unset
+    /// ones keep the defaults, malformed ones are an error (start-up stops).
+    pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        let d = Settings::default();
+        let ms = |name: &str, default: Duration| {
+            vars.number(name, default.as_millis() as u64, 1, 900_000).map(Duration::from_millis)
+        };
+        Ok(Settings {
+            budget: ms("ZAQAR_FANOUT_BUDGET_MS", d.budget)?,
+            attempt_timeout: ms("ZAQAR_WEBHOOK_TIMEOUT_MS", d.attempt_timeout)?,
+            concurrency: vars.number("ZAQAR_FANOUT_CONCURRENCY", d.concurrency, 1, 1024)?,
+        })
+    }
 }
 
 /// Parses a raw stream event record by record, so one malformed record cannot fail the batch.

@@ -10,7 +10,7 @@
 //! - Batches run as tasks, so a slow subscriber does not delay the next poll; records reported as
 //!   failed are retried a few times with backoff, like the event source's MaximumRetryAttempts.
 //!
-//! Disabled with `ZAQAR_STREAM_POLLER=0`. Polls every 200 ms when the stream is idle.
+//! Disabled with `ZAQAR_STREAM_POLLER=false` (read by `main`). Polls every 200 ms when the stream is idle.
 
 use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
 use serde_json::{json, Map, Value};
@@ -23,18 +23,12 @@ const IDLE_POLL: Duration = Duration::from_millis(200);
 const DESCRIBE_EVERY: Duration = Duration::from_secs(2);
 const RETRIES: u32 = 5;
 
-pub fn spawn(app: App) {
-    let enabled = std::env::var("ZAQAR_STREAM_POLLER")
-        .map(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "false" | "no" | "off"))
-        .unwrap_or(true);
-    if !enabled {
-        tracing::info!("stream poller disabled (ZAQAR_STREAM_POLLER)");
-        return;
-    }
+/// Starts polling in the background; fan-out runs with `settings` as the Lambda function would.
+pub fn spawn(app: App, settings: zaqar_fanout::Settings) {
     tokio::spawn(async move {
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
-        let settings = Arc::new(zaqar_fanout::Settings::from_env());
+        let settings = Arc::new(settings);
         let slots = Arc::new(tokio::sync::Semaphore::new(8));
         loop {
             if let Err(e) = poll(&app, &streams, &settings, &slots).await {
