@@ -51,11 +51,28 @@ async fn signing_key_from_secrets_manager(sdk: &aws_config::SdkConfig, arn: &str
 
 /// Sets up `tracing` once per process: JSON lines on Lambda, `RUST_LOG` filtering everywhere.
 pub fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("AWS_LAMBDA_FUNCTION_NAME").is_ok();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
-    let _ = if json { builder.json().without_time().try_init() } else { builder.try_init() };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some();
+    let _ = tracing::subscriber::set_global_default(log_subscriber(json, filter, std::io::stdout));
+}
+
+/// The service's log format, writing to `writer` (tests capture it). Events carry the fields of their
+/// spans, so each line of a request names its `request_id`; JSON puts them under `span`/`spans`.
+pub fn log_subscriber<W>(
+    json: bool,
+    filter: tracing_subscriber::EnvFilter,
+    writer: W,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(writer);
+    if json {
+        Box::new(builder.json().without_time().finish())
+    } else {
+        Box::new(builder.finish())
+    }
 }
 
 /// Runs an HTTP resource-group handler on Lambda: tracing, config and client once, then requests.
