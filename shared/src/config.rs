@@ -2,8 +2,8 @@
 //! parse stops start-up (see [`crate::vars`]) instead of silently becoming a default.
 //! Emulators are reached through `AWS_ENDPOINT_URL` (read by aws-config), never through code branches.
 
-use crate::vars::Vars;
 pub use crate::vars::ConfigError;
+use crate::vars::Vars;
 
 /// Zaqar's `[transport]` limits and the options that change API behaviour (docs/api.md, "Limits").
 #[derive(Debug, Clone, PartialEq)]
@@ -65,7 +65,8 @@ pub enum AuthMode {
 
 impl AuthMode {
     /// The names `ZAQAR_AUTH_MODE` accepts (any case; unset or empty is `none`). A new mode is one row.
-    pub const CHOICES: &[(&str, AuthMode)] = &[("none", AuthMode::None), ("jwt", AuthMode::Jwt), ("iam", AuthMode::Iam)];
+    pub const CHOICES: &[(&str, AuthMode)] =
+        &[("none", AuthMode::None), ("jwt", AuthMode::Jwt), ("iam", AuthMode::Iam)];
 }
 
 #[derive(Clone, PartialEq)]
@@ -152,9 +153,19 @@ impl Config {
         let d = Config::default();
         let l = &d.limits;
         let limits = Limits {
-            default_message_ttl: vars.number("ZAQAR_DEFAULT_MESSAGE_TTL", l.default_message_ttl, 60, l.max_message_ttl)?,
+            default_message_ttl: vars.number(
+                "ZAQAR_DEFAULT_MESSAGE_TTL",
+                l.default_message_ttl,
+                60,
+                l.max_message_ttl,
+            )?,
             default_claim_ttl: vars.number("ZAQAR_DEFAULT_CLAIM_TTL", l.default_claim_ttl, 60, l.max_claim_ttl)?,
-            default_claim_grace: vars.number("ZAQAR_DEFAULT_CLAIM_GRACE", l.default_claim_grace, 60, l.max_claim_grace)?,
+            default_claim_grace: vars.number(
+                "ZAQAR_DEFAULT_CLAIM_GRACE",
+                l.default_claim_grace,
+                60,
+                l.max_claim_grace,
+            )?,
             max_messages_post_size: vars.number(
                 "ZAQAR_MAX_MESSAGES_POST_SIZE",
                 l.max_messages_post_size,

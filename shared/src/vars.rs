@@ -157,7 +157,10 @@ mod tests {
 
     #[test]
     fn urls_need_a_listed_scheme_and_a_host() {
-        assert_eq!(vars(&[("U", "https://q.example")]).url("U", &["http", "https"]), Ok(Some("https://q.example".into())));
+        assert_eq!(
+            vars(&[("U", "https://q.example")]).url("U", &["http", "https"]),
+            Ok(Some("https://q.example".into()))
+        );
         assert!(vars(&[("U", "q.example")]).url("U", &["http", "https"]).is_err());
         assert!(vars(&[("U", "ftp://q.example")]).url("U", &["http", "https"]).is_err());
     }

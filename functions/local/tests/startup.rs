@@ -18,10 +18,7 @@ fn start_with(vars: &[(&str, &str)]) -> (Option<i32>, String) {
 fn unknown_auth_mode_stops_start_up() {
     let (code, stderr) = start_with(&[("ZAQAR_AUTH_MODE", "bogus")]);
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(
-        stderr.contains(r#"invalid ZAQAR_AUTH_MODE="bogus": expected one of none, jwt, iam"#),
-        "stderr: {stderr}"
-    );
+    assert!(stderr.contains(r#"invalid ZAQAR_AUTH_MODE="bogus": expected one of none, jwt, iam"#), "stderr: {stderr}");
 }
 
 #[test]
