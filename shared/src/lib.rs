@@ -20,6 +20,7 @@ pub mod query;
 pub mod route;
 pub mod signing;
 pub mod store;
+pub mod stream;
 pub mod transport;
 pub mod types;
 pub mod vars;

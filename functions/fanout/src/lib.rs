@@ -1,7 +1,7 @@
 //! Fan-out: the DynamoDB stream handler that notifies subscribers (§9.5).
 //!
-//! Records it acts on (the template's FilterCriteria lets only these through; everything else is
-//! skipped here too):
+//! Records it acts on ([`zaqar::stream::admits`], which the template's FilterCriteria mirror; anything
+//! else it is handed is skipped):
 //! - INSERT of a message item (`M#…`): each live subscription of the queue gets the notification
 //!   (only confirmed ones when confirmation is required), concurrently.
 //! - INSERT/MODIFY of a subscription item (`S#…`) whose `notify_seq` grew: the subscription handler
@@ -23,6 +23,7 @@ pub mod retry;
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use aws_sdk_dynamodb::types::AttributeValue;
 use deliver::{Delivery, Outcome};
 use futures::StreamExt;
 use serde_json::Value;
@@ -35,6 +36,7 @@ use zaqar::meta::Metadata;
 use zaqar::store::messages::Message;
 use zaqar::store::subscriptions::Subscription;
 use zaqar::store::{get_i64, get_s};
+use zaqar::stream;
 use zaqar::types::{ProjectId, QueueName};
 use zaqar::vars::{ConfigError, Vars};
 use zaqar::App;
@@ -110,12 +112,13 @@ fn classify(record: &EventRecord) -> Result<Option<Job>, String> {
     let pk = get_s(&keys_img, keys::PK).ok_or("no pk")?;
     let sk = get_s(&keys_img, keys::SK).ok_or("no sk")?;
     let seq = record.change.sequence_number.clone();
-    let is_message = sk.starts_with(keys::MESSAGE_PREFIX);
-    let is_subscription = sk.starts_with(keys::SUBSCRIPTION_PREFIX);
-    if !(is_message || is_subscription) {
+    let new = image(&record.change.new_image);
+    let has_number = |attr: &str| matches!(new.get(attr), Some(AttributeValue::N(_)));
+    if !stream::admits(&record.event_name, sk, has_number) {
         return Ok(None);
     }
-    let new = image(&record.change.new_image);
+    let is_message = sk.starts_with(keys::MESSAGE_PREFIX);
+    let is_subscription = sk.starts_with(keys::SUBSCRIPTION_PREFIX);
     match record.event_name.as_str() {
         "INSERT" if is_message => {
             let shard = keys::parse_messages_pk(pk).ok_or("unparsable message partition key")?;
@@ -125,7 +128,7 @@ fn classify(record: &EventRecord) -> Result<Option<Job>, String> {
         "INSERT" | "MODIFY" if is_subscription => {
             let (_, project) = keys::parse_queue_pk(pk).ok_or("unparsable queue partition key")?;
             let sub = Subscription::from_item(&new).ok_or("subscription image lacks fields")?;
-            let before = get_i64(&image(&record.change.old_image), "notify_seq").unwrap_or(0);
+            let before = get_i64(&image(&record.change.old_image), stream::NOTIFY_SEQ).unwrap_or(0);
             if sub.notify.is_none() || sub.notify_seq <= before {
                 return Ok(None);
             }

@@ -6,7 +6,7 @@
 //! - Records become the Lambda JSON (`eventID`, `eventName`, `dynamodb.{Keys,NewImage,OldImage,
 //!   SequenceNumber,...}`, `eventSourceARN`) via serde_dynamo, and are parsed by the same
 //!   `zaqar_fanout::parse_event` the Lambda binary uses.
-//! - Filtering mirrors the template's FilterCriteria.
+//! - Filtering is the template's FilterCriteria: [`zaqar::stream::admits_json`].
 //! - Batches run as tasks, so a slow subscriber does not delay the next poll; records reported as
 //!   failed are retried a few times with backoff, like the event source's MaximumRetryAttempts.
 //!
@@ -84,7 +84,7 @@ async fn poll(
                 None => iterators.remove(&shard), // closed; its children show up at the next describe
             };
             let records: Vec<Value> =
-                out.records().iter().map(|r| lambda_json(r, &arn)).filter(passes_filter).collect();
+                out.records().iter().map(|r| lambda_json(r, &arn)).filter(zaqar::stream::admits_json).collect();
             if !out.records().is_empty() {
                 busy = true;
             }
@@ -150,15 +150,6 @@ fn dispatch(
         }
         tracing::warn!(records = records.len(), "fan-out gave up on records after retries");
     });
-}
-
-/// The template's FilterCriteria: message inserts, and subscription writes that request a notification.
-fn passes_filter(record: &Value) -> bool {
-    let name = record["eventName"].as_str().unwrap_or_default();
-    let sk = record["dynamodb"]["Keys"]["sk"]["S"].as_str().unwrap_or_default();
-    let notify = record["dynamodb"]["NewImage"]["notify_seq"]["N"].is_string();
-    (name == "INSERT" && sk.starts_with("M#"))
-        || (matches!(name, "INSERT" | "MODIFY") && sk.starts_with("S#") && notify)
 }
 
 fn image(m: Option<&HashMap<String, aws_sdk_dynamodbstreams::types::AttributeValue>>) -> Option<Value> {
