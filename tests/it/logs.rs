@@ -8,8 +8,6 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use tracing_subscriber::EnvFilter;
 use zaqar::app::log_subscriber;
-use zaqar::config::Config;
-use zaqar::App;
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -46,18 +44,6 @@ impl Captured {
         }
         plain.lines().map(str::to_string).collect()
     }
-}
-
-/// An app whose storage refuses connections (and does not retry), so storage calls fail fast: 503.
-async fn app_without_storage() -> App {
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url("http://127.0.0.1:1")
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("local", "local", None, None, "tests"))
-        .retry_config(aws_config::retry::RetryConfig::disabled())
-        .load()
-        .await;
-    App::new(Config::for_tests("zaqar-tests"), aws_sdk_dynamodb::Client::new(&sdk), zaqar::clock::Clock::manual())
 }
 
 #[tokio::test]
