@@ -28,10 +28,12 @@ pub fn spawn(app: App, settings: zaqar_fanout::Settings) {
     tokio::spawn(async move {
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
+        // Its own table client: the stream ARN is operations' business, not the store's API.
+        let tables = aws_sdk_dynamodb::Client::new(&sdk);
         let settings = Arc::new(settings);
         let slots = Arc::new(tokio::sync::Semaphore::new(8));
         loop {
-            if let Err(e) = poll(&app, &streams, &settings, &slots).await {
+            if let Err(e) = poll(&app, &tables, &streams, &settings, &slots).await {
                 tracing::warn!(error = %e, "stream poller restarting");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -41,12 +43,12 @@ pub fn spawn(app: App, settings: zaqar_fanout::Settings) {
 
 async fn poll(
     app: &App,
+    tables: &aws_sdk_dynamodb::Client,
     streams: &aws_sdk_dynamodbstreams::Client,
     settings: &Arc<zaqar_fanout::Settings>,
     slots: &Arc<tokio::sync::Semaphore>,
 ) -> Result<(), String> {
-    let table =
-        app.store.client.describe_table().table_name(&app.config.table).send().await.map_err(|e| format!("{e:?}"))?;
+    let table = tables.describe_table().table_name(&app.config.table).send().await.map_err(|e| format!("{e:?}"))?;
     let arn = table.table().and_then(|t| t.latest_stream_arn()).ok_or("the table has no stream")?.to_string();
     tracing::info!(stream = %arn, "stream poller reading");
     let mut iterators: HashMap<String, String> = HashMap::new();
