@@ -5,7 +5,7 @@
 pub use crate::vars::ConfigError;
 use crate::vars::Vars;
 
-/// Zaqar's `[transport]` limits and the options that change API behaviour (docs/api.md, "Limits").
+/// Zaqar's `[transport]` limits and the options that change API behaviour (docs/api.md#limits).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     pub default_message_ttl: i64,

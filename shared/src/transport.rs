@@ -1,4 +1,4 @@
-//! Zaqar's request hooks (§1.2), in its order, and the final touches on every response.
+//! Zaqar's request hooks (docs/api.md#transport-hooks), in its order, and the final touches on every response.
 //!
 //! Order matters for which error wins: route (404) → pre-signed URL check → form-encoding refusal →
 //! Accept → Client-ID → project → queue name and project length → method (405/OPTIONS) → handler.
@@ -40,7 +40,7 @@ impl Context {
         self.roles.iter().any(|r| r.eq_ignore_ascii_case("admin"))
     }
 
-    /// Policy check for admin-only operations (§1.4).
+    /// Policy check for admin-only operations (docs/api.md#transport-auth).
     pub fn require_admin(&self) -> Result<(), ApiError> {
         if self.is_admin() {
             Ok(())
@@ -120,8 +120,8 @@ fn prepare(app: &App, req: &ApiRequest, group: Group) -> Result<Prepared, ApiErr
     }))
 }
 
-/// The caller's project and roles, by auth mode (§1.3, §1.4). A verified pre-signed request is
-/// vouched for by its signature (which covers the project header), as in Zaqar.
+/// The caller's project and roles, by auth mode (docs/api.md#transport-headers, #transport-auth). A verified pre-signed
+/// request is vouched for by its signature (which covers the project header), as in Zaqar.
 fn identify(app: &App, req: &ApiRequest) -> Result<(ProjectId, Vec<String>), ApiError> {
     let split = |text: &str| -> Vec<String> {
         text.split([',', ' ']).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
@@ -166,7 +166,7 @@ fn identify(app: &App, req: &ApiRequest) -> Result<(ProjectId, Vec<String>), Api
     }
 }
 
-/// Private routes exist only when the operator mounts them (§1.1).
+/// Private routes exist only when the operator mounts them (docs/api.md#transport-routes).
 fn mounted(app: &App, resource: Resource) -> bool {
     match resource {
         Resource::Health => app.config.admin_mode,
@@ -205,7 +205,7 @@ fn accepts_json(accept: Option<&str>) -> bool {
     })
 }
 
-/// Pre-signed request check (§10.3): method, path, signature, expiry. Any failure is a bare 404.
+/// Pre-signed request check (docs/api.md#presigned-use): method, path, signature, expiry. Any failure is a bare 404.
 fn check_signature(app: &App, req: &ApiRequest, signature: &str) -> Result<(), ApiError> {
     let key = app.config.secret_key.as_deref().ok_or_else(ApiError::no_route)?;
     let list = |name: &str| -> Vec<String> {
@@ -267,7 +267,7 @@ where
     let _entered = span.enter();
     respond(result, request_id)
 }
-/// Version discovery, `GET /` (§3): needs no Client-ID or project.
+/// Version discovery, `GET /` (docs/api.md#versions): needs no Client-ID or project.
 fn versions() -> ApiResponse {
     let body = serde_json::json!({"versions": [{
         "id": "2", "status": "CURRENT", "updated": "2014-9-24T04:06:47Z",

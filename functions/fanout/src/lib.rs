@@ -1,4 +1,4 @@
-//! Fan-out: the DynamoDB stream handler that notifies subscribers (§9.5).
+//! Fan-out: the DynamoDB stream handler that notifies subscribers (docs/api.md#subscriptions-delivery).
 //!
 //! Records it acts on ([`zaqar::stream::admits`], which the template's FilterCriteria mirror; anything
 //! else it is handed is skipped):

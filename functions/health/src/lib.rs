@@ -221,7 +221,7 @@ impl Rel {
     }
 }
 
-/// The JSON-Home document (upstream API reference, "Get Home Document"). Byte for byte what Zaqar 23
+/// The JSON-Home document (docs/api.md#home). Byte for byte what Zaqar 23
 /// sends: its relations and `param/...` names, and `json.dumps(indent=4)` layout.
 fn home(app: &App) -> ApiResponse {
     let mut resources = serde_json::Map::new();
@@ -247,7 +247,7 @@ fn home(app: &App) -> ApiResponse {
     }
 }
 
-/// A live self-test (§11): each storage operation on a throw-away queue, timed.
+/// A live self-test (docs/api.md#health-report): each storage operation on a throw-away queue, timed.
 async fn health(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> {
     let store = &app.store;
     let queue = QueueName::parse(&format!("health-{}", uuid::Uuid::new_v4().simple())).expect("valid name");
