@@ -530,7 +530,7 @@ async fn fixture_event_drives_a_delivery() {
     subscribe(&c, &hook.url("/"), json!({})).await;
     // The recorded-shape fixture, pointed at this test's queue partition: a committed first message
     // (sequence number 1 of shard 0, as in the fixture's id) makes it a message of a committed post.
-    let records = post(&c, json!({"messages": [{"ttl": 300, "body": {"notify": true}}]})).await;
+    let records = post_records(&c, json!({"messages": [{"ttl": 300, "body": {"notify": true}}]})).await;
     let real_pk = records[0]["dynamodb"]["Keys"]["pk"]["S"].as_str().unwrap().to_string();
     let text =
         include_str!("../../functions/fanout/events/message-insert.json").replace("M#q1#0a1b2c3d4e5f#0#p1", &real_pk);
