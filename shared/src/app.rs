@@ -1,7 +1,7 @@
 //! The process-wide state a handler needs: configuration and storage.
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::store::Store;
 use std::sync::Arc;
 
@@ -17,14 +17,17 @@ impl App {
         App { config: Arc::new(config), store }
     }
 
-    /// Builds the app from the environment (`ZAQAR_*`, AWS settings, `AWS_ENDPOINT_URL`).
-    pub async fn from_env() -> Self {
-        let mut config = Config::from_env();
+    /// Builds the app from the environment (`ZAQAR_*`, AWS settings, `AWS_ENDPOINT_URL`); an invalid
+    /// `ZAQAR_*` value is an error, which the binaries print before exiting.
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let mut config = Config::from_env()?;
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         if config.secret_key.is_none() {
-            config.secret_key = signing_key_from_secrets_manager(&sdk).await;
+            if let Some(arn) = &config.secret_arn {
+                config.secret_key = signing_key_from_secrets_manager(&sdk, arn).await;
+            }
         }
-        App::new(config, aws_sdk_dynamodb::Client::new(&sdk), Clock::System)
+        Ok(App::new(config, aws_sdk_dynamodb::Client::new(&sdk), Clock::System))
     }
 
     pub fn limits(&self) -> &crate::config::Limits {
@@ -35,10 +38,9 @@ impl App {
 /// The signing key from Secrets Manager (`ZAQAR_SECRET_ARN`), read once at cold start so it never sits in
 /// the function's environment. A failure disables signing (share → 400, pre-signed → 404) and is logged
 /// without the secret.
-async fn signing_key_from_secrets_manager(sdk: &aws_config::SdkConfig) -> Option<String> {
-    let arn = std::env::var("ZAQAR_SECRET_ARN").ok().filter(|a| !a.is_empty())?;
+async fn signing_key_from_secrets_manager(sdk: &aws_config::SdkConfig, arn: &str) -> Option<String> {
     let client = aws_sdk_secretsmanager::Client::new(sdk);
-    match client.get_secret_value().secret_id(&arn).send().await {
+    match client.get_secret_value().secret_id(arn).send().await {
         Ok(out) => out.secret_string().map(str::to_string),
         Err(e) => {
             tracing::error!(secret = %arn, error = %aws_sdk_secretsmanager::error::DisplayErrorContext(&e), "cannot read the signing key");
@@ -49,11 +51,28 @@ async fn signing_key_from_secrets_manager(sdk: &aws_config::SdkConfig) -> Option
 
 /// Sets up `tracing` once per process: JSON lines on Lambda, `RUST_LOG` filtering everywhere.
 pub fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("AWS_LAMBDA_FUNCTION_NAME").is_ok();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
-    let _ = if json { builder.json().without_time().try_init() } else { builder.try_init() };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some();
+    let _ = tracing::subscriber::set_global_default(log_subscriber(json, filter, std::io::stdout));
+}
+
+/// The service's log format, writing to `writer` (tests capture it). Events carry the fields of their
+/// spans, so each line of a request names its `request_id`; JSON puts them under `span`/`spans`.
+pub fn log_subscriber<W>(
+    json: bool,
+    filter: tracing_subscriber::EnvFilter,
+    writer: W,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(writer);
+    if json {
+        Box::new(builder.json().without_time().finish())
+    } else {
+        Box::new(builder.finish())
+    }
 }
 
 /// Runs an HTTP resource-group handler on Lambda: tracing, config and client once, then requests.
@@ -64,7 +83,7 @@ where
     Fut: std::future::Future<Output = crate::ApiResponse> + Send,
 {
     init_tracing();
-    let app = App::from_env().await;
+    let app = crate::vars::exit_on_error(App::from_env().await);
     let _ = app.store.ping().await;
     let handler = &handler;
     let app = &app;

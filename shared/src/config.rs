@@ -1,10 +1,12 @@
-//! Configuration from the environment, read once at cold start.
+//! Configuration from the environment, read and validated once at cold start: a value that does not
+//! parse stops start-up (see [`crate::vars`]) instead of silently becoming a default.
 //! Emulators are reached through `AWS_ENDPOINT_URL` (read by aws-config), never through code branches.
 
-use std::env;
+pub use crate::vars::ConfigError;
+use crate::vars::Vars;
 
-/// Zaqar's `[transport]` limits and the options that change API behaviour (spec §2).
-#[derive(Debug, Clone)]
+/// Zaqar's `[transport]` limits and the options that change API behaviour (docs/api.md#limits).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     pub default_message_ttl: i64,
     pub default_message_delay: i64,
@@ -61,7 +63,13 @@ pub enum AuthMode {
     Iam,
 }
 
-#[derive(Clone)]
+impl AuthMode {
+    /// The names `ZAQAR_AUTH_MODE` accepts (any case; unset or empty is `none`). A new mode is one row.
+    pub const CHOICES: &[(&str, AuthMode)] =
+        &[("none", AuthMode::None), ("jwt", AuthMode::Jwt), ("iam", AuthMode::Iam)];
+}
+
+#[derive(Clone, PartialEq)]
 pub struct Config {
     pub auth_mode: AuthMode,
     /// JWT claim holding the project id (`ZAQAR_PROJECT_CLAIM`, default `project_id`).
@@ -78,6 +86,8 @@ pub struct Config {
     pub enable_checksum: bool,
     /// `[signed_url] secret_key`; `None` disables sharing and pre-signed requests.
     pub secret_key: Option<String>,
+    /// Secrets Manager secret holding the signing key, read at cold start when `secret_key` is unset.
+    pub secret_arn: Option<String>,
     /// Longest lifetime a pre-signed URL may ask for (Zaqar has none; we bound it).
     pub max_signed_url_seconds: i64,
     /// New webhook subscriptions must be confirmed before they receive messages.
@@ -107,75 +117,153 @@ impl std::fmt::Debug for Config {
     }
 }
 
-fn flag(name: &str, default: bool) -> bool {
-    match env::var(name) {
-        Ok(v) => matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"),
-        Err(_) => default,
-    }
-}
-
-fn list(name: &str) -> Vec<String> {
-    env::var(name).unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
-}
-
-fn number<T: std::str::FromStr>(name: &str, default: T) -> T {
-    env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
-}
-
-impl Config {
-    pub fn from_env() -> Self {
-        let defaults = Limits::default();
-        let limits = Limits {
-            default_message_ttl: number("ZAQAR_DEFAULT_MESSAGE_TTL", defaults.default_message_ttl),
-            default_claim_ttl: number("ZAQAR_DEFAULT_CLAIM_TTL", defaults.default_claim_ttl),
-            default_claim_grace: number("ZAQAR_DEFAULT_CLAIM_GRACE", defaults.default_claim_grace),
-            max_messages_post_size: number("ZAQAR_MAX_MESSAGES_POST_SIZE", defaults.max_messages_post_size),
-            ..defaults
-        };
-        let auth_mode = match env::var("ZAQAR_AUTH_MODE").unwrap_or_default().to_ascii_lowercase().as_str() {
-            "jwt" => AuthMode::Jwt,
-            "iam" => AuthMode::Iam,
-            _ => AuthMode::None,
-        };
-        Config {
-            auth_mode,
-            project_claim: env::var("ZAQAR_PROJECT_CLAIM").unwrap_or_else(|_| "project_id".into()),
-            roles_claim: env::var("ZAQAR_ROLES_CLAIM").unwrap_or_else(|_| "roles".into()),
-            admin_principals: list("ZAQAR_ADMIN_PRINCIPALS"),
-            table: env::var("ZAQAR_TABLE").unwrap_or_else(|_| "zaqar".into()),
-            limits,
-            admin_mode: flag("ZAQAR_ADMIN_MODE", false),
-            pooling: flag("ZAQAR_POOLING", false),
-            enable_checksum: flag("ZAQAR_ENABLE_CHECKSUM", false),
-            secret_key: env::var("ZAQAR_SECRET_KEY").ok().filter(|s| !s.is_empty()),
-            max_signed_url_seconds: number("ZAQAR_MAX_SIGNED_URL_SECONDS", 7 * 24 * 3600),
-            require_confirmation: flag("ZAQAR_REQUIRE_CONFIRMATION", true),
-            webhook_allow: list("ZAQAR_WEBHOOK_ALLOW"),
-            public_url: env::var("ZAQAR_PUBLIC_URL").ok().filter(|s| !s.is_empty()),
-            mail_from: env::var("ZAQAR_MAIL_FROM").unwrap_or_else(|_| "zaqar@localhost".into()),
-            smtp_url: env::var("ZAQAR_SMTP_URL").ok().filter(|s| !s.is_empty()),
-        }
-    }
-
-    /// A configuration for tests: Zaqar's defaults, the given table, everything optional on.
-    pub fn for_tests(table: &str) -> Self {
+impl Default for Config {
+    /// The configuration of an empty environment: Zaqar's defaults, noauth, optional features off.
+    fn default() -> Self {
         Config {
             auth_mode: AuthMode::None,
             project_claim: "project_id".into(),
             roles_claim: "roles".into(),
             admin_principals: vec![],
-            table: table.to_string(),
+            table: "zaqar".into(),
             limits: Limits::default(),
-            admin_mode: true,
-            pooling: true,
-            enable_checksum: true,
-            secret_key: Some("test".into()),
+            admin_mode: false,
+            pooling: false,
+            enable_checksum: false,
+            secret_key: None,
+            secret_arn: None,
             max_signed_url_seconds: 7 * 24 * 3600,
-            require_confirmation: false,
-            webhook_allow: vec!["127.0.0.1".into()],
+            require_confirmation: true,
+            webhook_allow: vec![],
             public_url: None,
             mail_from: "zaqar@localhost".into(),
             smtp_url: None,
         }
+    }
+}
+
+impl Config {
+    /// Reads and validates the process environment once, at start-up.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&Vars::from_env())
+    }
+
+    /// Builds the configuration from `ZAQAR_*` variables; unset ones keep [`Config::default`].
+    pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        let d = Config::default();
+        let l = &d.limits;
+        let limits = Limits {
+            default_message_ttl: vars.number(
+                "ZAQAR_DEFAULT_MESSAGE_TTL",
+                l.default_message_ttl,
+                60,
+                l.max_message_ttl,
+            )?,
+            default_claim_ttl: vars.number("ZAQAR_DEFAULT_CLAIM_TTL", l.default_claim_ttl, 60, l.max_claim_ttl)?,
+            default_claim_grace: vars.number(
+                "ZAQAR_DEFAULT_CLAIM_GRACE",
+                l.default_claim_grace,
+                60,
+                l.max_claim_grace,
+            )?,
+            max_messages_post_size: vars.number(
+                "ZAQAR_MAX_MESSAGES_POST_SIZE",
+                l.max_messages_post_size,
+                1,
+                MAX_LAMBDA_PAYLOAD,
+            )?,
+            ..d.limits.clone()
+        };
+        Ok(Config {
+            auth_mode: vars.choice("ZAQAR_AUTH_MODE", d.auth_mode, AuthMode::CHOICES)?,
+            project_claim: vars.string("ZAQAR_PROJECT_CLAIM", &d.project_claim),
+            roles_claim: vars.string("ZAQAR_ROLES_CLAIM", &d.roles_claim),
+            admin_principals: vars.list("ZAQAR_ADMIN_PRINCIPALS"),
+            table: vars.string("ZAQAR_TABLE", &d.table),
+            limits,
+            admin_mode: vars.flag("ZAQAR_ADMIN_MODE", d.admin_mode)?,
+            pooling: vars.flag("ZAQAR_POOLING", d.pooling)?,
+            enable_checksum: vars.flag("ZAQAR_ENABLE_CHECKSUM", d.enable_checksum)?,
+            secret_key: vars.optional("ZAQAR_SECRET_KEY"),
+            secret_arn: vars.optional("ZAQAR_SECRET_ARN"),
+            max_signed_url_seconds: vars.number(
+                "ZAQAR_MAX_SIGNED_URL_SECONDS",
+                d.max_signed_url_seconds,
+                1,
+                10 * 365 * 24 * 3600,
+            )?,
+            require_confirmation: vars.flag("ZAQAR_REQUIRE_CONFIRMATION", d.require_confirmation)?,
+            webhook_allow: vars.list("ZAQAR_WEBHOOK_ALLOW"),
+            public_url: vars.url("ZAQAR_PUBLIC_URL", &["http", "https"])?,
+            mail_from: vars.string("ZAQAR_MAIL_FROM", &d.mail_from),
+            smtp_url: vars.url("ZAQAR_SMTP_URL", &["smtp"])?,
+        })
+    }
+
+    /// A configuration for tests: the defaults with the given table and every optional feature on.
+    pub fn for_tests(table: &str) -> Self {
+        Config {
+            table: table.to_string(),
+            admin_mode: true,
+            pooling: true,
+            enable_checksum: true,
+            secret_key: Some("test".into()),
+            require_confirmation: false,
+            webhook_allow: vec!["127.0.0.1".into()],
+            ..Config::default()
+        }
+    }
+}
+
+/// Lambda's request payload limit (6 MB): a larger post could never arrive.
+const MAX_LAMBDA_PAYLOAD: usize = 6 * 1024 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_vars(&pairs.iter().copied().collect())
+    }
+
+    #[test]
+    fn an_empty_environment_gives_the_defaults() {
+        assert_eq!(parse(&[]).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn values_are_read() {
+        let c = parse(&[
+            ("ZAQAR_AUTH_MODE", "JWT"),
+            ("ZAQAR_ADMIN_MODE", "true"),
+            ("ZAQAR_DEFAULT_CLAIM_TTL", "120"),
+            ("ZAQAR_ADMIN_PRINCIPALS", "arn:a, arn:b"),
+            ("ZAQAR_PUBLIC_URL", "https://zaqar.example"),
+            ("ZAQAR_SMTP_URL", "smtp://127.0.0.1:2525"),
+        ])
+        .unwrap();
+        assert_eq!((c.auth_mode, c.admin_mode, c.limits.default_claim_ttl), (AuthMode::Jwt, true, 120));
+        assert_eq!(c.admin_principals, ["arn:a", "arn:b"]);
+        assert_eq!(c.public_url.as_deref(), Some("https://zaqar.example"));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_what_it_accepts() {
+        let cases = [
+            ("ZAQAR_AUTH_MODE", "bogus", "one of none, jwt, iam"),
+            ("ZAQAR_DEFAULT_CLAIM_TTL", "abc", "an integer from 60 to 43200"),
+            ("ZAQAR_DEFAULT_MESSAGE_TTL", "30", "an integer from 60 to 1209600"),
+            ("ZAQAR_ADMIN_MODE", "yes please", "one of true, false, 1, 0, yes, no, on, off"),
+            ("ZAQAR_PUBLIC_URL", "zaqar.example", "a http or https URL with a host"),
+            ("ZAQAR_SMTP_URL", "127.0.0.1:25", "a smtp URL with a host"),
+        ];
+        for (name, value, expected) in cases {
+            let e = parse(&[(name, value)]).unwrap_err();
+            assert_eq!(e, ConfigError::new(name, value, expected));
+        }
+        assert_eq!(
+            parse(&[("ZAQAR_AUTH_MODE", "bogus")]).unwrap_err().to_string(),
+            r#"invalid ZAQAR_AUTH_MODE="bogus": expected one of none, jwt, iam"#
+        );
     }
 }

@@ -158,6 +158,8 @@ impl ApiResponse {
             resp.body.clear();
         }
         resp.headers.extend(err.headers.iter().cloned());
+        // falcon serialises errors by the request's Accept header and says so.
+        resp.headers.push(("vary".into(), "Accept".into()));
         resp
     }
 

@@ -1,6 +1,6 @@
 //! JSON the way Zaqar reads and writes it.
 //!
-//! Reading: the top level must be an object or array, integers must fit in i64 (§1.6).
+//! Reading: the top level must be an object or array, integers must fit in i64 (docs/api.md#transport-json).
 //! Writing: Python's `json.dumps` layout (`", "` and `": "` separators, keys in insertion order, floats
 //! as Python's `repr`), so bodies and `MD5:` checksums match what Python Zaqar produces.
 

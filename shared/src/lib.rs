@@ -20,8 +20,10 @@ pub mod query;
 pub mod route;
 pub mod signing;
 pub mod store;
+pub mod stream;
 pub mod transport;
 pub mod types;
+pub mod vars;
 pub mod webhook;
 
 pub use app::App;

@@ -1,4 +1,5 @@
-//! Queue metadata: reserved keys (§6), their defaults (§5.3) and Zaqar's JSON-patch subset (§5.4).
+//! Queue metadata: reserved keys, their defaults and Zaqar's JSON-patch subset (docs/api.md:
+//! `#queues-reserved-metadata`, `#queues-get`, `#queues-patch`).
 
 use crate::config::Limits;
 use crate::error::ApiError;
@@ -68,7 +69,8 @@ pub fn validate(meta: &Metadata, limits: &Limits) -> Result<(), ApiError> {
     validate_retry_policy(meta.get("_retry_policy"))
 }
 
-/// Validates a `_retry_policy` object (§9.6), used by queue metadata and subscription options.
+/// Validates a `_retry_policy` object (docs/api.md#subscriptions-retry-policy), used by queue metadata and subscription
+/// options.
 pub fn validate_retry_policy(policy: Option<&Value>) -> Result<(), ApiError> {
     let policy = match policy {
         None => return Ok(()),
@@ -156,7 +158,7 @@ pub fn with_defaults(meta: &Metadata, limits: &Limits) -> Metadata {
 pub struct QueueSettings {
     pub default_ttl: Option<i64>,
     pub max_post_size: Option<i64>,
-    /// Non-zero only on delayed queues (§15.4).
+    /// Non-zero only on delayed queues (docs/api.md#messages-delay).
     pub default_delay: i64,
     pub dead_letter_queue: Option<String>,
     pub dead_letter_ttl: Option<i64>,
@@ -269,7 +271,7 @@ fn decode_pointer(pointer: &str) -> Result<Vec<String>, ApiError> {
     Ok(inner.split('/').map(|t| t.replace("~1", "/").replace("~0", "~").trim().to_string()).collect())
 }
 
-/// Applies parsed operations in order (§5.4 semantics).
+/// Applies parsed operations in order (docs/api.md#queues-patch).
 pub fn apply_patch(meta: &mut Metadata, ops: Vec<PatchOp>) -> Result<(), ApiError> {
     for op in ops {
         match op {

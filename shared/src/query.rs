@@ -1,4 +1,4 @@
-//! Query-string parsing with falcon's conversions (§1.7): blank values are absent, booleans take
+//! Query-string parsing with falcon's conversions (docs/api.md#transport-query): blank values are absent, booleans take
 //! Python's spellings, lists are comma-separated or repeated.
 
 use crate::error::ApiError;
@@ -73,8 +73,8 @@ pub fn next_href(path: &str, params: &[(&str, String)]) -> String {
     format!("{path}?{}", ser.finish())
 }
 
-/// A page's `links` (§1.8): one `next` link whenever the page is non-empty, `[]` otherwise. The link
-/// repeats the recognised parameters the request gave (`keep`, plus `extra` ones) and ends with `marker`.
+/// A page's `links` (docs/api.md#transport-paging): one `next` link whenever the page is non-empty, `[]` otherwise. The
+/// link repeats the recognised parameters the request gave (`keep`, plus `extra` ones) and ends with `marker`.
 pub fn page_links(
     path: &str,
     query: &Query,

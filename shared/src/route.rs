@@ -39,7 +39,77 @@ pub enum Resource {
     Flavor,
 }
 
+impl Group {
+    pub const ALL: [Group; 6] =
+        [Group::Health, Group::Queues, Group::Messages, Group::Claims, Group::Subscriptions, Group::Admin];
+
+    /// The function's name: `zaqar-<name>` binary, `<Name>Function` in `infra/template.yaml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Group::Health => "health",
+            Group::Queues => "queues",
+            Group::Messages => "messages",
+            Group::Claims => "claims",
+            Group::Subscriptions => "subscriptions",
+            Group::Admin => "admin",
+        }
+    }
+}
+
 impl Resource {
+    pub const ALL: [Resource; 20] = {
+        use Resource::*;
+        [
+            Versions,
+            Home,
+            Ping,
+            Health,
+            QueueList,
+            Queue,
+            QueueStats,
+            QueuePurge,
+            QueueShare,
+            Messages,
+            Message,
+            Claims,
+            Claim,
+            Subscriptions,
+            Subscription,
+            SubscriptionConfirm,
+            PoolList,
+            Pool,
+            FlavorList,
+            Flavor,
+        ]
+    };
+
+    /// The path with its variables in braces, as the API's route table (and the logs) name it.
+    pub fn template(self) -> &'static str {
+        use Resource::*;
+        match self {
+            Versions => "/",
+            Home => "/v2/",
+            Ping => "/v2/ping",
+            Health => "/v2/health",
+            QueueList => "/v2/queues",
+            Queue => "/v2/queues/{queue_name}",
+            QueueStats => "/v2/queues/{queue_name}/stats",
+            QueuePurge => "/v2/queues/{queue_name}/purge",
+            QueueShare => "/v2/queues/{queue_name}/share",
+            Messages => "/v2/queues/{queue_name}/messages",
+            Message => "/v2/queues/{queue_name}/messages/{message_id}",
+            Claims => "/v2/queues/{queue_name}/claims",
+            Claim => "/v2/queues/{queue_name}/claims/{claim_id}",
+            Subscriptions => "/v2/queues/{queue_name}/subscriptions",
+            Subscription => "/v2/queues/{queue_name}/subscriptions/{subscription_id}",
+            SubscriptionConfirm => "/v2/queues/{queue_name}/subscriptions/{subscription_id}/confirm",
+            PoolList => "/v2/pools",
+            Pool => "/v2/pools/{pool}",
+            FlavorList => "/v2/flavors",
+            Flavor => "/v2/flavors/{flavor}",
+        }
+    }
+
     pub fn group(self) -> Group {
         use Resource::*;
         match self {
@@ -157,6 +227,14 @@ mod tests {
         assert_eq!(route("//v2/queues").unwrap().resource, Resource::QueueList);
         assert_eq!(route("/v2/queues/bad%20name").unwrap().queue.as_deref(), Some("bad name"));
         assert_eq!(route("/v2/queues/q/subscriptions/s/confirm").unwrap().resource, Resource::SubscriptionConfirm);
+    }
+
+    #[test]
+    fn every_template_routes_to_its_resource() {
+        for resource in Resource::ALL {
+            let path = resource.template().replace("{queue_name}", "q").replace(['{', '}'], "");
+            assert_eq!(route(&path).map(|r| r.resource), Some(resource), "{path}");
+        }
     }
 
     #[test]

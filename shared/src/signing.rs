@@ -1,4 +1,5 @@
-//! Pre-signed URLs (§10): Zaqar's HMAC-SHA256 signature, checked in constant time, with bounded expiry.
+//! Pre-signed URLs (docs/api.md#presigned): Zaqar's HMAC-SHA256 signature, checked in constant time, with bounded
+//! expiry.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

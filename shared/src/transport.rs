@@ -1,4 +1,4 @@
-//! Zaqar's request hooks (§1.2), in its order, and the final touches on every response.
+//! Zaqar's request hooks (docs/api.md#transport-hooks), in its order, and the final touches on every response.
 //!
 //! Order matters for which error wins: route (404) → pre-signed URL check → form-encoding refusal →
 //! Accept → Client-ID → project → queue name and project length → method (405/OPTIONS) → handler.
@@ -12,6 +12,7 @@ use crate::route::{route, Group, Resource, Route};
 use crate::signing::{self, SignedScope};
 use crate::types::{ClientId, ProjectId, QueueName};
 use http::{Method, StatusCode};
+use tracing::Instrument;
 
 /// A request that passed the transport hooks.
 #[derive(Debug, Clone)]
@@ -39,7 +40,7 @@ impl Context {
         self.roles.iter().any(|r| r.eq_ignore_ascii_case("admin"))
     }
 
-    /// Policy check for admin-only operations (§1.4).
+    /// Policy check for admin-only operations (docs/api.md#transport-auth).
     pub fn require_admin(&self) -> Result<(), ApiError> {
         if self.is_admin() {
             Ok(())
@@ -50,7 +51,7 @@ impl Context {
 }
 
 /// What the hooks decided: run the handler, or answer right away.
-pub enum Prepared {
+enum Prepared {
     Handle(Context),
     /// `GET /` needs no Client-ID or project.
     Versions,
@@ -58,7 +59,7 @@ pub enum Prepared {
 }
 
 /// Runs the hooks for a request meant for `group`'s function.
-pub fn prepare(app: &App, req: &ApiRequest, group: Group) -> Result<Prepared, ApiError> {
+fn prepare(app: &App, req: &ApiRequest, group: Group) -> Result<Prepared, ApiError> {
     let route = route(&req.path).filter(|r| mounted(app, r.resource)).ok_or_else(ApiError::no_route)?;
     if route.resource.group() != group {
         return Err(ApiError::no_route());
@@ -97,6 +98,7 @@ pub fn prepare(app: &App, req: &ApiRequest, group: Group) -> Result<Prepared, Ap
         }
     };
     let (project, roles) = identify(app, req)?;
+    tracing::Span::current().record("project", tracing::field::display(project.as_str()));
     let queue = match &route.queue {
         Some(name) if route.resource.has_queue() => {
             project.check_length()?;
@@ -118,8 +120,8 @@ pub fn prepare(app: &App, req: &ApiRequest, group: Group) -> Result<Prepared, Ap
     }))
 }
 
-/// The caller's project and roles, by auth mode (§1.3, §1.4). A verified pre-signed request is
-/// vouched for by its signature (which covers the project header), as in Zaqar.
+/// The caller's project and roles, by auth mode (docs/api.md#transport-headers, #transport-auth). A verified pre-signed
+/// request is vouched for by its signature (which covers the project header), as in Zaqar.
 fn identify(app: &App, req: &ApiRequest) -> Result<(ProjectId, Vec<String>), ApiError> {
     let split = |text: &str| -> Vec<String> {
         text.split([',', ' ']).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
@@ -164,7 +166,7 @@ fn identify(app: &App, req: &ApiRequest) -> Result<(ProjectId, Vec<String>), Api
     }
 }
 
-/// Private routes exist only when the operator mounts them (§1.1).
+/// Private routes exist only when the operator mounts them (docs/api.md#transport-routes).
 fn mounted(app: &App, resource: Resource) -> bool {
     match resource {
         Resource::Health => app.config.admin_mode,
@@ -203,7 +205,7 @@ fn accepts_json(accept: Option<&str>) -> bool {
     })
 }
 
-/// Pre-signed request check (§10.3): method, path, signature, expiry. Any failure is a bare 404.
+/// Pre-signed request check (docs/api.md#presigned-use): method, path, signature, expiry. Any failure is a bare 404.
 fn check_signature(app: &App, req: &ApiRequest, signature: &str) -> Result<(), ApiError> {
     let key = app.config.secret_key.as_deref().ok_or_else(ApiError::no_route)?;
     let list = |name: &str| -> Vec<String> {
@@ -232,20 +234,40 @@ fn check_signature(app: &App, req: &ApiRequest, signature: &str) -> Result<(), A
 
 /// The one entry point of every resource-group function: the hooks for `group`, then `dispatch` for
 /// requests that reach a handler, then the common response headers.
+///
+/// Each request runs in a `request` span carrying its `x-openstack-request-id`, method, route
+/// template, project (once known) and status, so every log line of the request, including the
+/// storage layer's, can be found from the id a client reports.
 pub async fn serve<F, Fut>(app: &App, req: ApiRequest, group: Group, dispatch: F) -> ApiResponse
 where
     F: FnOnce(Context, ApiRequest) -> Fut,
     Fut: std::future::Future<Output = Result<ApiResponse, ApiError>>,
 {
-    respond(match prepare(app, &req, group) {
-        Ok(Prepared::Handle(ctx)) => dispatch(ctx, req).await,
-        Ok(Prepared::Versions) => Ok(versions()),
-        Ok(Prepared::Respond(resp)) => Ok(resp),
-        Err(e) => Err(e),
-    })
+    let request_id = format!("req-{}", uuid::Uuid::new_v4());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %req.method,
+        route = tracing::field::Empty,
+        project = tracing::field::Empty,
+        status = tracing::field::Empty,
+    );
+    if let Some(r) = route(&req.path) {
+        span.record("route", tracing::field::display(r.resource.template()));
+    }
+    let handled = async {
+        match prepare(app, &req, group) {
+            Ok(Prepared::Handle(ctx)) => dispatch(ctx, req).await,
+            Ok(Prepared::Versions) => Ok(versions()),
+            Ok(Prepared::Respond(resp)) => Ok(resp),
+            Err(e) => Err(e),
+        }
+    };
+    let result = handled.instrument(span.clone()).await;
+    let _entered = span.enter();
+    respond(result, request_id)
 }
-
-/// Version discovery, `GET /` (§3): needs no Client-ID or project.
+/// Version discovery, `GET /` (docs/api.md#versions): needs no Client-ID or project.
 fn versions() -> ApiResponse {
     let body = serde_json::json!({"versions": [{
         "id": "2", "status": "CURRENT", "updated": "2014-9-24T04:06:47Z",
@@ -255,8 +277,9 @@ fn versions() -> ApiResponse {
     ApiResponse::json(StatusCode::MULTIPLE_CHOICES, &body)
 }
 
-/// The response for a handler's result, with the headers every Zaqar response carries.
-pub fn respond(result: Result<ApiResponse, ApiError>) -> ApiResponse {
+/// The response for a handler's result, with the headers every Zaqar response carries; logs the
+/// outcome (a warning for 5xx) inside the request's span.
+fn respond(result: Result<ApiResponse, ApiError>, request_id: String) -> ApiResponse {
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
@@ -266,7 +289,15 @@ pub fn respond(result: Result<ApiResponse, ApiError>) -> ApiResponse {
             ApiResponse::from_error(&e)
         }
     };
-    resp.headers.push(("x-openstack-request-id".into(), format!("req-{}", uuid::Uuid::new_v4())));
+    // falcon gives every response that may have a body its default media type, even when the body is
+    // empty (201 on create, 406, 503 on ping); only 204 and 304 go without.
+    let bodiless = matches!(resp.status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
+    if !bodiless && resp.header_value("content-type").is_none() {
+        resp.headers.push(("content-type".into(), "application/json".into()));
+    }
+    resp.headers.push(("x-openstack-request-id".into(), request_id));
+    tracing::Span::current().record("status", resp.status.as_u16());
+    tracing::debug!(status = resp.status.as_u16(), "request done");
     resp
 }
 

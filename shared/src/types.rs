@@ -84,10 +84,6 @@ impl ClientId {
         }
         Err(ApiError::new(http::StatusCode::BAD_REQUEST, "Wrong UUID value", "Malformed hexadecimal UUID."))
     }
-
-    pub fn as_uuid(&self) -> uuid::Uuid {
-        self.0
-    }
 }
 
 impl fmt::Display for ClientId {

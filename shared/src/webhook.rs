@@ -1,4 +1,4 @@
-//! Subscriber URIs and the webhook address guard (design notes §7).
+//! Subscriber URIs and the webhook address guard (docs/api.md#subscriptions-webhook-guard).
 //!
 //! Zaqar posts to whatever a subscriber names; we refuse internal destinations so a subscription cannot
 //! be used to reach the VPC, the instance metadata service or loopback services (SSRF). Two checks:

@@ -1,4 +1,4 @@
-//! Pools and flavors (spec §13, §14, policy §1.4) against DynamoDB Local.
+//! Pools and flavors (docs/api.md#pools, policy in #transport-auth) against DynamoDB Local.
 //!
 //! Pools are global, so every test names its pools (and URIs) with a fresh prefix; flavors are per
 //! project and every `Client` has its own project.

@@ -1,4 +1,4 @@
-//! Claim endpoints against DynamoDB Local (spec §8, §15.1, §15.2, §15.5; transcripts #70-#88).
+//! Claim endpoints against DynamoDB Local (docs/api.md#claims; recorded Zaqar 23 answers).
 
 use harness::*;
 use http::Method;
@@ -64,7 +64,7 @@ async fn get_message(c: &Client<'_>, q: &str, id: &str) -> (u16, Value) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §8.1 create
+// Create (docs/api.md#claims-create)
 
 #[tokio::test]
 async fn create_shape() {
@@ -237,7 +237,7 @@ async fn ttl_grace_and_body_errors() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §15.2 lifetime extension
+// Lifetime extension (docs/api.md#claims-lifetime)
 
 #[tokio::test]
 async fn lifetime_extension() {
@@ -286,7 +286,7 @@ async fn renewal_extends_lifetimes_again() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §8.2 get, §8.3 renew, §8.4 release
+// Get, renew, release (docs/api.md#claims-get, #claims-renew, #claims-release)
 
 #[tokio::test]
 async fn get_claim() {
@@ -554,7 +554,7 @@ async fn delayed_messages_are_not_claimable_until_due() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §15.5 dead-letter queues
+// Dead-letter queues (docs/api.md#claims-dead-letter)
 
 #[tokio::test]
 async fn dead_letter_queue() {

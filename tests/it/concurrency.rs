@@ -1,5 +1,5 @@
 //! Concurrency against DynamoDB Local: many claimers draining one queue (exclusive delivery, nothing
-//! lost) and concurrent producers watched by a marker-paging observer (§15.1 FIFO guarantee).
+//! lost) and concurrent producers watched by a marker-paging observer (docs/api.md#messages-ordering).
 //!
 //! Every task has its own `App` (its own DynamoDB client and clock), as separate Lambda instances would.
 

@@ -1,7 +1,7 @@
 //! Cost report: DynamoDB requests and capacity units per Zaqar operation, measured with
 //! ReturnConsumedCapacity against DynamoDB Local. Run with `bench/cost` (prints a Markdown table).
 
-use harness::{app, project};
+use harness::{app, project, usage};
 use serde_json::json;
 use zaqar::store::claims::ClaimParams;
 use zaqar::store::messages::{ListOptions, NewMessage};
@@ -18,9 +18,9 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = T>,
 {
-    let before = app.store.usage.snapshot();
+    let before = usage(app);
     let out = f().await;
-    (out, app.store.usage.snapshot() - before)
+    (out, usage(app) - before)
 }
 
 fn batch(n: usize) -> Vec<NewMessage> {

@@ -160,18 +160,8 @@ fn settings(budget_ms: u64) -> Settings {
     Settings { budget: Duration::from_millis(budget_ms), attempt_timeout: Duration::from_secs(2), concurrency: 8 }
 }
 
-async fn item(app: &App, key: HashMap<String, AttributeValue>) -> HashMap<String, AttributeValue> {
-    let out = app
-        .store
-        .client
-        .get_item()
-        .table_name(&app.store.table)
-        .set_key(Some(key))
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap();
-    out.item().cloned().expect("item exists")
+async fn item(app: &App, key: RawItem) -> RawItem {
+    raw_item(app, key).await.expect("item exists")
 }
 
 fn dynamo_json(item: &HashMap<String, AttributeValue>) -> Value {
@@ -208,7 +198,7 @@ fn ids(c: &Client<'_>) -> (ProjectId, QueueName) {
 }
 
 /// Posts messages and returns their INSERT records.
-async fn post(c: &Client<'_>, body: Value) -> Vec<Value> {
+async fn post_records(c: &Client<'_>, body: Value) -> Vec<Value> {
     let r = c.post("/v2/queues/q1/messages", &body.to_string()).await;
     assert_eq!(r.status, 201, "{:?}", r.json_body());
     let (project, queue) = ids(c);
@@ -228,7 +218,7 @@ async fn subscribe(c: &Client<'_>, subscriber: &str, options: Value) -> String {
     r.json_body()["subscription_id"].as_str().unwrap().to_string()
 }
 
-async fn subscription_item(c: &Client<'_>, sid: &str) -> HashMap<String, AttributeValue> {
+async fn subscription_item(c: &Client<'_>, sid: &str) -> RawItem {
     let (project, queue) = ids(c);
     item(c.app, keys::subscription(&project, &queue, sid)).await
 }
@@ -258,9 +248,11 @@ async fn each_message_reaches_each_subscriber_with_zaqars_body() {
         json!({"post_data": "{\"messages\": [{\"body\": \"$zaqar_message$\", \"ttl\": 60}]}"}),
     )
     .await;
-    let records =
-        post(&c, json!({"messages": [{"body": {"event": "BackupStarted"}, "ttl": 300}, {"body": "é", "ttl": 120}]}))
-            .await;
+    let records = post_records(
+        &c,
+        json!({"messages": [{"body": {"event": "BackupStarted"}, "ttl": 300}, {"body": "é", "ttl": 120}]}),
+    )
+    .await;
     assert_eq!(run(&app, records, 3000).await, Vec::<String>::new());
     let got = plain.received();
     assert_eq!(got.len(), 2);
@@ -290,7 +282,7 @@ async fn delayed_queue_notifications_carry_delay() {
     assert_eq!(c.put("/v2/queues/q1", Some(r#"{"_default_message_delay": 30}"#)).await.status, 201);
     let hook = Hook::ok().await;
     subscribe(&c, &hook.url("/"), json!({})).await;
-    let records = post(&c, json!({"messages": [{"body": 1, "ttl": 300}]})).await;
+    let records = post_records(&c, json!({"messages": [{"body": 1, "ttl": 300}]})).await;
     run(&app, records, 3000).await;
     assert_eq!(
         hook.received()[0].body,
@@ -308,7 +300,7 @@ async fn failing_subscriber_is_retried_per_policy_without_blocking_others() {
     let policy = json!({"_retry_policy": {"retries_with_no_delay": 2, "minimum_delay_retries": 0, "maximum_delay_retries": 0, "minimum_delay": 5, "maximum_delay": 15}});
     subscribe(&c, &broken.url("/"), policy).await;
     subscribe(&c, &healthy.url("/"), json!({})).await;
-    let records = post(&c, json!({"messages": [{"body": "m", "ttl": 300}]})).await;
+    let records = post_records(&c, json!({"messages": [{"body": "m", "ttl": 300}]})).await;
     let seq = seq_of(&records[0]);
     let started = std::time::Instant::now();
     assert_eq!(run(&app, records.clone(), 1000).await, vec![seq.clone()], "deferred to a stream retry");
@@ -333,7 +325,7 @@ async fn exhausted_policy_drops_and_4xx_is_not_retried() {
     subscribe(&c, &broken.url("/"), policy.clone()).await;
     subscribe(&c, &refusing.url("/"), json!({})).await;
     subscribe(&c, &flaky.url("/"), policy).await;
-    let records = post(&c, json!({"messages": [{"body": "m", "ttl": 300}]})).await;
+    let records = post_records(&c, json!({"messages": [{"body": "m", "ttl": 300}]})).await;
     assert_eq!(run(&app, records, 3000).await, Vec::<String>::new());
     assert_eq!(broken.received().len(), 3);
     assert_eq!(refusing.received().len(), 1);
@@ -348,7 +340,7 @@ async fn queue_retry_policy_applies_unless_overridden() {
     assert_eq!(c.put("/v2/queues/q1", Some(&meta.to_string())).await.status, 201);
     let broken = Hook::start(Arc::new(|_| (500, vec![]))).await;
     subscribe(&c, &broken.url("/"), json!({})).await;
-    let records = post(&c, json!({"messages": [{"body": "m", "ttl": 300}]})).await;
+    let records = post_records(&c, json!({"messages": [{"body": "m", "ttl": 300}]})).await;
     assert_eq!(run(&app, records, 3000).await, Vec::<String>::new());
     assert_eq!(broken.received().len(), 2, "queue policy: 1 immediate retry");
 }
@@ -362,7 +354,7 @@ async fn refused_destinations_get_nothing() {
     let target = Hook::ok().await;
     // A name that resolves to loopback is refused after DNS.
     subscribe(&c, &format!("http://localhost:{}/", target.port), json!({})).await;
-    let records = post(&c, json!({"messages": [{"body": "m", "ttl": 300}]})).await;
+    let records = post_records(&c, json!({"messages": [{"body": "m", "ttl": 300}]})).await;
     assert_eq!(run(&app, records, 3000).await, Vec::<String>::new(), "refusals are final, not retried");
     assert!(target.received().is_empty());
 }
@@ -377,7 +369,7 @@ async fn redirects_are_checked_at_every_hop() {
     let inner_url = inner.url("/internal");
     let outer = Hook::start(Arc::new(move |_| (302, vec![("Location".to_string(), inner_url.clone())]))).await;
     subscribe(&c, &format!("http://localhost:{}/", outer.port), json!({})).await;
-    let records = post(&c, json!({"messages": [{"body": "m", "ttl": 300}]})).await;
+    let records = post_records(&c, json!({"messages": [{"body": "m", "ttl": 300}]})).await;
     assert_eq!(run(&app, records, 3000).await, Vec::<String>::new());
     assert_eq!(outer.received().len(), 1);
     assert!(inner.received().is_empty(), "the hop to 127.0.0.1 is not allowed");
@@ -408,7 +400,7 @@ async fn confirmation_flow_end_to_end() {
     assert_eq!(doc["WSGISubscribeURL"], json!(format!("http://zaqar.test{path}")));
     assert_eq!(doc["queue_name"], json!("q1"));
     // Unconfirmed: messages are not delivered.
-    let records = post(&c, json!({"messages": [{"body": "early", "ttl": 300}]})).await;
+    let records = post_records(&c, json!({"messages": [{"body": "early", "ttl": 300}]})).await;
     run(&app, records, 3000).await;
     assert_eq!(hook.received().len(), 1);
     // The subscriber confirms with exactly the pre-signed headers it received (no project header of its own).
@@ -431,7 +423,7 @@ async fn confirmation_flow_end_to_end() {
     // Confirmed: messages flow; the confirmation write itself requests no notification.
     let confirmed = subscription_item(&c, &sid).await;
     assert_eq!(run(&app, vec![record("MODIFY", &confirmed, Some(&created))], 3000).await, Vec::<String>::new());
-    let records = post(&c, json!({"messages": [{"body": "late", "ttl": 300}]})).await;
+    let records = post_records(&c, json!({"messages": [{"body": "late", "ttl": 300}]})).await;
     run(&app, records, 3000).await;
     let got = hook.received();
     assert_eq!(got.len(), 2);
@@ -471,7 +463,7 @@ async fn without_required_confirmation_unconfirmed_subscribers_get_messages() {
     assert!(!created.contains_key("notify_seq"));
     run(&app, vec![record("INSERT", &created, None)], 3000).await;
     assert!(hook.received().is_empty());
-    let records = post(&c, json!({"messages": [{"body": "m", "ttl": 300}]})).await;
+    let records = post_records(&c, json!({"messages": [{"body": "m", "ttl": 300}]})).await;
     run(&app, records, 3000).await;
     assert_eq!(hook.received().len(), 1);
 }
@@ -483,8 +475,8 @@ async fn expired_subscriptions_and_messages_are_skipped() {
     let hook = Hook::ok().await;
     let r = c.post("/v2/queues/q1/subscriptions", &json!({"subscriber": hook.url("/"), "ttl": 60}).to_string()).await;
     assert_eq!(r.status, 201);
-    let records = post(&c, json!({"messages": [{"body": "m", "ttl": 300}]})).await;
-    app.store.clock.advance_secs(61);
+    let records = post_records(&c, json!({"messages": [{"body": "m", "ttl": 300}]})).await;
+    advance(&app, 61);
     run(&app, records, 3000).await;
     assert!(hook.received().is_empty());
 }
@@ -497,7 +489,7 @@ async fn mailto_goes_through_smtp() {
     let app = app_with(config).await;
     let c = Client::new(&app);
     subscribe(&c, "mailto:ops@example.com?subject=Queue%20news", json!({"from": "zaqar@example.com"})).await;
-    let records = post(&c, json!({"messages": [{"body": {"event": "mail"}, "ttl": 300}]})).await;
+    let records = post_records(&c, json!({"messages": [{"body": {"event": "mail"}, "ttl": 300}]})).await;
     assert_eq!(run(&app, records, 3000).await, Vec::<String>::new());
     let mails = mails.lock().unwrap().clone();
     assert_eq!(mails.len(), 1);
@@ -518,7 +510,7 @@ async fn malformed_records_are_skipped_without_failing_the_batch() {
     let c = Client::new(&app);
     let hook = Hook::ok().await;
     subscribe(&c, &hook.url("/"), json!({})).await;
-    let good = post(&c, json!({"messages": [{"body": "ok", "ttl": 300}]})).await.remove(0);
+    let good = post_records(&c, json!({"messages": [{"body": "ok", "ttl": 300}]})).await.remove(0);
     // The fixture's malformed records, plus the good one in the middle.
     let fixture: Value = serde_json::from_str(include_str!("../../functions/fanout/events/malformed.json")).unwrap();
     let mut records = fixture["Records"].as_array().unwrap().clone();
@@ -538,7 +530,7 @@ async fn fixture_event_drives_a_delivery() {
     subscribe(&c, &hook.url("/"), json!({})).await;
     // The recorded-shape fixture, pointed at this test's queue partition: a committed first message
     // (sequence number 1 of shard 0, as in the fixture's id) makes it a message of a committed post.
-    let records = post(&c, json!({"messages": [{"ttl": 300, "body": {"notify": true}}]})).await;
+    let records = post_records(&c, json!({"messages": [{"ttl": 300, "body": {"notify": true}}]})).await;
     let real_pk = records[0]["dynamodb"]["Keys"]["pk"]["S"].as_str().unwrap().to_string();
     let text =
         include_str!("../../functions/fanout/events/message-insert.json").replace("M#q1#0a1b2c3d4e5f#0#p1", &real_pk);

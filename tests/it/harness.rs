@@ -1,27 +1,50 @@
 //! Test harness: the real handlers over DynamoDB Local (started by `localstack/dynamodb`), a manual
 //! clock so time-dependent rules run without sleeping, and a fresh project per test for isolation.
+//!
+//! Every helper more than one test file needs lives here, including the few that look at raw table
+//! items or the store's clock and meter, so storage internals are reached from this one file.
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use http::Method;
-use serde_json::Value;
+use serde_json::{json, Value};
+use std::collections::HashMap;
 use zaqar::clock::Clock;
 use zaqar::config::Config;
+use zaqar::store::UsageSnapshot;
 use zaqar::{ApiRequest, ApiResponse, App};
+
+/// A table item as the SDK holds it.
+pub type RawItem = HashMap<String, AttributeValue>;
 
 pub const CLIENT: &str = "3381af92-2b9e-11e3-b191-71861300734c";
 pub const OTHER_CLIENT: &str = "e7c06f30-9c7b-4a7c-8c3e-5d5c9d5b2f11";
 
-/// An app wired to DynamoDB Local (`ZAQAR_TEST_ENDPOINT`, default http://127.0.0.1:8000).
-pub async fn app_with(config: Config) -> App {
-    let endpoint = std::env::var("ZAQAR_TEST_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:8000".into());
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+fn endpoint() -> String {
+    std::env::var("ZAQAR_TEST_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:8000".into())
+}
+
+/// A DynamoDB client for `endpoint` with local credentials; `retries: false` fails at once.
+async fn dynamodb(endpoint: &str, retries: bool) -> aws_sdk_dynamodb::Client {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("local", "local", None, None, "tests"))
-        .load()
-        .await;
-    let app = App::new(config, aws_sdk_dynamodb::Client::new(&sdk), Clock::manual());
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("local", "local", None, None, "tests"));
+    if !retries {
+        loader = loader.retry_config(aws_config::retry::RetryConfig::disabled());
+    }
+    aws_sdk_dynamodb::Client::new(&loader.load().await)
+}
+
+/// An app wired to DynamoDB Local (`ZAQAR_TEST_ENDPOINT`, default http://127.0.0.1:8000).
+pub async fn app_with(config: Config) -> App {
+    let app = App::new(config, dynamodb(&endpoint(), true).await, Clock::manual());
     app.store.ensure_table().await.expect("DynamoDB Local must be running (localstack/dynamodb start)");
     app
+}
+
+/// An app whose storage refuses connections and does not retry: every storage call fails at once.
+pub async fn app_without_storage() -> App {
+    App::new(Config::for_tests("zaqar-tests"), dynamodb("http://127.0.0.1:1", false).await, Clock::manual())
 }
 
 /// The default test app: table `zaqar-tests`, Zaqar's defaults, checksums and admin routes on.
@@ -49,6 +72,11 @@ pub struct Client<'a> {
 impl<'a> Client<'a> {
     pub fn new(app: &'a App) -> Self {
         Client { app, project: project(), client_id: CLIENT.into() }
+    }
+
+    /// A client of a given project (tasks sharing one project).
+    pub fn of_project(app: &'a App, project: &str, client_id: &str) -> Self {
+        Client { app, project: project.into(), client_id: client_id.into() }
     }
 
     pub fn with_client_id(&self, id: &str) -> Self {
@@ -89,6 +117,97 @@ impl<'a> Client<'a> {
         let r = self.request(Method::PATCH, path).header("Content-Type", content_type).body(body.as_bytes().to_vec());
         self.send(r).await
     }
+
+    /// A request with the usual headers plus `headers`.
+    pub async fn with_headers(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> ApiResponse {
+        let mut req = self.request(method, path);
+        for (n, v) in headers {
+            req = req.header(n, v);
+        }
+        self.send(req).await
+    }
+}
+
+/// A request with only the given headers (no Client-ID or project unless listed).
+pub async fn bare(app: &App, method: Method, path: &str, headers: &[(&str, &str)]) -> ApiResponse {
+    let mut req = ApiRequest::new(method, path);
+    for (n, v) in headers {
+        req = req.header(n, v);
+    }
+    call(app, req).await
+}
+
+/// [`Client::with_headers`] as a free function.
+pub async fn with_headers(c: &Client<'_>, method: Method, path: &str, headers: &[(&str, &str)]) -> ApiResponse {
+    c.with_headers(method, path, headers).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages and claims through the API
+
+/// Posts to `q` and returns the new message ids, asserting 201.
+pub async fn post(c: &Client<'_>, q: &str, body: &str) -> Vec<String> {
+    let (s, v) = sj(&c.post(&format!("/v2/queues/{q}/messages"), body).await);
+    assert_eq!(s, 201, "{v}");
+    ids_of_resources(&v)
+}
+
+/// Posts `n` messages (`{"body": {"n": i}}` with `ttl`), in batches of 100, and returns their ids.
+pub async fn post_n(c: &Client<'_>, q: &str, n: usize, ttl: i64) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
+        let msgs: Vec<Value> = chunk.iter().map(|i| json!({"body": {"n": i}, "ttl": ttl})).collect();
+        ids.extend(post(c, q, &json!({ "messages": msgs }).to_string()).await);
+    }
+    ids
+}
+
+/// The ids at the end of a post response's `resources` hrefs.
+pub fn ids_of_resources(body: &Value) -> Vec<String> {
+    let hrefs = body["resources"].as_array().expect("resources");
+    hrefs.iter().map(|h| h.as_str().unwrap().rsplit('/').next().unwrap().to_string()).collect()
+}
+
+/// The `id`s of a `{"messages": [...]}` body.
+pub fn ids_of(body: &Value) -> Vec<String> {
+    body["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect()
+}
+
+/// A successful claim on `q` (`query` is `""` or `?limit=N`): (claim id, message ids, body).
+pub async fn claim(c: &Client<'_>, q: &str, query: &str, body: &str) -> (String, Vec<String>, Value) {
+    let r = c.post(&format!("/v2/queues/{q}/claims{query}"), body).await;
+    assert_eq!(r.status, 201, "{}", text(&r));
+    let location = r.header_value("location").unwrap().to_string();
+    let cid = location.strip_prefix(&format!("/v2/queues/{q}/claims/")).expect("Location shape").to_string();
+    let body = r.json_body();
+    (cid, ids_of(&body), body)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Assertions
+
+/// The body as text.
+pub fn text(resp: &ApiResponse) -> String {
+    String::from_utf8(resp.body.clone()).unwrap()
+}
+
+/// A Zaqar error: status, `title`, `description` and the JSON content type.
+pub fn assert_error(resp: &ApiResponse, status: u16, title: &str, description: &str) {
+    assert_eq!(err(resp), (status, title.to_string(), description.to_string()), "body: {}", text(resp));
+    assert_eq!(resp.header_value("content-type"), Some("application/json"));
+}
+
+/// falcon's bare 404 for a path with no route (and a refused pre-signed request).
+pub fn assert_no_route(resp: &ApiResponse) {
+    assert_eq!(resp.status, 404);
+    assert_eq!(text(resp), r#"{"title": "404 Not Found"}"#);
+}
+
+/// An object's keys, sorted.
+pub fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+    k.sort();
+    k
 }
 
 /// Status and parsed JSON body, for compact assertions.
@@ -104,4 +223,35 @@ pub fn err(resp: &ApiResponse) -> (u16, String, String) {
         body["title"].as_str().unwrap_or_default().to_string(),
         body["description"].as_str().unwrap_or_default().to_string(),
     )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Storage seen from outside the API: raw items, the manual clock, the request meter
+
+/// The item at `key` (read consistently), if any. Uses its own client, not the store's.
+pub async fn raw_item(app: &App, key: RawItem) -> Option<RawItem> {
+    let client = dynamodb(&endpoint(), true).await;
+    let out = client.get_item().table_name(&app.config.table).set_key(Some(key)).consistent_read(true).send().await;
+    out.expect("GetItem on DynamoDB Local").item().cloned()
+}
+
+/// Writes an item as it is, bypassing the store.
+pub async fn put_raw_item(app: &App, item: RawItem) {
+    let client = dynamodb(&endpoint(), true).await;
+    client.put_item().table_name(&app.config.table).set_item(Some(item)).send().await.expect("PutItem");
+}
+
+/// Moves the app's manual clock forward.
+pub fn advance(app: &App, secs: i64) {
+    app.store.clock.advance_secs(secs);
+}
+
+/// The app's clock, in whole seconds.
+pub fn now_s(app: &App) -> i64 {
+    app.store.now_ms() / 1000
+}
+
+/// DynamoDB requests and capacity units the app has used so far.
+pub fn usage(app: &App) -> UsageSnapshot {
+    app.store.usage.snapshot()
 }

@@ -7,8 +7,7 @@
 use harness::*;
 use http::HeaderValue;
 use serde_json::{json, Value};
-use zaqar::route::{route, Group};
-use zaqar::{ApiRequest, ApiResponse, App};
+use zaqar::{ApiRequest, ApiResponse};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/apigw");
 
@@ -25,16 +24,6 @@ fn request(name: &str, project: &str) -> ApiRequest {
         api.headers.insert("x-project-id", HeaderValue::from_str(project).unwrap());
     }
     api
-}
-
-/// Sends a request to the function its route belongs to (as the API's integrations do).
-async fn invoke(app: &App, req: ApiRequest) -> ApiResponse {
-    match route(&req.path).map(|r| r.resource.group()) {
-        Some(Group::Queues) => zaqar_queues::handle(app, req).await,
-        Some(Group::Messages) => zaqar_messages::handle(app, req).await,
-        Some(Group::Claims) => zaqar_claims::handle(app, req).await,
-        _ => zaqar_health::handle(app, req).await,
-    }
 }
 
 /// The Lambda response as API Gateway receives it: (status, headers, body text).
@@ -109,14 +98,14 @@ async fn events_through_the_handlers() {
     // REST, stage "prod": create the queue with metadata.
     let req = request("rest-v1-put-queue.json", &p);
     assert!(req.has_content_length);
-    let (status, headers, body) = lambda_parts(invoke(&app, req).await);
+    let (status, headers, body) = lambda_parts(call(&app, req).await);
     assert_eq!(status, 201, "{body}");
     assert_eq!(headers.get("location").unwrap(), "/v2/queues/q1");
     assert!(headers.get("x-openstack-request-id").is_some());
     assert!(body.is_empty());
 
     // REST, a stage named like the API version ("v2").
-    let (status, headers, body) = lambda_parts(invoke(&app, request("rest-v1-stage-v2-get-queue.json", &p)).await);
+    let (status, headers, body) = lambda_parts(call(&app, request("rest-v1-stage-v2-get-queue.json", &p)).await);
     assert_eq!(status, 200, "{body}");
     assert_eq!(headers.get("content-type").unwrap(), "application/json");
     let meta = json_of(&body);
@@ -124,12 +113,12 @@ async fn events_through_the_handlers() {
     assert_eq!(meta["_default_message_ttl"], json!(120));
 
     // HTTP API, $default: JSON-patch with its media type.
-    let (status, _, body) = lambda_parts(invoke(&app, request("http-v2-default-patch-queue.json", &p)).await);
+    let (status, _, body) = lambda_parts(call(&app, request("http-v2-default-patch-queue.json", &p)).await);
     assert_eq!(status, 200, "{body}");
     assert_eq!(json_of(&body)["color"], json!("blue"));
 
     // Posting through REST (path carrying the stage) and through a named HTTP API stage: hrefs have no stage.
-    let (status, headers, body) = lambda_parts(invoke(&app, request("rest-v1-post-messages.json", &p)).await);
+    let (status, headers, body) = lambda_parts(call(&app, request("rest-v1-post-messages.json", &p)).await);
     assert_eq!(status, 201, "{body}");
     let rest_ids: Vec<String> = json_of(&body)["resources"]
         .as_array()
@@ -141,7 +130,7 @@ async fn events_through_the_handlers() {
         headers.get("location").unwrap().to_str().unwrap(),
         format!("/v2/queues/q1/messages?ids={}", rest_ids.join(","))
     );
-    let (status, _, body) = lambda_parts(invoke(&app, request("http-v2-stage-post-messages.json", &p)).await);
+    let (status, _, body) = lambda_parts(call(&app, request("http-v2-stage-post-messages.json", &p)).await);
     assert_eq!(status, 201, "{body}");
     let http_ids: Vec<String> = json_of(&body)["resources"]
         .as_array()
@@ -151,7 +140,7 @@ async fn events_through_the_handlers() {
         .collect();
 
     // HTTP API, $default, with a query string (echo=true&limit=5).
-    let (status, _, body) = lambda_parts(invoke(&app, request("http-v2-default-list-messages.json", &p)).await);
+    let (status, _, body) = lambda_parts(call(&app, request("http-v2-default-list-messages.json", &p)).await);
     assert_eq!(status, 200, "{body}");
     let listed = json_of(&body);
     let ids: Vec<String> =
@@ -168,7 +157,7 @@ async fn events_through_the_handlers() {
     );
 
     // HTTP API, $default, base64-encoded body: claim 2 with ttl 120.
-    let (status, headers, body) = lambda_parts(invoke(&app, request("http-v2-default-claim.json", &p)).await);
+    let (status, headers, body) = lambda_parts(call(&app, request("http-v2-default-claim.json", &p)).await);
     assert_eq!(status, 201, "{body}");
     let location = headers.get("location").unwrap().to_str().unwrap().to_string();
     assert!(location.starts_with("/v2/queues/q1/claims/"), "{location}");
@@ -178,16 +167,16 @@ async fn events_through_the_handlers() {
     assert_eq!(claim_doc["ttl"], json!(120));
 
     // HTTP API, named stage, DELETE ?pop=20: pops the two unclaimed messages.
-    let (status, _, body) = lambda_parts(invoke(&app, request("http-v2-stage-delete-messages.json", &p)).await);
+    let (status, _, body) = lambda_parts(call(&app, request("http-v2-stage-delete-messages.json", &p)).await);
     assert_eq!(status, 200, "{body}");
     let popped: Vec<String> =
         json_of(&body)["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(popped, http_ids);
 
     // Health function: ping ($default) and the versions document at the REST stage root.
-    let (status, _, body) = lambda_parts(invoke(&app, request("http-v2-default-ping.json", &p)).await);
+    let (status, _, body) = lambda_parts(call(&app, request("http-v2-default-ping.json", &p)).await);
     assert_eq!((status, body.as_str()), (204, ""));
-    let (status, headers, body) = lambda_parts(invoke(&app, request("rest-v1-get-root.json", &p)).await);
+    let (status, headers, body) = lambda_parts(call(&app, request("rest-v1-get-root.json", &p)).await);
     assert_eq!(status, 300, "{body}");
     assert_eq!(headers.get("content-type").unwrap(), "application/json");
     assert_eq!(json_of(&body)["versions"][0]["links"][0]["href"], json!("/v2/"));
@@ -200,15 +189,15 @@ async fn lambda_responses_keep_errors_and_empty_bodies() {
     // A 405 keeps its Allow header through into_lambda; a 406 has no body.
     let mut req = request("http-v2-default-ping.json", &p);
     req.method = http::Method::POST;
-    let (status, headers, body) = lambda_parts(invoke(&app, req).await);
+    let (status, headers, body) = lambda_parts(call(&app, req).await);
     assert_eq!(status, 405);
     assert_eq!(headers.get("allow").unwrap(), "GET, HEAD, OPTIONS");
     assert_eq!(body, r#"{"title": "405 Method Not Allowed"}"#);
     let mut req = request("http-v2-default-list-messages.json", &p);
     req.headers.insert("accept", HeaderValue::from_static("text/html"));
-    let (status, _, body) = lambda_parts(invoke(&app, req).await);
+    let (status, _, body) = lambda_parts(call(&app, req).await);
     assert_eq!((status, body.as_str()), (406, ""));
     // The queue of these fixtures does not exist in this project: lazy semantics hold.
-    let (status, _, body) = lambda_parts(invoke(&app, request("http-v2-default-patch-queue.json", &p)).await);
+    let (status, _, body) = lambda_parts(call(&app, request("http-v2-default-patch-queue.json", &p)).await);
     assert_eq!(status, 404, "{body}");
 }

@@ -1,4 +1,4 @@
-//! Message endpoints against DynamoDB Local (spec §7, §15.3, §15.4, §15.6, §15.7; transcripts #39-#69, #83-#95).
+//! Message endpoints against DynamoDB Local (docs/api.md#messages; recorded Zaqar 23 answers).
 
 use harness::*;
 use http::Method;
@@ -75,7 +75,7 @@ async fn raw_item_exists(app: &App, project: &str, queue: &str, id: &str) -> boo
 }
 
 // ---------------------------------------------------------------------------------------------
-// §7.1 post
+// Post (docs/api.md#messages-post)
 
 #[tokio::test]
 async fn post_returns_resources_and_location() {
@@ -357,7 +357,7 @@ async fn pop_ignores_delay() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §7.2 list
+// List (docs/api.md#messages-list)
 
 #[tokio::test]
 async fn list_echo_and_client_identity() {
@@ -478,7 +478,7 @@ async fn list_paging() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §7.3, §7.4 get
+// Get one and several (docs/api.md#messages-get, #messages-get-many)
 
 #[tokio::test]
 async fn get_one_and_many() {
@@ -570,7 +570,7 @@ async fn get_one_and_many() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §7.5 delete one
+// Delete one (docs/api.md#messages-delete)
 
 #[tokio::test]
 async fn delete_one_rules() {
@@ -664,7 +664,7 @@ async fn delete_one_rules() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §7.6 bulk delete and pop
+// Bulk delete and pop (docs/api.md#messages-bulk-delete-pop)
 
 #[tokio::test]
 async fn bulk_delete() {
@@ -817,7 +817,7 @@ mod md5 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §15.7 checksum
+// Checksums (docs/api.md#messages-checksum)
 
 #[tokio::test]
 async fn checksums() {
@@ -891,7 +891,7 @@ async fn no_checksums_when_disabled() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §15.3 expiry: filtered on every read, whatever DynamoDB still holds
+// Expiry (docs/api.md#messages-expiry): filtered on every read, whatever DynamoDB still holds
 
 #[tokio::test]
 async fn expired_messages_are_invisible() {

@@ -1,4 +1,4 @@
-//! Queue endpoints against DynamoDB Local (spec §1-§6, transcripts #1-#38 and #114-#122).
+//! Queue endpoints against DynamoDB Local (docs/api.md#transport, #queues; recorded Zaqar 23 answers).
 
 use harness::*;
 use http::Method;
@@ -9,7 +9,7 @@ use zaqar::{ApiRequest, ApiResponse, App};
 
 const PATCH_CT: &str = "application/openstack-messaging-v2.0-json-patch";
 
-/// The reserved metadata a never-configured queue reports (§5.3), in Zaqar's key order.
+/// The reserved metadata a never-configured queue reports (docs/api.md#queues-get), in Zaqar's key order.
 const DEFAULTS_TEXT: &str = r#"{"_max_messages_post_size": 262144, "_default_message_ttl": 3600, "_default_message_delay": 0, "_dead_letter_queue": null, "_dead_letter_queue_messages_ttl": null, "_max_claim_count": null, "_enable_encrypt_messages": false}"#;
 
 fn defaults() -> Value {
@@ -68,7 +68,7 @@ async fn create_get_list_delete() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §3, §4, §11: versions, home document, ping, health
+// Versions, home document, ping, health (docs/api.md#versions, #home, #health)
 
 #[tokio::test]
 async fn versions_document_needs_no_headers() {
@@ -130,7 +130,7 @@ async fn home_document() {
     // The home document needs Client-ID (#4).
     let r = bare(&app, Method::GET, "/v2/", &[("X-Project-ID", "p1")]).await;
     assert_error(&r, 400, "Missing header value", "The \"Client-Id\" header is required.");
-    // application/json-home alone is not acceptable, even here (§1.2 step 3).
+    // application/json-home alone is not acceptable, even here (docs/api.md#transport-hooks).
     let r = with_headers(&c, Method::GET, "/v2/", &[("Accept", "application/json-home")]).await;
     assert_eq!(r.status, 406);
 }
@@ -145,7 +145,7 @@ async fn ping_get_and_head() {
     let r = c.send(c.request(Method::HEAD, "/v2/ping")).await;
     assert_eq!(r.status, 204);
     assert!(r.body.is_empty());
-    // Ping needs Client-ID and project (§11).
+    // Ping needs Client-ID and project (docs/api.md#health-ping).
     let r = bare(&app, Method::GET, "/v2/ping", &[("X-Project-ID", "p1")]).await;
     assert_error(&r, 400, "Missing header value", "The \"Client-Id\" header is required.");
     let r = bare(&app, Method::GET, "/v2/ping", &[("Client-ID", CLIENT)]).await;
@@ -216,7 +216,7 @@ async fn health_is_not_mounted_without_admin_mode() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §1.2, §1.3: header rules and the order of the hooks
+// Header rules and the order of the hooks (docs/api.md#transport-hooks, #transport-headers)
 
 #[tokio::test]
 async fn client_id_rules() {
@@ -445,7 +445,7 @@ async fn unknown_paths_methods_and_options() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §5.1 create
+// Create (docs/api.md#queues-create)
 
 #[tokio::test]
 async fn queue_names() {
@@ -626,7 +626,7 @@ async fn reserved_metadata_validation() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §5.3 get
+// Metadata (docs/api.md#queues-get)
 
 #[tokio::test]
 async fn get_metadata_defaults() {
@@ -660,7 +660,7 @@ async fn get_metadata_defaults() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §5.2 list
+// List (docs/api.md#queues-list)
 
 async fn names(c: &Client<'_>, query: &str) -> (Vec<String>, Value) {
     let (s, body) = sj(&c.get(&format!("/v2/queues{query}")).await);
@@ -823,7 +823,7 @@ async fn projects_are_isolated() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §5.4 PATCH
+// PATCH (docs/api.md#queues-patch)
 
 async fn patch(c: &Client<'_>, q: &str, body: &str) -> ApiResponse {
     c.patch(&format!("/v2/queues/{q}"), PATCH_CT, body).await
@@ -1022,7 +1022,7 @@ async fn patch_validates_result_and_needs_queue() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §5.5 delete, §5.6 stats, §5.7 purge
+// Delete, stats, purge (docs/api.md#queues-delete, #queues-stats, #queues-purge)
 
 #[tokio::test]
 async fn delete_is_idempotent_and_removes_messages() {
@@ -1220,7 +1220,7 @@ async fn purge() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §10 share and pre-signed requests
+// Share and pre-signed requests (docs/api.md#presigned)
 
 fn now_s(app: &App) -> i64 {
     app.store.now_ms() / 1000
@@ -1432,7 +1432,7 @@ async fn presigned_requests() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §11 ping and §1.5 storage failures: 503 with Zaqar's description, never a hang or a 500
+// Ping and storage failures (docs/api.md#health-ping, #errors): 503 with Zaqar's description, never a hang or a 500
 
 #[tokio::test]
 async fn storage_failures_are_503() {

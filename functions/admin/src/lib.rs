@@ -1,7 +1,7 @@
-//! Admin resource group: pools (§13) and flavors (§14), mounted only with `admin_mode` and `pooling`.
+//! Admin resource group: pools and flavors (docs/api.md#pools), mounted only with `admin_mode` and `pooling`.
 //!
-//! Policy (§1.4): every pool operation and flavor create/update/delete need the `admin` role; flavor
-//! get and list are open. The check runs before the body is read, as Zaqar's `acl.enforce` does.
+//! Policy (docs/api.md#transport-auth): every pool operation and flavor create/update/delete need the `admin` role;
+//! flavor get and list are open. The check runs before the body is read, as Zaqar's `acl.enforce` does.
 //!
 //! Names are not validated by Zaqar; here a name longer than 255 characters cannot be created (it would
 //! not fit DynamoDB's sort key), so it is simply never found.

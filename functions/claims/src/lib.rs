@@ -1,4 +1,5 @@
-//! Claims: create, query, renew and release (§8), with dead-lettering on create (§15.5).
+//! Claims: create, query, renew and release (docs/api.md#claims), with dead-lettering on create
+//! (docs/api.md#claims-dead-letter).
 
 use http::{Method, StatusCode};
 use serde_json::{json, Value};

@@ -1,7 +1,7 @@
-//! Fan-out: the DynamoDB stream handler that notifies subscribers (§9.5).
+//! Fan-out: the DynamoDB stream handler that notifies subscribers (docs/api.md#subscriptions-delivery).
 //!
-//! Records it acts on (the template's FilterCriteria lets only these through; everything else is
-//! skipped here too):
+//! Records it acts on ([`zaqar::stream::admits`], which the template's FilterCriteria mirror; anything
+//! else it is handed is skipped):
 //! - INSERT of a message item (`M#…`): each live subscription of the queue gets the notification
 //!   (only confirmed ones when confirmation is required), concurrently.
 //! - INSERT/MODIFY of a subscription item (`S#…`) whose `notify_seq` grew: the subscription handler
@@ -23,6 +23,7 @@ pub mod retry;
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use aws_sdk_dynamodb::types::AttributeValue;
 use deliver::{Delivery, Outcome};
 use futures::StreamExt;
 use serde_json::Value;
@@ -35,7 +36,9 @@ use zaqar::meta::Metadata;
 use zaqar::store::messages::Message;
 use zaqar::store::subscriptions::Subscription;
 use zaqar::store::{get_i64, get_s};
+use zaqar::stream;
 use zaqar::types::{ProjectId, QueueName};
+use zaqar::vars::{ConfigError, Vars};
 use zaqar::App;
 
 /// Limits of one invocation.
@@ -49,26 +52,26 @@ pub struct Settings {
     pub concurrency: usize,
 }
 
-impl Settings {
-    pub fn from_env() -> Self {
-        let ms = |name: &str, default: u64| {
-            Duration::from_millis(std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default))
-        };
-        Settings {
-            budget: ms("ZAQAR_FANOUT_BUDGET_MS", 4000),
-            attempt_timeout: ms("ZAQAR_WEBHOOK_TIMEOUT_MS", 3000),
-            concurrency: std::env::var("ZAQAR_FANOUT_CONCURRENCY")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(32)
-                .max(1),
-        }
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { budget: Duration::from_millis(4000), attempt_timeout: Duration::from_millis(3000), concurrency: 32 }
     }
 }
 
-/// The Lambda entry point's logic: handle a batch, report the records to retry.
-pub async fn handle(app: &App, event: Event) -> DynamoDbEventResponse {
-    handle_with(app, &Settings::from_env(), event).await
+impl Settings {
+    /// Reads `ZAQAR_FANOUT_BUDGET_MS`, `ZAQAR_WEBHOOK_TIMEOUT_MS` and `ZAQAR_FANOUT_CONCURRENCY`; unset
+    /// ones keep the defaults, malformed ones are an error (start-up stops).
+    pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        let d = Settings::default();
+        let ms = |name: &str, default: Duration| {
+            vars.number(name, default.as_millis() as u64, 1, 900_000).map(Duration::from_millis)
+        };
+        Ok(Settings {
+            budget: ms("ZAQAR_FANOUT_BUDGET_MS", d.budget)?,
+            attempt_timeout: ms("ZAQAR_WEBHOOK_TIMEOUT_MS", d.attempt_timeout)?,
+            concurrency: vars.number("ZAQAR_FANOUT_CONCURRENCY", d.concurrency, 1, 1024)?,
+        })
+    }
 }
 
 /// Parses a raw stream event record by record, so one malformed record cannot fail the batch.
@@ -109,12 +112,12 @@ fn classify(record: &EventRecord) -> Result<Option<Job>, String> {
     let pk = get_s(&keys_img, keys::PK).ok_or("no pk")?;
     let sk = get_s(&keys_img, keys::SK).ok_or("no sk")?;
     let seq = record.change.sequence_number.clone();
-    let is_message = sk.starts_with(keys::MESSAGE_PREFIX);
-    let is_subscription = sk.starts_with(keys::SUBSCRIPTION_PREFIX);
-    if !(is_message || is_subscription) {
+    let new = image(&record.change.new_image);
+    if !stream::admits(&record.event_name, sk, &new) {
         return Ok(None);
     }
-    let new = image(&record.change.new_image);
+    let is_message = sk.starts_with(keys::MESSAGE_PREFIX);
+    let is_subscription = sk.starts_with(keys::SUBSCRIPTION_PREFIX);
     match record.event_name.as_str() {
         "INSERT" if is_message => {
             let shard = keys::parse_messages_pk(pk).ok_or("unparsable message partition key")?;
@@ -124,7 +127,7 @@ fn classify(record: &EventRecord) -> Result<Option<Job>, String> {
         "INSERT" | "MODIFY" if is_subscription => {
             let (_, project) = keys::parse_queue_pk(pk).ok_or("unparsable queue partition key")?;
             let sub = Subscription::from_item(&new).ok_or("subscription image lacks fields")?;
-            let before = get_i64(&image(&record.change.old_image), "notify_seq").unwrap_or(0);
+            let before = get_i64(&image(&record.change.old_image), stream::NOTIFY_SEQ).unwrap_or(0);
             if sub.notify.is_none() || sub.notify_seq <= before {
                 return Ok(None);
             }

@@ -1,12 +1,13 @@
 //! The fan-out Lambda: DynamoDB stream batches in, partial batch failures out.
 
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use zaqar::vars::{exit_on_error, Vars};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     zaqar::app::init_tracing();
-    let app = zaqar::App::from_env().await;
-    let settings = zaqar_fanout::Settings::from_env();
+    let settings = exit_on_error(zaqar_fanout::Settings::from_vars(&Vars::from_env()));
+    let app = exit_on_error(zaqar::App::from_env().await);
     let (app, settings) = (&app, &settings);
     // The payload is parsed record by record (not as a typed event) so a malformed record is skipped
     // instead of failing the whole batch.

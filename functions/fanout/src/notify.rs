@@ -1,4 +1,5 @@
-//! What subscribers receive (§9.5): notification and confirmation documents, `post_data` templating.
+//! What subscribers receive (docs/api.md#subscriptions-delivery): notification and confirmation documents, `post_data`
+//! templating.
 
 use serde_json::{Map, Value};
 use zaqar::json::python_dumps;
@@ -25,7 +26,8 @@ pub fn confirm_path(queue: &str, sid: &str) -> String {
     format!("/v2/queues/{queue}/subscriptions/{sid}/confirm")
 }
 
-/// The (un)subscribe confirmation document with a pre-signed `PUT` on the confirm path (§9.5, §10.2).
+/// The (un)subscribe confirmation document with a pre-signed `PUT` on the confirm path
+/// (docs/api.md#subscriptions-delivery, #presigned-signature).
 pub fn confirmation(sub: &Subscription, project: &str, key: &str, public_url: Option<&str>, expires_s: i64) -> Value {
     let path = confirm_path(&sub.source, &sub.id);
     let expires = signing::format_expires(expires_s);

@@ -1,4 +1,5 @@
-//! Zaqar's webhook retry policy (§9.6): which policy applies and the delays it prescribes.
+//! Zaqar's webhook retry policy (docs/api.md#subscriptions-retry-policy): which policy applies and the delays it
+//! prescribes.
 
 use serde_json::{Map, Value};
 use std::time::Duration;

@@ -6,11 +6,11 @@
 //! - Records become the Lambda JSON (`eventID`, `eventName`, `dynamodb.{Keys,NewImage,OldImage,
 //!   SequenceNumber,...}`, `eventSourceARN`) via serde_dynamo, and are parsed by the same
 //!   `zaqar_fanout::parse_event` the Lambda binary uses.
-//! - Filtering mirrors the template's FilterCriteria.
+//! - Filtering is the template's FilterCriteria: [`zaqar::stream::admits_json`].
 //! - Batches run as tasks, so a slow subscriber does not delay the next poll; records reported as
 //!   failed are retried a few times with backoff, like the event source's MaximumRetryAttempts.
 //!
-//! Disabled with `ZAQAR_STREAM_POLLER=0`. Polls every 200 ms when the stream is idle.
+//! Disabled with `ZAQAR_STREAM_POLLER=false` (read by `main`). Polls every 200 ms when the stream is idle.
 
 use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
 use serde_json::{json, Map, Value};
@@ -23,21 +23,17 @@ const IDLE_POLL: Duration = Duration::from_millis(200);
 const DESCRIBE_EVERY: Duration = Duration::from_secs(2);
 const RETRIES: u32 = 5;
 
-pub fn spawn(app: App) {
-    let enabled = std::env::var("ZAQAR_STREAM_POLLER")
-        .map(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "false" | "no" | "off"))
-        .unwrap_or(true);
-    if !enabled {
-        tracing::info!("stream poller disabled (ZAQAR_STREAM_POLLER)");
-        return;
-    }
+/// Starts polling in the background; fan-out runs with `settings` as the Lambda function would.
+pub fn spawn(app: App, settings: zaqar_fanout::Settings) {
     tokio::spawn(async move {
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
-        let settings = Arc::new(zaqar_fanout::Settings::from_env());
+        // Its own table client: the stream ARN is operations' business, not the store's API.
+        let tables = aws_sdk_dynamodb::Client::new(&sdk);
+        let settings = Arc::new(settings);
         let slots = Arc::new(tokio::sync::Semaphore::new(8));
         loop {
-            if let Err(e) = poll(&app, &streams, &settings, &slots).await {
+            if let Err(e) = poll(&app, &tables, &streams, &settings, &slots).await {
                 tracing::warn!(error = %e, "stream poller restarting");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -47,12 +43,12 @@ pub fn spawn(app: App) {
 
 async fn poll(
     app: &App,
+    tables: &aws_sdk_dynamodb::Client,
     streams: &aws_sdk_dynamodbstreams::Client,
     settings: &Arc<zaqar_fanout::Settings>,
     slots: &Arc<tokio::sync::Semaphore>,
 ) -> Result<(), String> {
-    let table =
-        app.store.client.describe_table().table_name(&app.config.table).send().await.map_err(|e| format!("{e:?}"))?;
+    let table = tables.describe_table().table_name(&app.config.table).send().await.map_err(|e| format!("{e:?}"))?;
     let arn = table.table().and_then(|t| t.latest_stream_arn()).ok_or("the table has no stream")?.to_string();
     tracing::info!(stream = %arn, "stream poller reading");
     let mut iterators: HashMap<String, String> = HashMap::new();
@@ -90,7 +86,7 @@ async fn poll(
                 None => iterators.remove(&shard), // closed; its children show up at the next describe
             };
             let records: Vec<Value> =
-                out.records().iter().map(|r| lambda_json(r, &arn)).filter(passes_filter).collect();
+                out.records().iter().map(|r| lambda_json(r, &arn)).filter(zaqar::stream::admits_json).collect();
             if !out.records().is_empty() {
                 busy = true;
             }
@@ -156,16 +152,6 @@ fn dispatch(
         }
         tracing::warn!(records = records.len(), "fan-out gave up on records after retries");
     });
-}
-
-/// The template's FilterCriteria: message inserts, and subscription writes that request a notification.
-fn passes_filter(record: &Value) -> bool {
-    let name = record["eventName"].as_str().unwrap_or_default();
-    let sk = record["dynamodb"]["Keys"]["sk"]["S"].as_str().unwrap_or_default();
-    let notify = record["dynamodb"]["NewImage"]["notify_seq"]["N"].is_string();
-    let fanout = record["dynamodb"]["NewImage"]["fo"]["BOOL"] == Value::Bool(true);
-    (name == "INSERT" && sk.starts_with("M#") && fanout)
-        || (matches!(name, "INSERT" | "MODIFY") && sk.starts_with("S#") && notify)
 }
 
 fn image(m: Option<&HashMap<String, aws_sdk_dynamodbstreams::types::AttributeValue>>) -> Option<Value> {

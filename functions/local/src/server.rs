@@ -59,11 +59,8 @@ pub async fn serve(app: App, addr: SocketAddr) -> Result<(), Box<dyn std::error:
             let service = service_fn(move |req| {
                 let app = app.clone();
                 async move {
-                    let method = req.method().clone();
-                    let path = req.uri().path().to_string();
-                    let api_req = to_api_request(req).await?;
-                    let resp = dispatch(&app, api_req).await;
-                    tracing::debug!(%method, %path, status = resp.status.as_u16(), "request");
+                    // The request is logged by the transport, in its span with the request id.
+                    let resp = dispatch(&app, to_api_request(req).await?).await;
                     Ok::<_, hyper::Error>(to_hyper(resp))
                 }
             });

@@ -1,4 +1,4 @@
-//! Messages: post, list, get, get many, delete, delete many and pop (§7).
+//! Messages: post, list, get, get many, delete, delete many and pop (docs/api.md#messages).
 
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -205,7 +205,8 @@ async fn delete_many(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> 
                 .iter()
                 .map(|m| {
                     let mut v = json!({"id": m.id, "age": m.age_s(now), "ttl": m.ttl_s, "body": m.body_value(), "claim_id": null, "claim_count": m.claim_count});
-                    // §15.7: pop results carry the checksum like every other message representation.
+                    // Pop results carry the checksum (docs/api.md#messages-checksum) like every other message
+                    // representation.
                     if let Some(c) = &m.checksum {
                         v["checksum"] = Value::String(c.clone());
                     }

@@ -1,4 +1,5 @@
-//! Queues: list, create, metadata, JSON-patch update, delete, stats, purge and share (§5, §10.1).
+//! Queues: list, create, metadata, JSON-patch update, delete, stats, purge and share (docs/api.md#queues,
+//! #presigned-share).
 
 use http::StatusCode;
 use serde_json::{json, Map, Value};
@@ -194,7 +195,7 @@ async fn purge(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiResponse
     Ok(ApiResponse::empty(StatusCode::NO_CONTENT))
 }
 
-/// Pre-signed URL data (§10.1). Expiry is bounded by configuration, unlike upstream.
+/// Pre-signed URL data (docs/api.md#presigned-share). Expiry is bounded by configuration, unlike upstream.
 async fn share(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
     let doc = match zjson::parse_body(&req.body)? {
         None => return Err(ApiError::unparsable_body()),

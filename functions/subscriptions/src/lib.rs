@@ -1,4 +1,4 @@
-//! Subscriptions: create, list, get, update, delete and confirm (§9.1-9.4).
+//! Subscriptions: create, list, get, update, delete and confirm (docs/api.md#subscriptions).
 //!
 //! Deviations from Zaqar, on purpose:
 //! - `trust+http(s)` subscribers are accepted without `options.trust_id` and delivered as plain
@@ -52,7 +52,7 @@ fn not_found(sid: &str) -> ApiError {
     ApiError::not_found(format!("Subscription {sid} does not exist"))
 }
 
-/// A body that is absent counts as `{}` on these endpoints (§1.6).
+/// A body that is absent counts as `{}` on these endpoints (docs/api.md#transport-json).
 fn body_or_empty(req: &ApiRequest) -> Result<Value, ApiError> {
     Ok(parse_body(&req.body)?.unwrap_or_else(|| json!({})))
 }
@@ -136,7 +136,8 @@ fn check_subscriber(app: &App, uri: &str) -> Result<(), ApiError> {
     }
 }
 
-/// A confirmation notification is due only when confirmation is on and URLs can be signed (§9.5).
+/// A confirmation notification is due only when confirmation is on and URLs can be signed
+/// (docs/api.md#subscriptions-delivery).
 fn notice(app: &App, kind: &'static str, ttl_s: i64) -> Option<Notice> {
     let enabled = app.config.require_confirmation && app.config.secret_key.is_some();
     enabled.then(|| Notice { kind, expires_s: (app.store.now_ms() / 1000).saturating_add(ttl_s) })
@@ -145,7 +146,8 @@ fn notice(app: &App, kind: &'static str, ttl_s: i64) -> Option<Notice> {
 async fn create(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
     let queue = ctx.queue()?;
     let doc = body_or_empty(req)?;
-    // Zaqar creates the queue before validating the body (§9.1), so even a refused request leaves it.
+    // Zaqar creates the queue before validating the body (docs/api.md#subscriptions-create), so even a refused request
+    // leaves it.
     app.store.create_queue(&ctx.project, queue, &Default::default()).await?;
     if doc.as_object().is_some_and(|o| !o.contains_key("subscriber")) {
         return Err(ApiError::invalid_api("Missing parameter subscriber in body."));
