@@ -19,7 +19,7 @@ pub async fn app_with(config: Config) -> App {
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("local", "local", None, None, "tests"))
         .load()
         .await;
-    let app = App::new(config, aws_sdk_dynamodb::Client::new(&sdk), Clock::manual());
+    let app = App::new(config, zaqar::app::dynamodb_client(&sdk), Clock::manual());
     app.store.ensure_table().await.expect("DynamoDB Local must be running (localstack/dynamodb start)");
     app
 }
