@@ -4,7 +4,8 @@
 //! - Shards: open shards are read from LATEST when the process starts (older records are history),
 //!   shards that appear later (children of closed ones) from TRIM_HORIZON, so nothing is skipped while
 //!   running.
-//! - Errors (storage unreachable, an expired iterator): the position in each shard outlives them. A
+//! - Errors (storage unreachable, an expired iterator): the position in each shard outlives them.
+//!   (A page the SDK cannot parse, as DynamoDB Local writes empty maps, is read from its JSON body.) A
 //!   shard resumes AFTER_SEQUENCE_NUMBER of the last record read; one without a record read yet starts
 //!   again where it started (TRIM_HORIZON; a shard first read from LATEST skips records older than the
 //!   process). Records written during an outage are delivered after it, as Lambda's event source does.
@@ -17,6 +18,8 @@
 //!
 //! Disabled with `ZAQAR_STREAM_POLLER=0`. Polls every 200 ms when the stream is idle.
 
+use aws_sdk_dynamodbstreams::config::http::HttpResponse;
+use aws_sdk_dynamodbstreams::error::SdkError;
 use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
@@ -150,35 +153,29 @@ async fn poll(
                 },
             };
             // On an error the iterator stays taken: the next round rebuilds it from the last record.
-            let out = streams
-                .get_records()
-                .shard_iterator(&iterator)
-                .limit(1000)
-                .send()
-                .await
-                .map_err(|e| format!("{e:?}"))?;
+            let page = read_page(streams, &iterator, &arn).await?;
             let skip_before = shard.skip_before;
-            let fresh: Vec<&Record> = out
-                .records()
-                .iter()
-                .filter(|r| {
-                    let created = r.dynamodb().and_then(|d| d.approximate_creation_date_time()).map(|t| t.secs());
-                    skip_before.is_none_or(|limit| created.is_none_or(|c| c >= limit))
-                })
-                .collect();
-            if let Some(seq) = out.records().last().and_then(|r| r.dynamodb()).and_then(|d| d.sequence_number()) {
+            if let Some(seq) = page.records.last().and_then(|r| r["dynamodb"]["SequenceNumber"].as_str()) {
                 shard.last = Some(seq.to_string());
             }
-            match out.next_shard_iterator() {
-                Some(next) => shard.iterator = Some(next.to_string()),
+            match page.next {
+                Some(next) => shard.iterator = Some(next),
                 None => {
                     pos.shards.remove(&id); // closed; its children show up at the next describe
                 }
             }
-            let records: Vec<Value> = fresh.iter().map(|r| lambda_json(r, &arn)).filter(passes_filter).collect();
-            if !out.records().is_empty() {
+            if !page.records.is_empty() {
                 busy = true;
             }
+            let records: Vec<Value> = page
+                .records
+                .into_iter()
+                .filter(|r| {
+                    let created = r["dynamodb"]["ApproximateCreationDateTime"].as_f64();
+                    skip_before.is_none_or(|limit| created.is_none_or(|c| c >= limit as f64))
+                })
+                .filter(passes_filter)
+                .collect();
             if !records.is_empty() {
                 dispatch(app.clone(), settings.clone(), slots.clone(), records);
             }
@@ -187,6 +184,43 @@ async fn poll(
             tokio::time::sleep(IDLE_POLL).await;
         }
     }
+}
+
+/// One GetRecords page: the records in the shape Lambda delivers, and the next iterator.
+struct Page {
+    records: Vec<Value>,
+    next: Option<String>,
+}
+
+async fn read_page(streams: &aws_sdk_dynamodbstreams::Client, iterator: &str, arn: &str) -> Result<Page, String> {
+    match streams.get_records().shard_iterator(iterator).limit(1000).send().await {
+        Ok(out) => Ok(Page {
+            records: out.records().iter().map(|r| lambda_json(r, arn)).collect(),
+            next: out.next_shard_iterator().map(str::to_string),
+        }),
+        Err(e) => raw_page(&e, arn).ok_or_else(|| format!("{e:?}")),
+    }
+}
+
+/// DynamoDB Local writes an empty map attribute as `{}` in stream records, which the SDK refuses for
+/// the whole response ("Union did not contain a valid variant"), so a resumed poller would stop at it
+/// for ever. Such a page is read from its JSON body instead: it is already the shape Lambda delivers.
+fn raw_page<E>(e: &SdkError<E, HttpResponse>, arn: &str) -> Option<Page> {
+    let SdkError::ServiceError(failure) = e else { return None };
+    if failure.raw().status().as_u16() != 200 {
+        return None;
+    }
+    let body: Value = serde_json::from_slice(failure.raw().body().bytes()?).ok()?;
+    let records = body.get("Records")?.as_array()?;
+    let records = records
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r["eventSourceARN"] = json!(arn);
+            r
+        })
+        .collect();
+    Some(Page { records, next: body.get("NextShardIterator").and_then(Value::as_str).map(str::to_string) })
 }
 
 /// A GetRecords iterator for a shard that has none: after its last record read; else from its origin
