@@ -29,9 +29,9 @@ async fn post_one(c: &Client<'_>, queue: &str, body: Value) -> Value {
         .await;
     assert_eq!(r.status, 201, "{:?}", r.json_body());
     let href = r.json_body()["resources"][0].as_str().unwrap().to_string();
-    let k = keys::message_id_k(href.rsplit('/').next().unwrap()).unwrap();
     let (project, queue) = ids(c, queue);
-    insert_record(&read_item(c.app, keys::message(&project, &queue, k)).await)
+    let key = c.app.store.message_key_of(&project, &queue, href.rsplit('/').next().unwrap()).await.unwrap().unwrap();
+    insert_record(&read_item(c.app, key).await)
 }
 
 async fn run(app: &App, settings: &Settings, records: Vec<Value>) -> Vec<String> {
