@@ -112,6 +112,8 @@ async fn over_long_markers_page_as_the_whole_marker_would() {
     assert_eq!(names(&c.get(&format!("/v2/queues?marker={}", "z".repeat(5000))).await), Vec::<String>::new());
     let wide = "%C3%A9".repeat(2500); // "é" x 2500: after every ASCII name
     assert_eq!(names(&c.get(&format!("/v2/queues?marker={wide}&detailed=true")).await), Vec::<String>::new());
+    let r = c.get(&format!("/v2/queues/a/messages?echo=true&marker={}", "9".repeat(5000))).await;
+    assert_eq!((r.status.as_u16(), r.json_body()["messages"].clone()), (200, json!([])));
     let mut all =
         vec![subscribe(&c, "a", "http://127.0.0.1:9/1").await, subscribe(&c, "a", "http://127.0.0.1:9/2").await];
     all.sort(); // listed in id order
