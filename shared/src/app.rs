@@ -3,6 +3,7 @@
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
 use crate::store::Store;
+use crate::timeouts::StorageTimeouts;
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -22,17 +23,34 @@ impl App {
     pub async fn from_env() -> Result<Self, ConfigError> {
         let mut config = Config::from_env()?;
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let client = dynamodb_client(&sdk);
         if config.secret_key.is_none() {
             if let Some(arn) = &config.secret_arn {
                 config.secret_key = signing_key_from_secrets_manager(&sdk, arn).await;
             }
         }
-        Ok(App::new(config, aws_sdk_dynamodb::Client::new(&sdk), Clock::System))
+        Ok(App::new(config, client, Clock::System))
     }
 
     pub fn limits(&self) -> &crate::config::Limits {
         &self.config.limits
     }
+}
+
+/// The DynamoDB client every process uses: `sdk` plus the storage deadlines and retries of
+/// [`StorageTimeouts`] (from `ZAQAR_STORAGE_*`).
+///
+/// # Panics
+/// At start-up, when a `ZAQAR_STORAGE_*` variable is invalid: the function must not serve requests
+/// with deadlines nobody chose.
+pub fn dynamodb_client(sdk: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
+    let timeouts = StorageTimeouts::from_env().unwrap_or_else(|e| panic!("invalid configuration: {e}"));
+    dynamodb_client_with(sdk, &timeouts)
+}
+
+/// [`dynamodb_client`] with explicit deadlines.
+pub fn dynamodb_client_with(sdk: &aws_config::SdkConfig, timeouts: &StorageTimeouts) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(&timeouts.apply(sdk))
 }
 
 /// The signing key from Secrets Manager (`ZAQAR_SECRET_ARN`), read once at cold start so it never sits in

@@ -5,6 +5,9 @@
 
 use http::StatusCode;
 
+/// Seconds a client should wait after a 503: storage faults and throttling usually pass within that.
+pub const RETRY_AFTER_SECONDS: u32 = 1;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -109,13 +112,15 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "Resource conflict", description)
     }
 
-    /// 503 for storage failures; the cause is logged, never sent.
+    /// 503 for storage failures (faults, throttling, timeouts); the cause is logged, never sent.
+    /// `Retry-After` tells clients and proxies when trying again makes sense.
     pub fn unavailable(description: &str) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "Service temporarily unavailable",
             format!("{description} Please try again in a few seconds."),
         )
+        .with_header("retry-after", RETRY_AFTER_SECONDS.to_string())
     }
 
     pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
@@ -147,5 +152,18 @@ impl From<crate::store::StoreError> for ApiError {
         }
         tracing::error!(operation = e.operation(), error = %e, cause = %chain, "storage failure");
         ApiError::unavailable(&format!("{} could not be completed.", e.operation()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailable_says_when_to_retry() {
+        let e = ApiError::unavailable("Queue listing could not be completed.");
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.headers, vec![("retry-after".to_string(), "1".to_string())]);
+        assert_eq!(e.body()["title"], "Service temporarily unavailable");
     }
 }

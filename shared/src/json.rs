@@ -1,6 +1,9 @@
 //! JSON the way Zaqar reads and writes it.
 //!
-//! Reading: the top level must be an object or array, integers must fit in i64 (docs/api.md#transport-json).
+//! Reading: the top level must be an object or array, integers must fit in i64 (docs/api.md#transport-json), and numbers must
+//! be finite as doubles: `1e400` would be served back as Python's `Infinity`, which strict JSON parsers
+//! refuse, so one producer could break every consumer's listing. (Python clients cannot send a
+//! non-finite number at all: `json.dumps` writes `Infinity`, which is unparsable here.)
 //! Writing: Python's `json.dumps` layout (`", "` and `": "` separators, keys in insertion order, floats
 //! as Python's `repr`), so bodies and `MD5:` checksums match what Python Zaqar produces.
 
@@ -18,22 +21,27 @@ pub fn parse_body(body: &[u8]) -> Result<Option<Value>, ApiError> {
     if !(value.is_object() || value.is_array()) {
         return Err(ApiError::unparsable_body());
     }
-    if has_oversized_integer(&value) {
-        return Err(ApiError::invalid_body("JSON contains integer that is too large."));
-    }
+    check_numbers(&value)?;
     Ok(Some(value))
 }
 
-fn has_oversized_integer(v: &Value) -> bool {
+/// Integers must fit in i64 (Zaqar's message), other numbers must be finite doubles.
+fn check_numbers(v: &Value) -> Result<(), ApiError> {
     match v {
         Value::Number(n) => {
             let text = n.to_string();
-            let is_integer = !text.contains(['.', 'e', 'E']);
-            is_integer && n.as_i64().is_none()
+            if !text.contains(['.', 'e', 'E']) {
+                if n.as_i64().is_none() {
+                    return Err(ApiError::invalid_body("JSON contains integer that is too large."));
+                }
+            } else if !text.parse::<f64>().is_ok_and(f64::is_finite) {
+                return Err(ApiError::invalid_body("JSON contains a number that is too large."));
+            }
+            Ok(())
         }
-        Value::Array(items) => items.iter().any(has_oversized_integer),
-        Value::Object(map) => map.values().any(has_oversized_integer),
-        _ => false,
+        Value::Array(items) => items.iter().try_for_each(check_numbers),
+        Value::Object(map) => map.values().try_for_each(check_numbers),
+        _ => Ok(()),
     }
 }
 
@@ -88,14 +96,20 @@ impl serde_json::ser::Formatter for PythonFormatter {
     fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
         w.write_all(b": ")
     }
+    // Never `Infinity`/`NaN` (invalid JSON): a non-finite double is `null` as serde_json writes it, and
+    // a stored number text that overflows a double (accepted before it was refused) is written verbatim.
     fn write_f64<W: ?Sized + io::Write>(&mut self, w: &mut W, value: f64) -> io::Result<()> {
-        w.write_all(python_float(value).as_bytes())
+        if value.is_finite() {
+            w.write_all(python_float(value).as_bytes())
+        } else {
+            w.write_all(b"null")
+        }
     }
     fn write_number_str<W: ?Sized + io::Write>(&mut self, w: &mut W, value: &str) -> io::Result<()> {
         if value.contains(['.', 'e', 'E']) {
             match value.parse::<f64>() {
-                Ok(f) => w.write_all(python_float(f).as_bytes()),
-                Err(_) => w.write_all(value.as_bytes()),
+                Ok(f) if f.is_finite() => w.write_all(python_float(f).as_bytes()),
+                _ => w.write_all(value.as_bytes()),
             }
         } else {
             w.write_all(value.as_bytes())
@@ -180,6 +194,20 @@ mod tests {
         let big = parse_body(b"{\"a\": [9223372036854775808]}").unwrap_err();
         assert_eq!(big.description.as_deref(), Some("JSON contains integer that is too large."));
         assert!(parse_body(b"{\"a\": -9223372036854775808}").is_ok());
+        for text in [&b"{\"body\": 1e400}"[..], b"[{\"x\": [-1.5e309]}]", b"{\"a\": {\"b\": 1.0e999}}"] {
+            let e = parse_body(text).unwrap_err();
+            assert_eq!(e.description.as_deref(), Some("JSON contains a number that is too large."));
+        }
+        assert!(parse_body(b"{\"tiny\": 1e-400, \"big\": 1.7e308}").is_ok());
+    }
+
+    #[test]
+    fn output_is_never_infinity() {
+        // Stored before non-finite numbers were refused: written verbatim, which strict parsers accept.
+        let v: Value = serde_json::from_str(r#"{"a": 1e400, "b": -1E999}"#).unwrap();
+        assert_eq!(python_dumps(&v), r#"{"a": 1e400, "b": -1E999}"#);
+        assert_eq!(to_body(&v), br#"{"a": 1e400, "b": -1E999}"#.to_vec());
+        assert_eq!(python_dumps(&[f64::NAN, f64::INFINITY, 2.5]), "[null, null, 2.5]");
     }
 
     #[test]

@@ -183,7 +183,7 @@ pub fn subscription(project: &ProjectId, queue: &QueueName, sid: &str) -> Item {
     key(queue_pk(project, queue), subscription_sk(sid))
 }
 
-/// The marker that holds a subscriber URI for one subscription of the queue (uniqueness, §9.1).
+/// The marker that holds a subscriber URI for one subscription of the queue (uniqueness, docs/api.md, Subscriptions: Create).
 pub fn subscriber_marker(project: &ProjectId, queue: &QueueName, subscriber: &str) -> Item {
     use sha2::{Digest, Sha256};
     let digest: String = Sha256::digest(subscriber.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();

@@ -5,7 +5,7 @@
 //! - [`route`] and [`transport`]: routing on method + raw path and the request hooks in Zaqar's order.
 //! - [`keys`]: the DynamoDB key layout and condition expressions (the table design is documented there).
 //! - [`store`]: queues, messages, claims, subscriptions, pools and flavors as items.
-//! - [`app`]: configuration + store, built once per process.
+//! - [`app`]: configuration + store, built once per process; [`timeouts`]: deadlines on every storage call.
 //! - [`webhook`]: subscriber URIs and the webhook address guard (SSRF).
 
 pub mod app;
@@ -21,6 +21,7 @@ pub mod route;
 pub mod signing;
 pub mod store;
 pub mod stream;
+pub mod timeouts;
 pub mod transport;
 pub mod types;
 pub mod vars;

@@ -69,6 +69,10 @@ pub fn validate(meta: &Metadata, limits: &Limits) -> Result<(), ApiError> {
     validate_retry_policy(meta.get("_retry_policy"))
 }
 
+/// The largest count or delay (seconds) a retry policy may give: Zaqar's longest message lifetime, after
+/// which no retry has anything left to deliver.
+pub const RETRY_POLICY_MAX: i64 = 1_209_600;
+
 /// Validates a `_retry_policy` object (docs/api.md#subscriptions-retry-policy), used by queue metadata and subscription
 /// options.
 pub fn validate_retry_policy(policy: Option<&Value>) -> Result<(), ApiError> {
@@ -84,6 +88,13 @@ pub fn validate_retry_policy(policy: Option<&Value>) -> Result<(), ApiError> {
         match policy.get(key) {
             None => {}
             Some(v) if is_falsy(v) => {}
+            // Zaqar has no bounds, but its notifier fails on negative delays; here no value may make the
+            // fan-out's arithmetic overflow.
+            Some(Value::Number(n)) if n.as_i64().is_some_and(|v| !(0..=RETRY_POLICY_MAX).contains(&v)) => {
+                return Err(ApiError::invalid_api(format!(
+                    "Retry policy: {key} must be between 0 and {RETRY_POLICY_MAX}."
+                )));
+            }
             Some(Value::Number(n)) if n.as_i64().is_some() => {}
             Some(Value::Bool(_)) => {}
             Some(_) => return Err(ApiError::invalid_api(format!("Retry policy: {key} must be a integer."))),
@@ -321,6 +332,21 @@ mod tests {
         assert!(validate(&m(json!({"_retry_policy": {"retry_backoff_function": "cubic"}})), &l).is_err());
         assert!(validate(&m(json!({"_retry_policy": {"minimum_delay": 5, "maximum_delay": 10}})), &l).is_err());
         assert!(validate(&m(json!({"_retry_policy": {"minimum_delay": 5, "maximum_delay": 30}})), &l).is_ok());
+    }
+
+    #[test]
+    fn retry_policy_numbers_are_bounded() {
+        let l = Limits::default();
+        let extreme = json!({"_retry_policy": {"minimum_delay": i64::MIN, "maximum_delay": i64::MAX}});
+        let e = validate(&m(extreme), &l).unwrap_err();
+        assert_eq!(e.description.as_deref(), Some("Retry policy: minimum_delay must be between 0 and 1209600."));
+        for key in ["retries_with_no_delay", "minimum_delay_retries", "maximum_delay", "maximum_delay_retries"] {
+            assert!(validate_retry_policy(Some(&json!({ key: -1 }))).is_err(), "{key}");
+            assert!(validate_retry_policy(Some(&json!({ key: RETRY_POLICY_MAX + 1 }))).is_err(), "{key}");
+        }
+        let widest =
+            json!({"minimum_delay": 0, "maximum_delay": RETRY_POLICY_MAX, "retries_with_no_delay": RETRY_POLICY_MAX});
+        assert!(validate_retry_policy(Some(&widest)).is_ok());
     }
 
     #[test]

@@ -221,7 +221,7 @@ fn check_signature(app: &App, req: &ApiRequest, signature: &str) -> Result<(), A
         && methods.iter().any(|m| m == req.method.as_str())
         && paths.iter().any(|p| req.path.contains(p.as_str()))
         && expires_at > now_s
-        && expires_at <= now_s + app.config.max_signed_url_seconds
+        && expires_at <= now_s.saturating_add(app.config.max_signed_url_seconds)
         && SignedScope { paths, methods, project, expires: signing::format_expires(expires_at) }
             .normalised()
             .verify(key, signature);

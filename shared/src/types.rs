@@ -8,9 +8,11 @@ use std::fmt;
 pub struct QueueName(String);
 
 impl QueueName {
+    pub const MAX_BYTES: usize = 64;
+
     pub fn parse(name: &str) -> Result<Self, ApiError> {
         let ok = !name.is_empty()
-            && name.len() <= 64
+            && name.len() <= Self::MAX_BYTES
             && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
         if ok {
             Ok(QueueName(name.to_string()))
@@ -92,6 +94,30 @@ impl fmt::Display for ClientId {
     }
 }
 
+/// The longest server-generated id (subscription, claim) this service accepts in a path: ours are 24
+/// characters; anything beyond the bound names nothing and would not fit in a DynamoDB key.
+pub const MAX_ID_BYTES: usize = 64;
+
+/// Whether `id` could be an id this service issued (length only; the store decides whether it exists).
+pub fn plausible_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_BYTES
+}
+
+/// A paging marker short enough for a key condition that orders every name of at most `longest` bytes
+/// exactly as the whole marker does: such a name differs from the marker within its first `longest + 1`
+/// bytes or is a prefix of it, so cutting a longer marker at the first character boundary after that
+/// many bytes changes no comparison. Zaqar compares whole markers; clients see the same pages.
+pub fn key_marker(marker: &str, longest: usize) -> &str {
+    if marker.len() <= longest + 1 {
+        return marker;
+    }
+    let mut end = longest + 1;
+    while !marker.is_char_boundary(end) {
+        end += 1;
+    }
+    &marker[..end]
+}
+
 /// A page size or claim/pop count, `1..=max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limit(u32);
@@ -139,6 +165,22 @@ mod tests {
             ("Wrong UUID value", Some("Malformed hexadecimal UUID."))
         );
         assert!(ClientId::parse("3381af92-2b9e-11e3-b191-71861300734").is_err());
+    }
+
+    #[test]
+    fn long_markers_order_names_like_the_whole_marker() {
+        assert_eq!(key_marker("abc", 64), "abc");
+        let long = format!("{}{}", "m".repeat(64), "z".repeat(5000));
+        assert_eq!(key_marker(&long, 64).len(), 65);
+        let wide = "é".repeat(3000); // 2 bytes each: cut after 66 bytes, on a boundary
+        assert_eq!(key_marker(&wide, 64), "é".repeat(33));
+        let names = ["m".repeat(64), "m".repeat(63), format!("{}n", "m".repeat(63)), "n".into(), "a".into()];
+        for marker in [&long, &wide, &"m".repeat(65)] {
+            let cut = key_marker(marker, 64);
+            for name in &names {
+                assert_eq!(name.as_str() > marker.as_str(), name.as_str() > cut, "{name} vs {} bytes", marker.len());
+            }
+        }
     }
 
     #[test]

@@ -32,7 +32,7 @@ async fn dynamodb(endpoint: &str, retries: bool) -> aws_sdk_dynamodb::Client {
     if !retries {
         loader = loader.retry_config(aws_config::retry::RetryConfig::disabled());
     }
-    aws_sdk_dynamodb::Client::new(&loader.load().await)
+    zaqar::app::dynamodb_client(&loader.load().await)
 }
 
 /// An app wired to DynamoDB Local (`ZAQAR_TEST_ENDPOINT`, default http://127.0.0.1:8000).

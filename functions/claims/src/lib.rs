@@ -8,7 +8,7 @@ use zaqar::meta::QueueSettings;
 use zaqar::route::{Group, Resource};
 use zaqar::store::claims::{ClaimParams, DeadLetter};
 use zaqar::transport::{self, Context};
-use zaqar::types::{Limit, QueueName};
+use zaqar::types::{plausible_id, Limit, QueueName};
 use zaqar::{ApiError, ApiRequest, ApiResponse, App};
 
 pub async fn handle(app: &App, req: ApiRequest) -> ApiResponse {
@@ -21,7 +21,10 @@ async fn dispatch(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiRespo
         (Resource::Claim, &Method::GET) => get(app, ctx).await,
         (Resource::Claim, &Method::PATCH) => renew(app, ctx, req).await,
         (Resource::Claim, &Method::DELETE) => {
-            app.store.release_claim(&ctx.project, ctx.queue()?, ctx.id()).await?;
+            // An id longer than any we issue names no claim (and would not fit in a key).
+            if plausible_id(ctx.id()) {
+                app.store.release_claim(&ctx.project, ctx.queue()?, ctx.id()).await?;
+            }
             Ok(ApiResponse::empty(StatusCode::NO_CONTENT))
         }
         _ => Err(ApiError::no_route()),
@@ -32,6 +35,30 @@ fn ttl_error(max: i64) -> ApiError {
     ApiError::invalid_api(format!(
         "The TTL for a claim may not exceed {max} seconds, and must be at least 60 seconds long."
     ))
+}
+
+/// Grace on create: Zaqar's 60..=max_claim_grace.
+fn check_grace(app: &App, grace_s: i64) -> Result<(), ApiError> {
+    let max = app.limits().max_claim_grace;
+    if !(60..=max).contains(&grace_s) {
+        return Err(ApiError::invalid_api(format!(
+            "The grace for a claim may not exceed {max} seconds, and must be at least 60 seconds long."
+        )));
+    }
+    Ok(())
+}
+
+/// Grace on renewal: Zaqar uses it as given (clients renew with less than 60 s), so only what no
+/// expiry can use is refused: below 0 or above max_claim_grace (which would also overflow the
+/// expiry arithmetic near i64's limits).
+fn check_renewal_grace(app: &App, grace_s: i64) -> Result<(), ApiError> {
+    let max = app.limits().max_claim_grace;
+    if !(0..=max).contains(&grace_s) {
+        return Err(ApiError::invalid_api(format!(
+            "The grace for a claim may not exceed {max} seconds, and must be at least 0 seconds long."
+        )));
+    }
+    Ok(())
 }
 
 /// `{"ttl", "grace"}` with defaults; `None` body allowed only where `body_required` is false.
@@ -72,12 +99,7 @@ async fn create(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiRespons
         }
         None => 10,
     };
-    if !(60..=limits.max_claim_grace).contains(&grace_s) {
-        return Err(ApiError::invalid_api(format!(
-            "The grace for a claim may not exceed {} seconds, and must be at least 60 seconds long.",
-            limits.max_claim_grace
-        )));
-    }
+    check_grace(app, grace_s)?;
     let queue = ctx.queue()?;
     let settings =
         app.store.queue_metadata(&ctx.project, queue).await?.map(|m| QueueSettings::from_meta(&m)).unwrap_or_default();
@@ -103,6 +125,9 @@ async fn create(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiRespons
 
 async fn get(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> {
     let queue = ctx.queue()?;
+    if !plausible_id(ctx.id()) {
+        return Err(not_found(ctx, queue));
+    }
     let (claim, messages) =
         app.store.get_claim(&ctx.project, queue, ctx.id()).await?.ok_or_else(|| not_found(ctx, queue))?;
     let now = app.store.now_ms();
@@ -118,8 +143,11 @@ async fn get(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> {
 
 async fn renew(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
     let (ttl_s, grace_s) = claim_fields(app, &req.body, true)?;
+    check_renewal_grace(app, grace_s)?;
     let queue = ctx.queue()?;
-    if app.store.renew_claim(&ctx.project, queue, ctx.id(), ClaimParams { ttl_s, grace_s }).await? {
+    if plausible_id(ctx.id())
+        && app.store.renew_claim(&ctx.project, queue, ctx.id(), ClaimParams { ttl_s, grace_s }).await?
+    {
         Ok(ApiResponse::empty(StatusCode::NO_CONTENT))
     } else {
         Err(not_found(ctx, queue))

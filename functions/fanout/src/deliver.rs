@@ -125,19 +125,27 @@ pub struct Delivery<'a> {
 }
 
 impl Delivery<'_> {
-    /// First attempt, then the retry schedule while the deadline allows.
+    /// First attempt, then the retry schedule, each started only while the deadline allows (an attempt
+    /// in flight at the deadline runs to its own timeout, so the invocation needs budget + attempt
+    /// timeout).
     pub async fn run(&self) -> Outcome {
         let target = match webhook::parse_subscriber(self.subscriber) {
             Ok(t) => t,
             Err(why) => return Outcome::Rejected(why),
         };
+        // Deliveries wait for a concurrency slot: one that gets it after the deadline is left to the
+        // stream's retry instead of stretching the invocation past its timeout.
+        if Instant::now() >= self.deadline {
+            return Outcome::Deferred("the time budget ran out before the first attempt".into());
+        }
         let mut last = match self.attempt(&target).await {
             Attempt::Ok => return Outcome::Delivered,
             Attempt::Permanent(why) => return Outcome::Rejected(why),
             Attempt::Retry(why) => why,
         };
         for delay in &self.schedule {
-            if Instant::now() + *delay >= self.deadline {
+            // checked: a stored policy may ask for delays no Instant can hold.
+            if Instant::now().checked_add(*delay).is_none_or(|at| at >= self.deadline) {
                 return Outcome::Deferred(last);
             }
             tokio::time::sleep(*delay).await;

@@ -8,13 +8,24 @@
 //!   asked for a (un)subscribe confirmation, sent from here so the API request stays one write.
 //!
 //! Failures: each delivery runs Zaqar's retry policy, but only within a time budget per invocation
-//! (`ZAQAR_FANOUT_BUDGET_MS`, default 4 s). A record whose delivery is still retryable when the budget
-//! runs out is reported as a batch item failure, so Lambda retries it (bounded by the event source's
-//! MaximumRetryAttempts/MaximumRecordAgeInSeconds, then the on-failure destination). Subscribers that
-//! already got a record are remembered in memory, so a retry in the same container does not repeat
-//! them; in a new container it may (delivery is at least once). Rejected deliveries (4xx, refused
-//! addresses) and exhausted policies are dropped and logged, as Zaqar does. Malformed records are
-//! logged and skipped, never fatal.
+//! (`ZAQAR_FANOUT_BUDGET_MS`, default 4 s): no attempt, the first included, starts after it, and each
+//! attempt has its own timeout (`ZAQAR_WEBHOOK_TIMEOUT_MS`), so an invocation ends within budget +
+//! attempt timeout, far inside the function's timeout. A record whose delivery is still retryable at
+//! the budget's end, or whose queue could not be read, is reported as a batch item failure, so Lambda
+//! retries it (bounded by the event source's MaximumRetryAttempts/MaximumRecordAgeInSeconds, then the
+//! on-failure destination). Rejected deliveries (4xx, refused addresses) and exhausted policies are
+//! dropped and logged, as Zaqar does.
+//!
+//! Isolation: every record is classified, looked up and delivered on its own; a malformed record, an
+//! unreadable queue or a failing subscriber costs only that record (or that delivery), and no code
+//! path here panics on stored data (retry policies are clamped, instants and sums checked).
+//!
+//! Duplicates: a stream retry re-sends the batch from the first failed record on, finished records
+//! included. This container remembers per record the subscribers it served and whether the record is
+//! finished, so such a retry only notifies whom it has not yet. A subscriber is notified twice only
+//! when the retry runs in another container (this one was recycled or crashed, or Lambda routed the
+//! retry elsewhere), or when a delivery succeeded but its answer was lost (timeout after the
+//! subscriber acted): delivery is at least once, as in Zaqar.
 
 pub mod deliver;
 pub mod mail;
@@ -23,7 +34,6 @@ pub mod retry;
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
-use aws_sdk_dynamodb::types::AttributeValue;
 use deliver::{Delivery, Outcome};
 use futures::StreamExt;
 use serde_json::Value;
@@ -122,7 +132,9 @@ fn classify(record: &EventRecord) -> Result<Option<Job>, String> {
         "INSERT" if is_message => {
             let shard = keys::parse_messages_pk(pk).ok_or("unparsable message partition key")?;
             let message = Message::from_item(&new).ok_or("message image lacks fields")?;
-            Ok(Some(Job { seq, key: format!("{pk}|{sk}"), work: Work::Message { shard, message } }))
+            // The sequence number too: the same key may carry another message later.
+            let key = format!("{pk}|{sk}|{}", seq.as_deref().unwrap_or_default());
+            Ok(Some(Job { seq, key, work: Work::Message { shard, message } }))
         }
         "INSERT" | "MODIFY" if is_subscription => {
             let (_, project) = keys::parse_queue_pk(pk).ok_or("unparsable queue partition key")?;
@@ -138,25 +150,45 @@ fn classify(record: &EventRecord) -> Result<Option<Job>, String> {
     }
 }
 
-/// Subscribers already served per record, kept while a record waits for its retry (bounded).
-fn done_set() -> &'static Mutex<HashMap<String, HashSet<String>>> {
-    static DONE: OnceLock<Mutex<HashMap<String, HashSet<String>>>> = OnceLock::new();
-    DONE.get_or_init(|| Mutex::new(HashMap::new()))
+/// What this container already did for a record: the subscribers served, and whether it is finished.
+/// A stream retry re-sends every record from the first failed one on, finished ones included, so both
+/// are remembered.
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    served: HashSet<String>,
+    finished: bool,
 }
 
-fn already_done(key: &str) -> HashSet<String> {
-    done_set().lock().map(|m| m.get(key).cloned().unwrap_or_default()).unwrap_or_default()
+/// Records remembered per container; beyond this the oldest half is forgotten.
+const REMEMBERED: usize = 20_000;
+
+/// Progress per record key, with the keys in the order they were first seen (for forgetting).
+#[derive(Default)]
+struct Memory {
+    progress: HashMap<String, Progress>,
+    order: std::collections::VecDeque<String>,
 }
 
-fn remember(key: &str, served: HashSet<String>, finished: bool) {
-    if let Ok(mut m) = done_set().lock() {
-        if finished {
-            m.remove(key);
-        } else {
-            if m.len() > 10_000 {
-                m.clear();
+fn memory() -> &'static Mutex<Memory> {
+    static MEMORY: OnceLock<Mutex<Memory>> = OnceLock::new();
+    MEMORY.get_or_init(|| Mutex::new(Memory::default()))
+}
+
+fn progress_of(key: &str) -> Progress {
+    let m = memory().lock().unwrap_or_else(|e| e.into_inner());
+    m.progress.get(key).cloned().unwrap_or_default()
+}
+
+fn remember(key: &str, progress: Progress) {
+    let mut m = memory().lock().unwrap_or_else(|e| e.into_inner());
+    if m.progress.insert(key.to_string(), progress).is_none() {
+        m.order.push_back(key.to_string());
+    }
+    if m.order.len() > REMEMBERED {
+        for _ in 0..REMEMBERED / 2 {
+            if let Some(old) = m.order.pop_front() {
+                m.progress.remove(&old);
             }
-            m.insert(key.to_string(), served);
         }
     }
 }
@@ -195,7 +227,11 @@ pub async fn handle_with(app: &App, settings: &Settings, event: Event) -> Dynamo
     let now = app.store.now_ms();
     let confirmation_on = app.config.require_confirmation;
     for (j, job) in jobs.iter().enumerate() {
-        let done = already_done(&job.key);
+        let progress = progress_of(&job.key);
+        if progress.finished {
+            continue; // re-sent after an earlier record of its batch failed: already done here
+        }
+        let done = progress.served;
         match &job.work {
             Work::Message { shard, message } => {
                 let (project, queue) = (&shard.project, &shard.queue);
@@ -205,6 +241,10 @@ pub async fn handle_with(app: &App, settings: &Settings, event: Event) -> Dynamo
                 // Only messages of committed posts are notified: a failed post's messages never are,
                 // and one still being written is retried once its post commits.
                 if !posts.contains_key(shard) {
+                    if Instant::now() >= deadline {
+                        failed[j] = true; // storage is slow: no budget left to even look
+                        continue;
+                    }
                     posts.insert(shard.clone(), app.store.posted_up_to(shard).await.ok());
                 }
                 match posts.get(shard).and_then(Option::as_ref).map(|p| p.state(message.k)) {
@@ -217,6 +257,10 @@ pub async fn handle_with(app: &App, settings: &Settings, event: Event) -> Dynamo
                 }
                 let id = (project.as_str().to_string(), queue.as_str().to_string());
                 if !views.contains_key(&id) {
+                    if Instant::now() >= deadline {
+                        failed[j] = true; // storage is slow: no budget left to even look
+                        continue;
+                    }
                     views.insert(id.clone(), load_view(app, project, queue).await);
                 }
                 let Some(view) = views.get(&id).and_then(Option::as_ref) else {
@@ -245,7 +289,7 @@ pub async fn handle_with(app: &App, settings: &Settings, event: Event) -> Dynamo
                 if !confirmation_on || !sub.alive(now) || done.contains(&sub.id) {
                     continue;
                 }
-                let expires = sub.notify_expires_s.unwrap_or(now / 1000 + sub.ttl_s);
+                let expires = sub.notify_expires_s.unwrap_or((now / 1000).saturating_add(sub.ttl_s));
                 let doc = notify::confirmation(sub, project.as_str(), key, app.config.public_url.as_deref(), expires);
                 tasks.push(Task {
                     job: j,
@@ -265,7 +309,7 @@ pub async fn handle_with(app: &App, settings: &Settings, event: Event) -> Dynamo
         tasks.iter().map(|t| Box::pin(run_task(app, t, deadline, settings.attempt_timeout)) as _).collect();
     let outcomes: Vec<(usize, String, Outcome)> =
         futures::stream::iter(deliveries).buffer_unordered(settings.concurrency).collect().await;
-    let mut served: Vec<HashSet<String>> = jobs.iter().map(|j| already_done(&j.key)).collect();
+    let mut served: Vec<HashSet<String>> = jobs.iter().map(|j| progress_of(&j.key).served).collect();
     for (j, sid, outcome) in outcomes {
         let job = &jobs[j];
         match &outcome {
@@ -288,7 +332,7 @@ pub async fn handle_with(app: &App, settings: &Settings, event: Event) -> Dynamo
     }
     let mut response = DynamoDbEventResponse::default();
     for (j, job) in jobs.iter().enumerate() {
-        remember(&job.key, std::mem::take(&mut served[j]), !failed[j]);
+        remember(&job.key, Progress { served: std::mem::take(&mut served[j]), finished: !failed[j] });
         if failed[j] {
             match &job.seq {
                 Some(seq) => {

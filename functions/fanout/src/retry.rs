@@ -34,11 +34,13 @@ pub fn effective(subscription_options: &Value, queue_meta: Option<&Map<String, V
     }
 }
 
+/// A policy number within the bounds the API enforces (policies stored before they were enforced may
+/// hold anything).
 fn int(policy: &Map<String, Value>, key: &str, default: i64) -> i64 {
     match policy.get(key) {
         None => default,
         Some(Value::Bool(b)) => *b as i64,
-        Some(v) => v.as_i64().unwrap_or(default).max(0),
+        Some(v) => v.as_i64().unwrap_or(default).clamp(0, zaqar::meta::RETRY_POLICY_MAX),
     }
 }
 
@@ -119,5 +121,16 @@ mod tests {
         assert_eq!(effective(&sub, ignoring.as_object())["retries_with_no_delay"], json!(2));
         let p = json!({"retries_with_no_delay": 2, "minimum_delay_retries": 0, "maximum_delay_retries": 0, "minimum_delay": 5, "maximum_delay": 5});
         assert_eq!(secs(&schedule(p.as_object().unwrap())), vec![0, 0]);
+    }
+
+    #[test]
+    fn extreme_stored_policies_stay_bounded() {
+        for function in ["linear", "geometric", "exponential", "arithmetic"] {
+            let p = json!({"minimum_delay": i64::MIN, "maximum_delay": i64::MAX, "retries_with_no_delay": i64::MAX,
+                "minimum_delay_retries": i64::MAX, "maximum_delay_retries": -1, "retry_backoff_function": function});
+            let delays = schedule(p.as_object().unwrap());
+            assert_eq!(delays.len(), MAX_STEPS, "{function}");
+            assert!(delays.iter().all(|d| d.as_secs() <= zaqar::meta::RETRY_POLICY_MAX as u64), "{function}");
+        }
     }
 }

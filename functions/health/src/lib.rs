@@ -19,10 +19,12 @@ async fn dispatch(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> {
     match (ctx.route.resource, &ctx.method) {
         (Resource::Home, _) => Ok(home(app)),
         (Resource::Ping, &Method::HEAD) => Ok(ApiResponse::empty(StatusCode::NO_CONTENT)),
+        // Zaqar's 503 has no body; `Retry-After` as on every storage fault.
         (Resource::Ping, _) => Ok(if app.store.ping().await {
             ApiResponse::empty(StatusCode::NO_CONTENT)
         } else {
-            ApiResponse::empty(StatusCode::SERVICE_UNAVAILABLE).with_header("retry-after", "1")
+            ApiResponse::empty(StatusCode::SERVICE_UNAVAILABLE)
+                .with_header("retry-after", zaqar::error::RETRY_AFTER_SECONDS.to_string())
         }),
         (Resource::Health, _) => {
             ctx.require_admin()?;
@@ -261,8 +263,10 @@ async fn health(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> {
         );
     };
     let t = Instant::now();
-    let created = store.create_queue(project, &queue, &Default::default()).await;
-    record("create_queue", t, created.is_ok());
+    // Unreachable storage is an exception to Zaqar (503), and stops the self-test before it spends one
+    // storage deadline per step.
+    store.create_queue(project, &queue, &Default::default()).await?;
+    record("create_queue", t, true);
     let t = Instant::now();
     let batch: Vec<NewMessage> =
         (0..10).map(|i| NewMessage { body: json!({"health": i}), ttl_s: 60, delay_s: None }).collect();
@@ -300,6 +304,6 @@ async fn health(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> {
     record("delete_queue", t, dropped.is_ok());
     // Zaqar 23's report is exactly these two keys (its redis driver, as recorded). Its MongoDB driver
     // adds a store-wide `message_volume`, which here would be a scan of the whole table per call.
-    let body = json!({"storage_reachable": created.is_ok(), "operation_status": status});
+    let body = json!({"storage_reachable": true, "operation_status": status});
     Ok(ApiResponse::json(StatusCode::OK, &body))
 }

@@ -1,8 +1,14 @@
 //! The local stand-in for Lambda's DynamoDB stream event source: reads the table's stream on
 //! DynamoDB Local and calls the fan-out handler with the event shape Lambda delivers.
 //!
-//! - Shards: open shards are read from LATEST at start (older records are history), shards that
-//!   appear later (children of closed ones) from TRIM_HORIZON, so nothing is skipped while running.
+//! - Shards: open shards are read from LATEST when the process starts (older records are history),
+//!   shards that appear later (children of closed ones) from TRIM_HORIZON, so nothing is skipped while
+//!   running.
+//! - Errors (storage unreachable, an expired iterator): the position in each shard outlives them.
+//!   (A page the SDK cannot parse, as DynamoDB Local writes empty maps, is read from its JSON body.) A
+//!   shard resumes AFTER_SEQUENCE_NUMBER of the last record read; one without a record read yet starts
+//!   again where it started (TRIM_HORIZON; a shard first read from LATEST skips records older than the
+//!   process). Records written during an outage are delivered after it, as Lambda's event source does.
 //! - Records become the Lambda JSON (`eventID`, `eventName`, `dynamodb.{Keys,NewImage,OldImage,
 //!   SequenceNumber,...}`, `eventSourceARN`) via serde_dynamo, and are parsed by the same
 //!   `zaqar_fanout::parse_event` the Lambda binary uses.
@@ -12,6 +18,8 @@
 //!
 //! Disabled with `ZAQAR_STREAM_POLLER=false` (read by `main`). Polls every 200 ms when the stream is idle.
 
+use aws_sdk_dynamodbstreams::config::http::HttpResponse;
+use aws_sdk_dynamodbstreams::error::SdkError;
 use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
@@ -27,18 +35,78 @@ const RETRIES: u32 = 5;
 pub fn spawn(app: App, settings: zaqar_fanout::Settings) {
     tokio::spawn(async move {
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let timeouts =
+            zaqar::timeouts::StorageTimeouts::from_env().unwrap_or_else(|e| panic!("invalid configuration: {e}"));
+        let sdk = timeouts.apply(&sdk);
         let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
         // Its own table client: the stream ARN is operations' business, not the store's API.
         let tables = aws_sdk_dynamodb::Client::new(&sdk);
-        let settings = Arc::new(settings);
-        let slots = Arc::new(tokio::sync::Semaphore::new(8));
-        loop {
-            if let Err(e) = poll(&app, &tables, &streams, &settings, &slots).await {
-                tracing::warn!(error = %e, "stream poller restarting");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
+        run(app, tables, streams, settings).await
     });
+}
+
+/// Polls the stream of `app`'s table for ever, resuming where it was after every error.
+pub async fn run(
+    app: App,
+    tables: aws_sdk_dynamodb::Client,
+    streams: aws_sdk_dynamodbstreams::Client,
+    settings: zaqar_fanout::Settings,
+) {
+    let settings = Arc::new(settings);
+    let slots = Arc::new(tokio::sync::Semaphore::new(8));
+    let mut position = Position::new();
+    loop {
+        if let Err(e) = poll(&app, &tables, &streams, &settings, &slots, &mut position).await {
+            tracing::warn!(error = %e, "stream poller pausing after an error; it resumes where it was");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// How a shard was first positioned: where to start again when no record was read from it yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// Open when the process started: new records only (those created before `started_s` are history).
+    Latest,
+    /// Appeared later: all of it.
+    TrimHorizon,
+}
+
+#[derive(Debug, Clone)]
+struct Shard {
+    origin: Origin,
+    /// Sequence number of the last record read.
+    last: Option<String>,
+    /// The next GetRecords iterator; `None` before the first read and after an error.
+    iterator: Option<String>,
+    /// Whether an iterator was ever built (LATEST is only right the first time).
+    positioned: bool,
+    /// Records created before this instant (epoch s) are history: set when a LATEST shard is re-read
+    /// from its start.
+    skip_before: Option<i64>,
+}
+
+impl Shard {
+    fn new(origin: Origin) -> Self {
+        Shard { origin, last: None, iterator: None, positioned: false, skip_before: None }
+    }
+}
+
+/// Where reading stands in each shard of one stream, kept across errors.
+struct Position {
+    stream: Option<String>,
+    shards: HashMap<String, Shard>,
+    /// Whether the open shards were positioned (LATEST is used once, at the process start).
+    started: bool,
+    started_s: i64,
+}
+
+impl Position {
+    fn new() -> Self {
+        let started_s =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        Position { stream: None, shards: HashMap::new(), started: false, started_s }
+    }
 }
 
 async fn poll(
@@ -47,49 +115,69 @@ async fn poll(
     streams: &aws_sdk_dynamodbstreams::Client,
     settings: &Arc<zaqar_fanout::Settings>,
     slots: &Arc<tokio::sync::Semaphore>,
+    pos: &mut Position,
 ) -> Result<(), String> {
     let table = tables.describe_table().table_name(&app.config.table).send().await.map_err(|e| format!("{e:?}"))?;
     let arn = table.table().and_then(|t| t.latest_stream_arn()).ok_or("the table has no stream")?.to_string();
-    tracing::info!(stream = %arn, "stream poller reading");
-    let mut iterators: HashMap<String, String> = HashMap::new();
-    let mut known: HashSet<String> = HashSet::new();
-    let mut first = true;
+    if pos.stream.as_deref() != Some(arn.as_str()) {
+        // A new stream (the table was re-created while running): everything in it is new.
+        if pos.stream.is_some() {
+            pos.shards.clear();
+        }
+        pos.stream = Some(arn.clone());
+        tracing::info!(stream = %arn, "stream poller reading");
+    }
     let mut described = tokio::time::Instant::now() - DESCRIBE_EVERY;
     loop {
         if described.elapsed() >= DESCRIBE_EVERY {
-            for (shard, open) in shards(streams, &arn).await? {
-                if !known.insert(shard.clone()) || (first && !open) {
+            for (id, open) in shards(streams, &arn).await? {
+                if pos.shards.contains_key(&id) || (!pos.started && !open) {
                     continue;
                 }
-                let kind = if first { ShardIteratorType::Latest } else { ShardIteratorType::TrimHorizon };
-                let out = streams
-                    .get_shard_iterator()
-                    .stream_arn(&arn)
-                    .shard_id(&shard)
-                    .shard_iterator_type(kind)
-                    .send()
-                    .await
-                    .map_err(|e| format!("{e:?}"))?;
-                if let Some(it) = out.shard_iterator() {
-                    iterators.insert(shard, it.to_string());
-                }
+                pos.shards.insert(id, Shard::new(if pos.started { Origin::TrimHorizon } else { Origin::Latest }));
             }
-            first = false;
+            pos.started = true;
             described = tokio::time::Instant::now();
         }
         let mut busy = false;
-        for (shard, it) in iterators.clone() {
-            let out =
-                streams.get_records().shard_iterator(it).limit(1000).send().await.map_err(|e| format!("{e:?}"))?;
-            match out.next_shard_iterator() {
-                Some(next) => iterators.insert(shard, next.to_string()),
-                None => iterators.remove(&shard), // closed; its children show up at the next describe
+        let ids: Vec<String> = pos.shards.keys().cloned().collect();
+        for id in ids {
+            let started_s = pos.started_s;
+            let Some(shard) = pos.shards.get_mut(&id) else { continue };
+            let iterator = match shard.iterator.take() {
+                Some(it) => it,
+                None => match position_shard(streams, &arn, &id, shard, started_s).await? {
+                    Some(it) => it,
+                    None => {
+                        pos.shards.remove(&id); // nothing left to read in it
+                        continue;
+                    }
+                },
             };
-            let records: Vec<Value> =
-                out.records().iter().map(|r| lambda_json(r, &arn)).filter(zaqar::stream::admits_json).collect();
-            if !out.records().is_empty() {
+            // On an error the iterator stays taken: the next round rebuilds it from the last record.
+            let page = read_page(streams, &iterator, &arn).await?;
+            let skip_before = shard.skip_before;
+            if let Some(seq) = page.records.last().and_then(|r| r["dynamodb"]["SequenceNumber"].as_str()) {
+                shard.last = Some(seq.to_string());
+            }
+            match page.next {
+                Some(next) => shard.iterator = Some(next),
+                None => {
+                    pos.shards.remove(&id); // closed; its children show up at the next describe
+                }
+            }
+            if !page.records.is_empty() {
                 busy = true;
             }
+            let records: Vec<Value> = page
+                .records
+                .into_iter()
+                .filter(|r| {
+                    let created = r["dynamodb"]["ApproximateCreationDateTime"].as_f64();
+                    skip_before.is_none_or(|limit| created.is_none_or(|c| c >= limit as f64))
+                })
+                .filter(zaqar::stream::admits_json)
+                .collect();
             if !records.is_empty() {
                 dispatch(app.clone(), settings.clone(), slots.clone(), records);
             }
@@ -98,6 +186,67 @@ async fn poll(
             tokio::time::sleep(IDLE_POLL).await;
         }
     }
+}
+
+/// One GetRecords page: the records in the shape Lambda delivers, and the next iterator.
+struct Page {
+    records: Vec<Value>,
+    next: Option<String>,
+}
+
+async fn read_page(streams: &aws_sdk_dynamodbstreams::Client, iterator: &str, arn: &str) -> Result<Page, String> {
+    match streams.get_records().shard_iterator(iterator).limit(1000).send().await {
+        Ok(out) => Ok(Page {
+            records: out.records().iter().map(|r| lambda_json(r, arn)).collect(),
+            next: out.next_shard_iterator().map(str::to_string),
+        }),
+        Err(e) => raw_page(&e, arn).ok_or_else(|| format!("{e:?}")),
+    }
+}
+
+/// DynamoDB Local writes an empty map attribute as `{}` in stream records, which the SDK refuses for
+/// the whole response ("Union did not contain a valid variant"), so a resumed poller would stop at it
+/// for ever. Such a page is read from its JSON body instead: it is already the shape Lambda delivers.
+fn raw_page<E>(e: &SdkError<E, HttpResponse>, arn: &str) -> Option<Page> {
+    let SdkError::ServiceError(failure) = e else { return None };
+    if failure.raw().status().as_u16() != 200 {
+        return None;
+    }
+    let body: Value = serde_json::from_slice(failure.raw().body().bytes()?).ok()?;
+    let records = body.get("Records")?.as_array()?;
+    let records = records
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r["eventSourceARN"] = json!(arn);
+            r
+        })
+        .collect();
+    Some(Page { records, next: body.get("NextShardIterator").and_then(Value::as_str).map(str::to_string) })
+}
+
+/// A GetRecords iterator for a shard that has none: after its last record read; else from its origin
+/// (LATEST only the first time: later, from its start, skipping what predates the process).
+async fn position_shard(
+    streams: &aws_sdk_dynamodbstreams::Client,
+    arn: &str,
+    id: &str,
+    shard: &mut Shard,
+    started_s: i64,
+) -> Result<Option<String>, String> {
+    let req = streams.get_shard_iterator().stream_arn(arn).shard_id(id);
+    let req = match (&shard.last, shard.origin, shard.positioned) {
+        (Some(seq), _, _) => req.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).sequence_number(seq),
+        (None, Origin::Latest, false) => req.shard_iterator_type(ShardIteratorType::Latest),
+        (None, Origin::Latest, true) => {
+            shard.skip_before = Some(started_s);
+            req.shard_iterator_type(ShardIteratorType::TrimHorizon)
+        }
+        (None, Origin::TrimHorizon, _) => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
+    };
+    let out = req.send().await.map_err(|e| format!("{e:?}"))?;
+    shard.positioned = true;
+    Ok(out.shard_iterator().map(str::to_string))
 }
 
 /// Every shard of the stream with whether it is still open.

@@ -9,7 +9,7 @@ use zaqar::route::{Group, Resource};
 use zaqar::signing::{self, SignedScope};
 use zaqar::store::queues::{MetadataUpdate, QueueFilter};
 use zaqar::transport::{self, Context};
-use zaqar::types::{Limit, QueueName};
+use zaqar::types::{self, Limit, QueueName};
 use zaqar::{json as zjson, ApiError, ApiRequest, ApiResponse, App};
 
 pub const PATCH_MEDIA_TYPE: &str = "application/openstack-messaging-v2.0-json-patch";
@@ -49,7 +49,8 @@ async fn list(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> {
     };
     let detailed = q.bool("detailed")?.unwrap_or(false);
     let with_count = q.bool("with_count")?.unwrap_or(false);
-    let marker = q.get("marker");
+    // A marker longer than any queue name orders the names as its first 65 bytes do.
+    let marker = q.get("marker").map(|m| types::key_marker(m, QueueName::MAX_BYTES));
     const KNOWN: [&str; 5] = ["marker", "limit", "detailed", "name", "with_count"];
     let metadata_filters: Vec<(String, Value)> = q
         .pairs()
@@ -58,7 +59,10 @@ async fn list(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> {
         .map(|(k, v)| (k.clone(), v.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::String(v.clone()))))
         .collect();
     let filter = QueueFilter { name: q.get("name").map(str::to_string), metadata: metadata_filters.clone() };
-    let page = app.store.list_queues(&ctx.project, marker, limit, &filter).await?;
+    // A project id too long for any queue route owns no queue (and would not fit in a key).
+    let may_own_queues = ctx.project.check_length().is_ok();
+    let page =
+        if may_own_queues { app.store.list_queues(&ctx.project, marker, limit, &filter).await? } else { Vec::new() };
     let items: Vec<Value> = page
         .iter()
         .map(|rec| {
@@ -76,7 +80,7 @@ async fn list(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> {
     let marker = page.last().map(|last| last.name.clone());
     let links = page_links("/v2/queues", q, &["limit", "detailed", "name", "with_count"], &extra, marker);
     let mut body = json!({"queues": items, "links": links});
-    if with_count {
+    if with_count && may_own_queues {
         let count = app.store.count_queues(&ctx.project).await?;
         if count > 0 {
             body["count"] = json!(count);
@@ -131,6 +135,12 @@ async fn patch(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiResponse
     let mut metadata = app.store.queue_metadata(&ctx.project, queue).await?.ok_or_else(|| not_found(queue, ctx))?;
     meta::apply_patch(&mut metadata, ops)?;
     meta::validate(&metadata, app.limits()).map_err(|e| ApiError::invalid_body(e.description.unwrap_or_default()))?;
+    // Each PATCH body is bounded, but patches add up: the stored document is bounded the same way, or it
+    // would grow until DynamoDB refuses the item.
+    let max = app.limits().max_queue_metadata;
+    if Value::Object(metadata.clone()).to_string().len() > max {
+        return Err(ApiError::invalid_body(format!("Queue metadata is too large. Max size: {max}")));
+    }
     match app.store.set_queue_metadata(&ctx.project, queue, &metadata).await? {
         MetadataUpdate::Updated => {}
         MetadataUpdate::Missing => return Err(not_found(queue, ctx)),
@@ -250,7 +260,7 @@ async fn share(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiResponse
         Some(_) => return Err(ApiError::invalid_api("`expires` should be a datetime string")),
     };
     let max = app.config.max_signed_url_seconds;
-    if expires_at > now_s + max {
+    if expires_at > now_s.saturating_add(max) {
         return Err(ApiError::invalid_api(format!("`expires` may be at most {max} seconds in the future")));
     }
     let queue = ctx.queue()?;

@@ -9,6 +9,9 @@
 //! - Input Zaqar answers with a 503 (a non-string subscriber, an array body on create) is a 400 here.
 //! - A falsy `ttl` (0, false, null) means "the default" on create and "unchanged" on PATCH instead of a
 //!   subscription that expires at once.
+//! - Options above 64 KiB of JSON, subscriber URIs above 8 KiB and retry-policy numbers outside
+//!   0..=1209600 are refused (400): they could not be stored or delivered.
+//! - Ids longer than any this service issues are "not found" without a storage call.
 
 use http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
@@ -18,12 +21,18 @@ use zaqar::query::page_links;
 use zaqar::route::{Group, Resource};
 use zaqar::store::subscriptions::{Created, Notice, SubscriptionPatch, Updated, SUBSCRIBE, UNSUBSCRIBE};
 use zaqar::transport::{self, Context};
-use zaqar::types::Limit;
+use zaqar::types::{key_marker, plausible_id, Limit, MAX_ID_BYTES};
 use zaqar::webhook::{self, AllowList, Subscriber, SUBSCRIBER_TYPES};
 use zaqar::{ApiError, ApiRequest, ApiResponse, App};
 
 /// Python's `datetime.max`, the bound Zaqar puts on now + ttl.
 const MAX_EXPIRY_S: i64 = 253_402_300_799;
+
+/// Bounds Zaqar does not have (MongoDB takes 16 MB documents) but a DynamoDB item (400 KB) needs: the
+/// options as JSON text, as large as queue metadata may be, and the subscriber URI, as long as common
+/// web servers accept.
+const MAX_OPTIONS_BYTES: usize = 65536;
+const MAX_SUBSCRIBER_BYTES: usize = 8192;
 
 pub async fn handle(app: &App, req: ApiRequest) -> ApiResponse {
     transport::serve(app, req, Group::Subscriptions, |ctx, req| async move { dispatch(app, &ctx, &req).await }).await
@@ -36,7 +45,11 @@ async fn dispatch(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiRespo
         (Resource::Subscription, &Method::GET) => get(app, ctx).await,
         (Resource::Subscription, &Method::PATCH) => update(app, ctx, req).await,
         (Resource::Subscription, &Method::DELETE) => {
-            app.store.delete_subscription(&ctx.project, ctx.queue()?, ctx.id()).await?;
+            // An id longer than any we issue names nothing (and would not fit in a key): 204 as for
+            // any unknown id.
+            if plausible_id(ctx.id()) {
+                app.store.delete_subscription(&ctx.project, ctx.queue()?, ctx.id()).await?;
+            }
             Ok(ApiResponse::empty(StatusCode::NO_CONTENT))
         }
         (Resource::SubscriptionConfirm, &Method::PUT) => confirm(app, ctx, req).await,
@@ -82,6 +95,11 @@ fn validate(app: &App, doc: &Value) -> Result<Fields, ApiError> {
     match obj.get("subscriber") {
         None | Some(Value::Null) => {}
         Some(Value::String(uri)) if !uri.is_empty() => {
+            if uri.len() > MAX_SUBSCRIBER_BYTES {
+                return Err(ApiError::invalid_api(format!(
+                    "The subscriber URI is too long. Max size: {MAX_SUBSCRIBER_BYTES}"
+                )));
+            }
             check_subscriber(app, uri)?;
             fields.subscriber = Some(uri.clone());
         }
@@ -90,6 +108,12 @@ fn validate(app: &App, doc: &Value) -> Result<Fields, ApiError> {
     match obj.get("options") {
         None | Some(Value::Null) => {}
         Some(Value::Object(o)) => {
+            let size = Value::Object(o.clone()).to_string().len();
+            if size > MAX_OPTIONS_BYTES {
+                return Err(ApiError::invalid_api(format!(
+                    "Subscription options are too large. Max size: {MAX_OPTIONS_BYTES}"
+                )));
+            }
             validate_retry_policy(o.get("_retry_policy"))?;
             fields.options = Some(Value::Object(o.clone()));
         }
@@ -185,7 +209,9 @@ async fn list(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> {
         None => 10,
     };
     let queue = ctx.queue()?;
-    let page = app.store.list_subscriptions(&ctx.project, queue, q.get("marker"), limit).await?;
+    // A marker longer than any id orders the ids as its first bytes do (and fits in a key condition).
+    let marker = q.get("marker").map(|m| key_marker(m, MAX_ID_BYTES));
+    let page = app.store.list_subscriptions(&ctx.project, queue, marker, limit).await?;
     let now = app.store.now_ms();
     let items: Vec<Value> = page.iter().map(|sub| sub.to_json(now)).collect();
     let links = page_links(&collection_path(ctx)?, q, &["limit"], &[], page.last().map(|sub| sub.id.clone()));
@@ -193,6 +219,9 @@ async fn list(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> {
 }
 
 async fn get(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> {
+    if !plausible_id(ctx.id()) {
+        return Err(not_found(ctx.id()));
+    }
     match app.store.get_subscription(&ctx.project, ctx.queue()?, ctx.id()).await? {
         Some(sub) => Ok(ApiResponse::json(StatusCode::OK, &sub.to_json(app.store.now_ms()))),
         None => Err(not_found(ctx.id())),
@@ -208,6 +237,9 @@ async fn update(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiRespons
             "Unable to update subscription",
             format!("Subscription {} could not be updated.", ctx.id()),
         ));
+    }
+    if !plausible_id(ctx.id()) {
+        return Err(not_found(ctx.id()));
     }
     let patch = SubscriptionPatch { subscriber: fields.subscriber, ttl_s: fields.ttl_s, options: fields.options };
     match app.store.update_subscription(&ctx.project, ctx.queue()?, ctx.id(), &patch).await? {
@@ -233,6 +265,9 @@ async fn confirm(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiRespon
         return Err(ApiError::invalid_api("The 'confirmed' should be boolean."));
     };
     // Unconfirming sends an "unsubscribe" notification whose link lasts the default subscription ttl.
+    if !plausible_id(ctx.id()) {
+        return Err(not_found(ctx.id()));
+    }
     let notice = if *confirmed { None } else { notice(app, UNSUBSCRIBE, app.limits().default_subscription_ttl) };
     if !app.store.confirm_subscription(&ctx.project, ctx.queue()?, ctx.id(), *confirmed, notice).await? {
         return Err(not_found(ctx.id()));

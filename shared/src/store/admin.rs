@@ -1,4 +1,4 @@
-//! Pools and flavors storage (admin, §13-§14).
+//! Pools and flavors storage (admin, docs/api.md, Pools and flavors).
 //!
 //! Pools are global: one item per pool in the `POOLS` partition (sort key = pool name), holding
 //! `uri`, `weight`, `options` (JSON text) and, when the pool belongs to a flavor, `flavor` plus
@@ -21,7 +21,7 @@ use aws_sdk_dynamodb::types::{
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
-/// Storage capabilities reported for every flavor that has pools (§14).
+/// Storage capabilities reported for every flavor that has pools (docs/api.md, Pools and flavors).
 ///
 /// Every pool of this service is backed by the one DynamoDB table, so all pools share these:
 /// - `FIFO`: messages of a queue get strictly increasing sequence numbers and are listed and claimed in

@@ -96,7 +96,7 @@ pub struct QueueRecord {
     pub metadata: Metadata,
 }
 
-/// Filters for queue listing (§5.2): substring on the name, equality on metadata keys.
+/// Filters for queue listing (docs/api.md, Queues: List): substring on the name, equality on metadata keys.
 #[derive(Debug, Clone, Default)]
 pub struct QueueFilter {
     pub name: Option<String>,
@@ -341,7 +341,7 @@ impl Store {
         Ok(())
     }
 
-    /// Purges the queue's messages and claims (§5.7): a new generation, the old heads tombstoned.
+    /// Purges the queue's messages and claims (docs/api.md, Queues: Purge): a new generation, the old heads tombstoned.
     pub async fn purge_messages(&self, project: &ProjectId, queue: &QueueName) -> Result<(), StoreError> {
         let r = self
             .client
@@ -446,7 +446,7 @@ impl Store {
 }
 
 impl Store {
-    /// Deletes every subscription of the queue (purge, §5.7).
+    /// Deletes every subscription of the queue (purge, docs/api.md, Queues: Purge).
     pub async fn purge_subscriptions(&self, project: &ProjectId, queue: &QueueName) -> Result<(), StoreError> {
         self.delete_partition_range(project, queue, keys::SUBSCRIPTION_PREFIX, keys::SUBSCRIPTIONS_END).await
     }

@@ -1,4 +1,4 @@
-//! Subscriptions (§9): items `Q#{queue}#{project}` / `S#{sid}` in the queue's partition.
+//! Subscriptions (docs/api.md, Subscriptions): items `Q#{queue}#{project}` / `S#{sid}` in the queue's partition.
 //!
 //! Attributes: `sid`, `source` (queue name), `subscriber`, `options` (JSON text), `ttl_s`, `created_ms`,
 //! `expires_ms` (+ native TTL `expires_at`), `confirmed`. Ids sort by creation time, so a Query on the
@@ -14,17 +14,18 @@
 //! Uniqueness by (project, queue, subscriber), which Zaqar's MongoDB gets from a unique index, comes
 //! from a marker item per subscriber (`U#{sha256}` holding the subscription id), taken with a
 //! conditional write before the subscription is written: of two concurrent creates one gets the
-//! marker, the other answers with the winner's id. A marker whose subscription has expired or gone is
-//! taken over (compare-and-set on the id it holds), so expiry needs no clean-up.
+//! marker, the other answers with the winner's id. A create writes the marker and the subscription in
+//! one transaction, so a marker whose subscription is missing is stale (expired or deleted) and is
+//! taken over (compare-and-set on the id it holds): expiry needs no clean-up.
 
 use super::StoreError;
-use super::{get_bool, get_i64, get_s, ttl_epoch, unavailable, Store};
+use super::{get_bool, get_i64, get_s, is_condition_failed, ttl_epoch, unavailable, Store};
 use crate::keys::{self, n, s, Item};
 use crate::types::{ProjectId, QueueName};
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnConsumedCapacity, TransactWriteItem};
 use serde_json::{json, Value};
 
-/// Confirmation message types (§9.5).
+/// Confirmation message types (docs/api.md, Subscriptions: What subscribers receive).
 pub const SUBSCRIBE: &str = "SubscriptionConfirmation";
 pub const UNSUBSCRIBE: &str = "UnsubscribeConfirmation";
 
@@ -67,7 +68,7 @@ impl Subscription {
         self.expires_ms > now_ms
     }
 
-    /// The API representation (§9, MongoDB field order); `confirmed` is always present.
+    /// The API representation (docs/api.md, Subscriptions, MongoDB field order); `confirmed` is always present.
     pub fn to_json(&self, now_ms: i64) -> Value {
         json!({
             "id": self.id,
@@ -89,7 +90,7 @@ pub struct Notice {
     pub expires_s: i64,
 }
 
-/// Result of a create (§9.1).
+/// Result of a create (docs/api.md, Subscriptions: Create).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Created {
     New(String),
@@ -137,12 +138,6 @@ impl Store {
         }
         let now = self.now_ms();
         let id = keys::new_subscription_id(now);
-        if let Some(holder) = self.claim_subscriber(project, queue, subscriber, &id).await? {
-            // A concurrent create won the subscriber: answer as for a duplicate.
-            if let Some(existing) = self.get_subscription(project, queue, &holder).await? {
-                return self.existing(project, queue, existing, notice).await;
-            }
-        }
         let expires = expires_ms(now, ttl_s);
         let mut item = keys::subscription(project, queue, &id);
         item.insert("sid".into(), s(id.clone()));
@@ -159,21 +154,61 @@ impl Store {
             item.insert("notify_seq".into(), n(1));
             item.insert("notify_expires_s".into(), n(notice.expires_s));
         }
-        let out = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression(keys::cond::NOT_EXISTS)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map_err(unavailable("Subscription creation"))?;
-        self.usage.write(out.consumed_capacity());
-        Ok(Created::New(id))
+        let marker = keys::subscriber_marker(project, queue, subscriber);
+        for _ in 0..4 {
+            let holder = self
+                .get_consistent(marker.clone(), "Subscription creation")
+                .await?
+                .and_then(|i| get_s(&i, "sid").map(str::to_string));
+            if let Some(holder) = &holder {
+                if let Some(existing) = self.get_subscription(project, queue, holder).await? {
+                    return self.existing(project, queue, existing, notice).await;
+                }
+            }
+            // Marker and subscription in one transaction: a marker is never seen before its subscription
+            // exists, so a holder without a live subscription is stale (expired or deleted) and may be
+            // taken over, by exactly one of any racing creates (compare-and-set on the holder).
+            let mut taken = marker.clone();
+            taken.insert("sid".into(), s(id.clone()));
+            let marker_put = match &holder {
+                None => Put::builder().condition_expression("attribute_not_exists(pk)"),
+                Some(stale) => Put::builder()
+                    .condition_expression("sid = :old")
+                    .expression_attribute_values(":old", s(stale.clone())),
+            };
+            let marker_put = marker_put
+                .table_name(&self.table)
+                .set_item(Some(taken))
+                .build()
+                .map_err(unavailable("Subscription creation"))?;
+            let subscription_put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item.clone()))
+                .condition_expression(keys::cond::NOT_EXISTS)
+                .build()
+                .map_err(unavailable("Subscription creation"))?;
+            let r = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(marker_put).build())
+                .transact_items(TransactWriteItem::builder().put(subscription_put).build())
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await;
+            match r {
+                Ok(out) => {
+                    self.usage.write(out.consumed_capacity());
+                    return Ok(Created::New(id));
+                }
+                // Another create (or a takeover) changed the marker since it was read: look again.
+                Err(e) if is_condition_failed(&e) => self.usage.failed_write(),
+                Err(e) => return Err(unavailable("Subscription creation")(e)),
+            }
+        }
+        Err(StoreError::exhausted("Subscription creation"))
     }
 
-    /// A create of an already-subscribed URI: unconfirmed ones get their confirmation again (§9.1).
+    /// A create of an already-subscribed URI: unconfirmed ones get their confirmation again (docs/api.md, Subscriptions: Create).
     async fn existing(
         &self,
         project: &ProjectId,
@@ -354,7 +389,7 @@ impl Store {
         Ok(item.as_ref().and_then(Subscription::from_item).filter(|sub| sub.alive(now)))
     }
 
-    /// PATCH (§9.3): a new `ttl` restarts the expiry clock from now.
+    /// PATCH (docs/api.md, Subscriptions: Get, update, delete): a new `ttl` restarts the expiry clock from now.
     pub async fn update_subscription(
         &self,
         project: &ProjectId,
@@ -395,7 +430,7 @@ impl Store {
         Ok(if found { Updated::Done } else { Updated::NotFound })
     }
 
-    /// PUT confirm (§9.4); `false` when the subscription does not exist.
+    /// PUT confirm (docs/api.md, Subscriptions: Confirm); `false` when the subscription does not exist.
     pub async fn confirm_subscription(
         &self,
         project: &ProjectId,
@@ -450,7 +485,7 @@ impl Store {
         Ok(self.conditional(r, "Subscription update")?.is_some())
     }
 
-    /// DELETE (§9.3): idempotent; frees the subscriber URI for a new subscription.
+    /// DELETE (docs/api.md, Subscriptions: Get, update, delete): idempotent; frees the subscriber URI for a new subscription.
     pub async fn delete_subscription(
         &self,
         project: &ProjectId,
