@@ -32,7 +32,7 @@ async fn dynamodb(endpoint: &str, retries: bool) -> aws_sdk_dynamodb::Client {
     if !retries {
         loader = loader.retry_config(aws_config::retry::RetryConfig::disabled());
     }
-    zaqar::app::dynamodb_client(&loader.load().await)
+    zaqar::app::dynamodb_client_with(&loader.load().await, &test_timeouts())
 }
 
 /// An app wired to DynamoDB Local (`ZAQAR_TEST_ENDPOINT`, default http://127.0.0.1:8000).
@@ -45,6 +45,20 @@ pub async fn app_with(config: Config) -> App {
 /// An app whose storage refuses connections and does not retry: every storage call fails at once.
 pub async fn app_without_storage() -> App {
     App::new(Config::for_tests("zaqar-tests"), dynamodb("http://127.0.0.1:1", false).await, Clock::manual())
+}
+
+/// Storage deadlines for tests: DynamoDB Local on a shared 2-core machine can take seconds per request
+/// while every test runs at once, and the production deadlines (which `tests/it/hostile` checks) would
+/// turn that slowness into 503s. `ZAQAR_STORAGE_*` still override.
+pub fn test_timeouts() -> zaqar::timeouts::StorageTimeouts {
+    if std::env::vars().any(|(k, _)| k.starts_with("ZAQAR_STORAGE_")) {
+        return zaqar::timeouts::StorageTimeouts::from_env().expect("valid ZAQAR_STORAGE_* variables");
+    }
+    zaqar::timeouts::StorageTimeouts {
+        attempt: std::time::Duration::from_secs(10),
+        operation: std::time::Duration::from_secs(30),
+        ..Default::default()
+    }
 }
 
 /// The default test app: table `zaqar-tests`, Zaqar's defaults, checksums and admin routes on.

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use zaqar::clock::Clock;
 use zaqar::config::Config;
+use zaqar::timeouts::StorageTimeouts;
 use zaqar::App;
 
 pub type Item = HashMap<String, AttributeValue>;
@@ -33,9 +34,11 @@ pub async fn sdk_for(endpoint: &str) -> aws_config::SdkConfig {
         .await
 }
 
-/// An app whose storage calls go to `endpoint`, built the way every function builds its client.
+/// An app whose storage calls go to `endpoint` with the production deadlines (the harness relaxes them
+/// for a loaded DynamoDB Local).
 pub async fn app_at(endpoint: &str, config: Config) -> App {
-    App::new(config, zaqar::app::dynamodb_client(&sdk_for(endpoint).await), Clock::manual())
+    let client = zaqar::app::dynamodb_client_with(&sdk_for(endpoint).await, &StorageTimeouts::default());
+    App::new(config, client, Clock::manual())
 }
 
 /// An item read back with a consistent read.
