@@ -30,6 +30,9 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity, ReturnValu
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// The key every head map keeps so that no map is ever empty (see `reserve`).
+const MAP_SENTINEL: &str = "_";
+
 /// A head as read.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Head {
@@ -286,10 +289,15 @@ impl Store {
                 let c = e.value(n(cur));
                 e.condition(format!("next_k = {c} AND attribute_not_exists(dead)"));
             } else {
-                // First post of this shard: create the head with its maps.
-                let pend = AttributeValue::M([(lo.to_string(), n(deadline))].into_iter().collect());
+                // First post of this shard: create the head with its maps. Each holds a sentinel entry
+                // (`_`, never a number, so never read as one) and is never empty: DynamoDB Local's stream
+                // serialises an emptied map in a shape the Streams SDK cannot parse, which would stall
+                // the local poller.
+                let pend = AttributeValue::M(
+                    [(lo.to_string(), n(deadline)), (MAP_SENTINEL.to_string(), n(0))].into_iter().collect(),
+                );
                 let (p, pv) = (e.name("pend"), e.value(pend));
-                let empty = e.value(AttributeValue::M(Default::default()));
+                let empty = e.value(AttributeValue::M([(MAP_SENTINEL.to_string(), n(0))].into_iter().collect()));
                 let (zero, one) = (e.value(n(0)), e.value(n(1)));
                 e.set(format!("{p} = {pv}, committed_k = {zero}, live_k = {one}, ex = {empty}, cl = {empty}"));
                 e.condition("attribute_not_exists(pk)".to_string());
