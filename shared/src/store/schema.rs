@@ -5,7 +5,7 @@ use super::{unavailable, Store};
 use crate::keys;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, StreamSpecification,
-    StreamViewType, TimeToLiveSpecification,
+    StreamViewType, TimeToLiveSpecification, TimeToLiveStatus,
 };
 
 impl Store {
@@ -48,7 +48,8 @@ impl Store {
                 return Err(unavailable("Table creation")(e));
             }
         }
-        self.client
+        let ttl = self
+            .client
             .update_time_to_live()
             .table_name(&self.table)
             .time_to_live_specification(
@@ -59,8 +60,19 @@ impl Store {
                     .expect("complete"),
             )
             .send()
-            .await
-            .map_err(unavailable("TTL setup"))?;
+            .await;
+        if let Err(e) = ttl {
+            // Two processes that raced to create the table both get here; the loser's request fails with
+            // "already enabled", which is the state it wanted.
+            let status = self.client.describe_time_to_live().table_name(&self.table).send().await;
+            let enabled = status.ok().and_then(|s| s.time_to_live_description).is_some_and(|d| {
+                d.attribute_name() == Some(keys::TTL_ATTR)
+                    && matches!(d.time_to_live_status(), Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling))
+            });
+            if !enabled {
+                return Err(unavailable("TTL setup")(e));
+            }
+        }
         Ok(())
     }
 }
