@@ -55,7 +55,7 @@ async fn counts_equal_the_truth_after_concurrent_producers_and_consumers() {
             let mut rng = Rng(0x51f1_5eed ^ ((p as u64 + 1) << 32));
             let (mut ids, mut refused) = (Vec::with_capacity(PER_PRODUCER), 0);
             while ids.len() < PER_PRODUCER {
-                let n = rng.range(5, 25).min(PER_PRODUCER - ids.len());
+                let n = rng.range(20, 50).min(PER_PRODUCER - ids.len());
                 // A post refused with 503 (forced out after its lease) is retried, as a client would;
                 // its attempt number in the body shows that nothing of the refused attempt surfaces.
                 let msgs: Vec<Value> = (0..n)
@@ -712,16 +712,6 @@ async fn claim_and_pop_over_5000_expired_messages_reach_the_live_ones_within_bou
 // ---------------------------------------------------------------------------------------------
 // Posts that die or are forced out
 
-/// The raw head of shard 0 of a queue's current generation.
-async fn raw_head(app: &zaqar::App, project: &str, q: &str) -> Option<keys::Item> {
-    let (project, queue) =
-        (zaqar::types::ProjectId::parse(project).unwrap(), zaqar::types::QueueName::parse(q).unwrap());
-    let info = app.store.fresh_queue_info(&project, &queue).await.unwrap().unwrap();
-    let shard = keys::Shard { project, queue, gen: info.gen, index: 0 };
-    let out = app.store.client.get_item().table_name(&app.store.table).set_key(Some(shard.head_key()));
-    out.consistent_read(true).send().await.unwrap().item
-}
-
 /// Items physically stored under shard 0 of the queue's current generation (visible or not).
 async fn raw_message_count(app: &zaqar::App, project: &str, q: &str) -> i32 {
     let (project, queue) =
@@ -756,7 +746,7 @@ async fn raw_message_count(app: &zaqar::App, project: &str, q: &str) -> i32 {
 async fn wait_reserved(app: &zaqar::App, project: &str, q: &str, n: u64) {
     let started = Instant::now();
     loop {
-        if let Some(head) = raw_head(app, project, q).await {
+        if let Some(head) = raw_head(app, project, q, 0).await {
             if raw_i64(&head, "next_k").unwrap_or(0) as u64 >= n {
                 return;
             }
@@ -820,7 +810,7 @@ async fn a_producer_that_dies_mid_post_is_never_visible_and_does_not_stall_the_q
     let waited = t.elapsed();
     println!("dead post: {written} of {BIG} messages written before the kill; next post took {waited:?}");
     assert!(written > 0 && (written as usize) < BIG);
-    assert!(waited.as_secs() < 5, "the next post was stalled for {waited:?}");
+    assert!(waited.as_secs() < 10, "the next post was stalled for {waited:?}");
     assert_only(&b, "dies", &survivors).await;
 }
 
@@ -851,4 +841,62 @@ async fn a_post_forced_out_after_its_lease_fails_whole() {
         "Zaqar's 503 body"
     );
     assert_only(&b, "slow", &survivors).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Head size
+
+/// Claims ending on many distinct seconds (a fleet claiming every second with a long claim ttl) must not
+/// make the head, which every stats, post, claim and delete reads or writes, grow with them: stats stays
+/// at 2 read units and a one-message post at its usual write units.
+#[tokio::test]
+#[ignore = "store bug (reported): the head's claim-end map grows one entry per distinct claim-end second"]
+async fn many_live_claim_ends_do_not_grow_the_cost_of_stats_and_posts() {
+    const CLAIMS: usize = 400;
+    let app = app().await;
+    let c = Client::new(&app);
+    post_n(&c, "ends", CLAIMS + 10, 3600, 350, "e").await;
+    let post_one = || async {
+        let before = app.store.usage.snapshot();
+        post_n(&c, "ends", 1, 3600, 1, "p").await;
+        (app.store.usage.snapshot() - before).write_units
+    };
+    let base_wcu = post_one().await;
+    for _ in 0..CLAIMS {
+        try_claim(&c, "ends", 1, 3600, 60).await.unwrap();
+        app.store.clock.advance_secs(1);
+    }
+    let head = raw_head(&app, &c.project, "ends", 0).await.unwrap();
+    let entries = match head.get("cl") {
+        Some(aws_sdk_dynamodb::types::AttributeValue::M(m)) => m.len(),
+        _ => 0,
+    };
+    let ((total, claimed, _, _), ru, requests) = cost(&app, stats(&c, "ends")).await;
+    let wcu = post_one().await;
+    println!(
+        "{entries} claim-end entries on the head: stats {ru} RU in {requests} requests; post {base_wcu} -> {wcu} WCU"
+    );
+    assert_eq!((total, claimed), (CLAIMS as u64 + 11, CLAIMS as u64));
+    assert!(ru <= 2.0 || requests > 3 && ru <= 3.0, "stats cost {ru} RU");
+    assert!(wcu <= base_wcu + 1.0, "a one-message post cost {wcu} WCU (was {base_wcu})");
+}
+
+/// A consumer holding a `next` link from before a purge still sees the messages posted after it: Zaqar
+/// purges by popping and keeps the queue's marker counter (its MongoDB driver warns that resetting it
+/// "can cause clients to miss tons of messages").
+#[tokio::test]
+#[ignore = "store bug (reported): a purge restarts sequence numbers, so an older marker skips new messages"]
+async fn a_marker_from_before_a_purge_still_sees_new_messages() {
+    let app = app().await;
+    let c = Client::new(&app);
+    post_n(&c, "mp", 30, 3600, 30, "old").await;
+    let (seen, _) = list_pages(&c, "/v2/queues/mp/messages?echo=true&limit=20", 5).await;
+    assert_eq!(seen.len(), 30);
+    let (_, last) = sj(&c.get("/v2/queues/mp/messages?echo=true&limit=20").await);
+    let (_, last) = sj(&c.get(last["links"][0]["href"].as_str().unwrap()).await);
+    let link = last["links"][0]["href"].as_str().unwrap().to_string();
+    assert_eq!(c.post("/v2/queues/mp/purge", r#"{"resource_types": ["messages"]}"#).await.status, 204);
+    let fresh = post_n(&c, "mp", 5, 3600, 5, "new").await;
+    let (s, body) = sj(&c.get(&link).await);
+    assert_eq!((s, ids_of(body["messages"].as_array().unwrap())), (200, fresh), "via {link}");
 }

@@ -125,6 +125,16 @@ pub async fn raw_message(app: &App, project: &str, q: &str, id: &str) -> Option<
     out.unwrap().item
 }
 
+/// The raw head item of shard `index` of a queue's current generation.
+pub async fn raw_head(app: &App, project: &str, q: &str, index: u32) -> Option<zaqar::keys::Item> {
+    let (project, queue) =
+        (zaqar::types::ProjectId::parse(project).unwrap(), zaqar::types::QueueName::parse(q).unwrap());
+    let info = app.store.fresh_queue_info(&project, &queue).await.unwrap().unwrap();
+    let shard = zaqar::keys::Shard { project, queue, gen: info.gen, index };
+    let out = app.store.client.get_item().table_name(&app.store.table).set_key(Some(shard.head_key()));
+    out.consistent_read(true).send().await.unwrap().item
+}
+
 /// A number attribute of a raw item.
 pub fn raw_i64(item: &zaqar::keys::Item, name: &str) -> Option<i64> {
     match item.get(name) {
