@@ -48,7 +48,7 @@ async fn patch_shards(c: &Client<'_>, q: &str, op: &str, value: Value) -> zaqar:
 async fn all_ids(c: &Client<'_>, q: &str) -> Vec<String> {
     let (listed, _) =
         list_pages(c, &format!("/v2/queues/{q}/messages?include_claimed=true&echo=true&limit=20"), 500).await;
-    let ids = ids_of(&listed);
+    let ids = msg_ids(&listed);
     assert_eq!(ids.iter().collect::<HashSet<_>>().len(), ids.len(), "a listing repeated a message");
     ids
 }
@@ -71,7 +71,7 @@ async fn the_shard_count_is_set_at_creation_raised_any_time_and_lowered_only_whe
     let clients = clients_on_distinct_shards(8, 8);
     let mut posted = vec![];
     for id in &clients[..3] {
-        posted.extend(post_n(&c.with_client_id(id), "grow", 3, 3600, 3, "before").await);
+        posted.extend(post_batches(&c.with_client_id(id), "grow", 3, 3600, 3, "before").await);
     }
     assert!(posted.iter().all(|id| shard_of(id) == 0));
     let r = patch_shards(&c, "grow", "add", json!(8)).await;
@@ -79,7 +79,7 @@ async fn the_shard_count_is_set_at_creation_raised_any_time_and_lowered_only_whe
     assert_eq!(r.json_body()["_shards"], json!(8));
     // Messages now spread by Client-ID; the old ones stay reachable.
     for id in &clients {
-        posted.extend(post_n(&c.with_client_id(id), "grow", 2, 3600, 2, "after").await);
+        posted.extend(post_batches(&c.with_client_id(id), "grow", 2, 3600, 2, "after").await);
     }
     let shards: BTreeSet<u32> = posted.iter().map(|id| shard_of(id)).collect();
     assert_eq!(shards, (0..8).collect(), "eight clients on eight shards");
@@ -98,14 +98,14 @@ async fn the_shard_count_is_set_at_creation_raised_any_time_and_lowered_only_whe
 
     // Drained (claims and deletes under them), lowering is allowed.
     while let Some((cid, msgs)) = try_claim(&c, "grow", 20, 60, 60).await {
-        for id in ids_of(&msgs) {
+        for id in msg_ids(&msgs) {
             assert_eq!(c.delete(&format!("/v2/queues/grow/messages/{id}?claim_id={cid}")).await.status, 204);
         }
     }
     assert_eq!(stats(&c, "grow").await.0, 0);
     let r = patch_shards(&c, "grow", "replace", json!(2)).await;
     assert_eq!(r.status, 200, "{}", text(&r));
-    let fresh = post_n(&c.with_client_id(&clients[7]), "grow", 2, 3600, 2, "two").await;
+    let fresh = post_batches(&c.with_client_id(&clients[7]), "grow", 2, 3600, 2, "two").await;
     assert!(fresh.iter().all(|id| shard_of(id) < 2));
     assert_eq!(all_ids(&c, "grow").await, fresh);
 }
@@ -142,7 +142,7 @@ async fn lowering_shards_never_loses_a_post_in_flight() {
     }
     let lowered = patch_shards(&c, "shrink", "replace", json!(2)).await.status.as_u16();
     let r = posting.await.unwrap();
-    let acknowledged = if r.status == 201 { ids_of_post(&r.json_body()) } else { vec![] };
+    let acknowledged = if r.status == 201 { ids_of_resources(&r.json_body()) } else { vec![] };
     let (total, _, _, _) = stats(&c, "shrink").await;
     println!(
         "lowering during a post: PATCH {lowered}, post {} with {} ids, stats total {total}",
@@ -160,7 +160,7 @@ async fn post_from(c: &Client<'_>, q: &str, batches: &[usize]) -> Vec<String> {
     let mut ids = vec![];
     for (b, n) in batches.iter().enumerate() {
         let msgs = (0..*n).map(|i| json!({"body": {"c": c.client_id, "b": b, "i": i}, "ttl": 3600})).collect();
-        ids.extend(post(c, q, msgs).await);
+        ids.extend(post_msgs(c, q, msgs).await);
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     ids
@@ -197,7 +197,7 @@ async fn every_message_operation_works_across_shards() {
     let some: Vec<String> = posted.iter().step_by(3).cloned().collect();
     let (s, body) = sj(&c.get(&format!("/v2/queues/s4/messages?ids={}", some.join(","))).await);
     assert_eq!(s, 200);
-    let got: BTreeSet<String> = ids_of(body["messages"].as_array().unwrap()).into_iter().collect();
+    let got: BTreeSet<String> = msg_ids(body["messages"].as_array().unwrap()).into_iter().collect();
     assert_eq!(got, some.iter().cloned().collect());
 
     // Delete one, delete many (spanning shards).
@@ -212,7 +212,7 @@ async fn every_message_operation_works_across_shards() {
     // Pop more than one shard holds.
     let (s, body) = sj(&c.delete("/v2/queues/s4/messages?pop=10").await);
     assert_eq!(s, 200);
-    let popped = ids_of(body["messages"].as_array().unwrap());
+    let popped = msg_ids(body["messages"].as_array().unwrap());
     assert_eq!(popped.len(), 10);
     assert!(popped.iter().map(|id| shard_of(id)).collect::<BTreeSet<_>>().len() >= 2, "pop moved on to the next shard");
     // Each shard pops oldest first: per shard, popped messages precede the ones left.
@@ -228,7 +228,7 @@ async fn every_message_operation_works_across_shards() {
 
     // Claims across shards: get, renew, delete under the claim, release.
     let (cid, msgs) = try_claim(&c, "s4", 20, 120, 60).await.unwrap();
-    let claimed = ids_of(&msgs);
+    let claimed = msg_ids(&msgs);
     assert_eq!(
         claimed.iter().collect::<BTreeSet<_>>(),
         left.iter().collect::<BTreeSet<_>>(),
@@ -236,7 +236,7 @@ async fn every_message_operation_works_across_shards() {
     );
     let (s, claim) = sj(&c.get(&format!("/v2/queues/s4/claims/{cid}")).await);
     assert_eq!(s, 200);
-    assert_eq!(ids_of(claim["messages"].as_array().unwrap()).len(), claimed.len());
+    assert_eq!(msg_ids(claim["messages"].as_array().unwrap()).len(), claimed.len());
     let r = c.patch(&format!("/v2/queues/s4/claims/{cid}"), "application/json", r#"{"ttl": 300}"#).await;
     assert_eq!(r.status, 204);
     assert_eq!(try_claim(&c, "s4", 5, 60, 60).await.map(|(_, m)| m.len()), None, "everything is claimed");
@@ -347,7 +347,7 @@ async fn observe(c: &Client<'_>, q: &str, rng: &mut Rng, done: impl Fn() -> bool
 
 /// Each message exactly once, and each producer's messages in its posting order.
 fn assert_once_in_order(seen: &[Value], posted: &HashMap<String, (usize, usize)>, what: &str) {
-    let ids = ids_of(seen);
+    let ids = msg_ids(seen);
     let unique: HashSet<&String> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "{what}: a message was seen twice");
     assert_eq!(ids.len(), posted.len(), "{what}: messages missed");
@@ -442,7 +442,8 @@ struct Ledger {
     errors: Vec<String>,
 }
 
-/// Issue 9's concurrency check: 16 claimers and 4 producers (distinct Client-IDs) on a 16-shard queue.
+/// Issue 9's concurrency check: 16 claimers and 4 producers (distinct Client-IDs) on a 16-shard queue,
+/// 2,000 messages by default (see below).
 ///
 /// Checked: no message is delivered under two claims (claims last an hour: all stay live), every posted
 /// message is claimed and deleted exactly once, nothing unknown is delivered, and each producer's
@@ -455,7 +456,9 @@ struct Ledger {
 ///    only a concurrent claim may take i instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_claimers_four_producers_on_sixteen_shards_exactly_once_in_producer_order() {
-    const MESSAGES: usize = 2000;
+    // Issue 9 asks for 5,000 messages; 2,000 keeps the suite's time (5,000 took 104 s on a loaded 2-core
+    // debug run). `ZAQAR_SHARDED_MESSAGES=5000` runs the full size.
+    let messages: usize = std::env::var("ZAQAR_SHARDED_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
     const PRODUCERS: usize = 4;
     const CLAIMERS: usize = 16;
     let started = Instant::now();
@@ -466,7 +469,7 @@ async fn sixteen_claimers_four_producers_on_sixteen_shards_exactly_once_in_produ
         assert_eq!(r.status, 201);
     }
     let producing = Arc::new(AtomicU64::new(PRODUCERS as u64));
-    let per_producer = MESSAGES / PRODUCERS;
+    let per_producer = messages / PRODUCERS;
     let producers: Vec<_> = (0..PRODUCERS)
         .map(|p| {
             let (project, producing) = (project.clone(), producing.clone());
@@ -482,7 +485,7 @@ async fn sixteen_claimers_four_producers_on_sixteen_shards_exactly_once_in_produ
                         (0..n).map(|i| json!({"body": {"p": p, "i": ids.len() + i}, "ttl": 3600})).collect();
                     let r = c.post("/v2/queues/hot/messages", &json!({ "messages": msgs }).to_string()).await;
                     match r.status.as_u16() {
-                        201 => ids.extend(ids_of_post(&r.json_body())),
+                        201 => ids.extend(ids_of_resources(&r.json_body())),
                         // Forced out after its lease (nothing of it is visible): retried as a client would.
                         503 => refused += 1,
                         s => panic!("producer {p}: {s} {}", text(&r)),
@@ -516,7 +519,7 @@ async fn sixteen_claimers_four_producers_on_sixteen_shards_exactly_once_in_produ
                                     return;
                                 }
                             }
-                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                             continue;
                         }
                         201 => idle = 0,
@@ -526,7 +529,7 @@ async fn sixteen_claimers_four_producers_on_sixteen_shards_exactly_once_in_produ
                         }
                     }
                     let cid = last_segment(r.header_value("location").unwrap());
-                    let ids = ids_of(r.json_body()["messages"].as_array().unwrap());
+                    let ids = msg_ids(r.json_body()["messages"].as_array().unwrap());
                     {
                         let mut l = ledger.lock().unwrap();
                         l.claims += 1;
@@ -579,7 +582,7 @@ async fn sixteen_claimers_four_producers_on_sixteen_shards_exactly_once_in_produ
         posted_at.as_secs_f64(),
         elapsed.as_secs_f64()
     );
-    assert_eq!(all.len(), MESSAGES);
+    assert_eq!(all.len(), per_producer * PRODUCERS);
     assert!(ledger.errors.is_empty(), "errors: {:?}", &ledger.errors[..ledger.errors.len().min(5)]);
     assert!(duplicates.is_empty(), "delivered under two claims: {:?}", &duplicates[..duplicates.len().min(3)]);
     assert_eq!(unknown, 0, "delivered messages nobody posted (or of refused posts)");

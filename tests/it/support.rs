@@ -1,9 +1,9 @@
-//! Helpers shared by the backlog and sharded-queue tests (`mod support;` in each): requests that must
-//! succeed, paging through a whole listing, and a look at a message's raw item where a test needs the
-//! exact instant (claim end, expiry) the store recorded.
+//! API-level helpers shared by the backlog and sharded-queue tests (`mod support;` in each): requests
+//! that must succeed, claims that may find nothing, stats, and paging through a whole listing. Raw
+//! storage views (items, heads) live in the harness with the others.
 #![allow(dead_code)]
 
-use harness::*;
+use harness::{ids_of_resources, sj, text, Client};
 use serde_json::{json, Value};
 use zaqar::App;
 
@@ -33,34 +33,25 @@ pub fn client_id(n: usize) -> String {
     format!("00000000-0000-4000-8000-{n:012x}")
 }
 
-pub fn text(r: &zaqar::ApiResponse) -> String {
-    String::from_utf8_lossy(&r.body).into_owned()
-}
-
 pub fn last_segment(href: &str) -> String {
     href.split('?').next().unwrap().rsplit('/').next().unwrap().to_string()
 }
 
 /// Posts `messages` (JSON objects with body and ttl) and returns the new ids in order.
-pub async fn post(c: &Client<'_>, q: &str, messages: Vec<Value>) -> Vec<String> {
+pub async fn post_msgs(c: &Client<'_>, q: &str, messages: Vec<Value>) -> Vec<String> {
     let r = c.post(&format!("/v2/queues/{q}/messages"), &json!({ "messages": messages }).to_string()).await;
     let (s, v) = sj(&r);
     assert_eq!(s, 201, "post to {q}: {v}");
-    v["resources"].as_array().unwrap().iter().map(|h| last_segment(h.as_str().unwrap())).collect()
-}
-
-/// The ids in a 201 post response.
-pub fn ids_of_post(body: &Value) -> Vec<String> {
-    body["resources"].as_array().unwrap().iter().map(|h| last_segment(h.as_str().unwrap())).collect()
+    ids_of_resources(&v)
 }
 
 /// Posts `n` messages with this ttl in batches of `batch`, bodies `{"tag": tag, "i": i}`.
-pub async fn post_n(c: &Client<'_>, q: &str, n: usize, ttl: i64, batch: usize, tag: &str) -> Vec<String> {
+pub async fn post_batches(c: &Client<'_>, q: &str, n: usize, ttl: i64, batch: usize, tag: &str) -> Vec<String> {
     let mut ids = Vec::with_capacity(n);
     while ids.len() < n {
         let m = batch.min(n - ids.len());
         let msgs = (0..m).map(|j| json!({"body": {"tag": tag, "i": ids.len() + j}, "ttl": ttl})).collect();
-        ids.extend(post(c, q, msgs).await);
+        ids.extend(post_msgs(c, q, msgs).await);
     }
     ids
 }
@@ -80,7 +71,7 @@ pub async fn try_claim(c: &Client<'_>, q: &str, limit: usize, ttl: i64, grace: i
     }
 }
 
-pub fn ids_of(msgs: &[Value]) -> Vec<String> {
+pub fn msg_ids(msgs: &[Value]) -> Vec<String> {
     msgs.iter().map(|m| m["id"].as_str().unwrap().to_string()).collect()
 }
 
@@ -112,33 +103,4 @@ pub async fn list_pages(c: &Client<'_>, first: &str, max_pages: usize) -> (Vec<V
         }
     }
     panic!("listing {first} did not end within {max_pages} pages");
-}
-
-/// The raw stored item of a message in the queue's current generation (the test's window onto the
-/// exact instants the store recorded: `claim_until_ms`, `expires_ms`, `ttl_s`).
-pub async fn raw_message(app: &App, project: &str, q: &str, id: &str) -> Option<zaqar::keys::Item> {
-    let project = zaqar::types::ProjectId::parse(project).unwrap();
-    let queue = zaqar::types::QueueName::parse(q).unwrap();
-    let key = app.store.message_key_of(&project, &queue, id).await.unwrap()?;
-    let out =
-        app.store.client.get_item().table_name(&app.store.table).set_key(Some(key)).consistent_read(true).send().await;
-    out.unwrap().item
-}
-
-/// The raw head item of shard `index` of a queue's current generation.
-pub async fn raw_head(app: &App, project: &str, q: &str, index: u32) -> Option<zaqar::keys::Item> {
-    let (project, queue) =
-        (zaqar::types::ProjectId::parse(project).unwrap(), zaqar::types::QueueName::parse(q).unwrap());
-    let info = app.store.fresh_queue_info(&project, &queue).await.unwrap().unwrap();
-    let shard = zaqar::keys::Shard { project, queue, gen: info.gen, index };
-    let out = app.store.client.get_item().table_name(&app.store.table).set_key(Some(shard.head_key()));
-    out.consistent_read(true).send().await.unwrap().item
-}
-
-/// A number attribute of a raw item.
-pub fn raw_i64(item: &zaqar::keys::Item, name: &str) -> Option<i64> {
-    match item.get(name) {
-        Some(aws_sdk_dynamodb::types::AttributeValue::N(n)) => n.parse().ok(),
-        _ => None,
-    }
 }
