@@ -72,8 +72,10 @@ pub fn project() -> String {
 }
 
 /// Routes a request to its resource group's handler, as API Gateway (and the local server) would.
+/// The handler's future is boxed: in debug builds it is large, and a test awaiting many of them in one
+/// body would otherwise carry it on the test thread's stack (2 MiB) and overflow it.
 pub async fn call(app: &App, req: ApiRequest) -> ApiResponse {
-    zaqar_local::server::dispatch(app, req).await
+    Box::pin(zaqar_local::server::dispatch(app, req)).await
 }
 
 /// A request builder with the usual headers (Client-ID, project).
@@ -268,4 +270,75 @@ pub fn now_s(app: &App) -> i64 {
 /// DynamoDB requests and capacity units the app has used so far.
 pub fn usage(app: &App) -> UsageSnapshot {
     app.store.usage.snapshot()
+}
+
+/// The raw item of message `id` in the queue's current generation (its exact `expires_ms`,
+/// `claim_until_ms`, `ttl_s`), if stored.
+pub async fn raw_message(app: &App, project: &str, q: &str, id: &str) -> Option<RawItem> {
+    let (project, queue) =
+        (zaqar::types::ProjectId::parse(project).unwrap(), zaqar::types::QueueName::parse(q).unwrap());
+    let key = app.store.message_key_of(&project, &queue, id).await.expect("queue record")?;
+    raw_item(app, key).await
+}
+
+/// The shard `index` of the queue's current generation.
+async fn raw_shard(app: &App, project: &str, q: &str, index: u32) -> zaqar::keys::Shard {
+    let (project, queue) =
+        (zaqar::types::ProjectId::parse(project).unwrap(), zaqar::types::QueueName::parse(q).unwrap());
+    let info = app.store.fresh_queue_info(&project, &queue).await.expect("queue record").expect("queue exists");
+    zaqar::keys::Shard { project, queue, gen: info.gen, index }
+}
+
+/// The raw head item of shard `index` of the queue's current generation (sequence numbers, holes, counters).
+pub async fn raw_head(app: &App, project: &str, q: &str, index: u32) -> Option<RawItem> {
+    raw_item(app, raw_shard(app, project, q, index).await.head_key()).await
+}
+
+/// Message items stored under shard `index` of the queue's current generation, visible or not.
+pub async fn raw_message_count(app: &App, project: &str, q: &str, index: u32) -> usize {
+    let pk = raw_shard(app, project, q, index).await.messages_pk();
+    let client = dynamodb(&endpoint(), true).await;
+    let (mut count, mut start) = (0, None);
+    loop {
+        let out = client
+            .query()
+            .table_name(&app.config.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :m)")
+            .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
+            .expression_attribute_values(":m", AttributeValue::S(zaqar::keys::MESSAGE_PREFIX.into()))
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .expect("Query on DynamoDB Local");
+        count += out.count() as usize;
+        match out.last_evaluated_key() {
+            Some(k) => start = Some(k.clone()),
+            None => return count,
+        }
+    }
+}
+
+/// A number attribute of a raw item.
+pub fn raw_i64(item: &RawItem, name: &str) -> Option<i64> {
+    match item.get(name) {
+        Some(AttributeValue::N(n)) => n.parse().ok(),
+        _ => None,
+    }
+}
+
+/// A string-set attribute of a raw item (empty when absent).
+pub fn raw_strings(item: &RawItem, name: &str) -> Vec<String> {
+    match item.get(name) {
+        Some(AttributeValue::Ss(v)) => v.clone(),
+        _ => vec![],
+    }
+}
+
+/// The number of entries of a map attribute of a raw item.
+pub fn raw_map_len(item: &RawItem, name: &str) -> usize {
+    match item.get(name) {
+        Some(AttributeValue::M(m)) => m.len(),
+        _ => 0,
+    }
 }
