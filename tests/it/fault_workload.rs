@@ -23,7 +23,7 @@
 //! Seed: `ZAQAR_FAULT_SEED` (default [`faults::DEFAULT_SEED`]); printed with every report.
 //! Proxy port: `ZAQAR_FAULT_PROXY_PORT` (default: any free port).
 
-use harness::faults::proxy::FaultProxy;
+use harness::faults::proxy;
 use harness::faults::{self, FaultKind, FaultPlan, Faults, Injector, Mode, Rng};
 use harness::*;
 use http::Method;
@@ -36,9 +36,12 @@ use zaqar::config::Config;
 use zaqar::{ApiRequest, ApiResponse, App};
 
 /// Invariants that fail against the storage code on this branch; they are reported, not asserted.
-/// TODO(issue 10): the storage rewrite (all-or-nothing posts, claims without half-done states, exact
-/// counters) and the SDK work (503 + Retry-After) empty this list; then every invariant is asserted.
-const KNOWN_FAILING: &[&str] = &["lost", "partial-post", "orphan-claim", "stall", "retry-after", "pop-report"];
+/// Measured against main at 2582723 (the new key layout): a claim that fails part-way leaves messages
+/// claimed that the counters call free (`counts`); a release that fails after deleting its record leaves
+/// its messages hidden (`orphan-claim`); a pop that fails after deleting answers 503 or returns fewer
+/// than it removed (`pop-report`); 503s carry no Retry-After (`retry-after`).
+/// TODO(issue 10): the storage and SDK work empty this list; then every invariant is asserted.
+const KNOWN_FAILING: &[&str] = &["counts", "orphan-claim", "pop-report", "retry-after"];
 
 const QUEUES: [&str; 2] = ["fw-a", "fw-b"];
 const PRODUCERS: usize = 4;
@@ -53,15 +56,21 @@ const ABANDON_PERCENT: u32 = 2;
 /// Claims outlive the test, so nothing expires while the invariants are checked.
 const CLAIM_TTL: i64 = 300;
 /// How long the proxy holds a stalled request (longer than the SDK's attempt timeout).
-const STALL: Duration = Duration::from_millis(2500);
+const STALL: Duration = Duration::from_millis(faults::ATTEMPT_TIMEOUT.as_millis() as u64 + 1000);
 
 fn endpoint() -> String {
     std::env::var("ZAQAR_TEST_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:8000".into())
 }
 
-async fn start_proxy() -> FaultProxy {
+/// The URL of the process's fault proxy (both tests share it: one port).
+fn proxy_url() -> String {
     let port = std::env::var("ZAQAR_FAULT_PROXY_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(0);
-    FaultProxy::start(port, &endpoint(), STALL).await.expect("fault proxy must bind on 127.0.0.1")
+    proxy::shared(port, &endpoint(), STALL).expect("the fault proxy must start")
+}
+
+/// `ZAQAR_FAULT_RATE` (a share of DynamoDB calls, for diagnosis) or [`FAULT_RATE`].
+fn fault_rate() -> f64 {
+    std::env::var("ZAQAR_FAULT_RATE").ok().and_then(|r| r.parse().ok()).unwrap_or(FAULT_RATE)
 }
 
 fn config() -> Config {
@@ -543,15 +552,15 @@ async fn check_not_stalled(c: &Client<'_>, queue: &str, v: &mut Violations) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn workload_under_faults() {
     let base = app().await; // creates the table without faults
-    let proxy = start_proxy().await;
-    let plan = FaultPlan::mixed(FAULT_RATE);
+    let proxy = proxy_url();
+    let plan = FaultPlan::mixed(fault_rate());
     let seed = plan.seed;
     let faults = Faults::new(plan);
     let project = project();
     let epoch = Epoch(Instant::now());
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let producers_done = Arc::new(AtomicBool::new(false));
-    eprintln!("fault workload: seed {seed:#x}, proxy {}, project {project}", proxy.url());
+    eprintln!("fault workload: seed {seed:#x}, fault rate {}, proxy {proxy}, project {project}", fault_rate());
 
     let checker = Client { app: &base, project: project.clone(), client_id: OTHER_CLIENT.into() };
     for q in QUEUES {
@@ -757,7 +766,7 @@ async fn workload_under_faults() {
     let ops: Vec<String> = l.ops.iter().map(|(k, n)| format!("{k}: {n}")).collect();
     eprintln!("requests by outcome: {}", ops.join(", "));
     eprintln!("{report}");
-    assert!(report.injected_total() > 0, "no fault was injected: the harness is not wired");
+    assert!(report.injected_total() > 0 || fault_rate() == 0.0, "no fault was injected: the harness is not wired");
     v.finish("workload", seed);
 }
 
@@ -771,7 +780,7 @@ async fn failure_at_every_step() {
     const POST_SIZE: u64 = 30; // more than one 25-item batch
     const MAX_STEPS: u64 = 40;
     let base = app().await;
-    let proxy = start_proxy().await;
+    let proxy = proxy_url();
     let faults = Faults::new(FaultPlan::mixed(0.0));
     let seed = faults.plan.seed;
     let injector = Injector::new(faults.clone(), "sweep", Mode::Off);

@@ -24,7 +24,7 @@ pub mod proxy;
 
 use aws_sdk_dynamodb::config::interceptors::{
     BeforeDeserializationInterceptorContextMut, BeforeSerializationInterceptorContextRef,
-    BeforeTransmitInterceptorContextMut,
+    BeforeTransmitInterceptorContextMut, FinalizerInterceptorContextRef,
 };
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -147,6 +147,8 @@ pub struct Faults {
     faulted_executions: AtomicU64,
     injected: [AtomicU64; 7],
     by_operation: Mutex<BTreeMap<(String, FaultKind), u64>>,
+    /// Failed attempts the injector did not cause (DynamoDB errors, real timeouts), by cause.
+    natural: Mutex<BTreeMap<String, u64>>,
 }
 
 /// What the counters say, for the report.
@@ -158,6 +160,8 @@ pub struct FaultReport {
     /// Faulted attempts by kind.
     pub injected: BTreeMap<&'static str, u64>,
     pub by_operation: BTreeMap<String, u64>,
+    /// Failed attempts not injected, by cause ("timeout", a DynamoDB error code …).
+    pub natural: BTreeMap<String, u64>,
 }
 
 impl FaultReport {
@@ -182,7 +186,9 @@ impl std::fmt::Display for FaultReport {
         let kinds: Vec<String> = self.injected.iter().map(|(k, n)| format!("{k} {n}")).collect();
         writeln!(f, "faulted attempts by kind: {}", kinds.join(", "))?;
         let ops: Vec<String> = self.by_operation.iter().map(|(k, n)| format!("{k} {n}")).collect();
-        write!(f, "faulted attempts by operation: {}", ops.join(", "))
+        writeln!(f, "faulted attempts by operation: {}", ops.join(", "))?;
+        let natural: Vec<String> = self.natural.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        write!(f, "failed attempts not injected (DynamoDB Local, real timeouts): {}", natural.join(", "))
     }
 }
 
@@ -196,6 +202,7 @@ impl Faults {
             faulted_executions: AtomicU64::new(0),
             injected: Default::default(),
             by_operation: Mutex::new(BTreeMap::new()),
+            natural: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -218,6 +225,7 @@ impl Faults {
                 .map(|k| (k.name(), self.injected[k.index()].load(Ordering::Relaxed)))
                 .collect(),
             by_operation,
+            natural: self.natural.lock().unwrap().clone(),
         }
     }
 
@@ -421,6 +429,39 @@ impl Intercept for Injector {
         Ok(())
     }
 
+    // Counts failed attempts that were not injected, so a report tells injected faults from real ones.
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if cfg.load::<Decision>().and_then(|d| d.current).is_some() {
+            return Ok(());
+        }
+        let cause = match (context.response(), context.output_or_error()) {
+            (Some(resp), _) if resp.status().as_u16() >= 400 => {
+                let code = resp
+                    .body()
+                    .bytes()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+                    .and_then(|v| v["__type"].as_str().map(|t| t.rsplit('#').next().unwrap_or(t).to_string()));
+                // Failed conditions are answers, not faults.
+                if code.as_deref() == Some("ConditionalCheckFailedException") {
+                    return Ok(());
+                }
+                format!("HTTP {} {}", resp.status().as_u16(), code.unwrap_or_default())
+            }
+            (_, Some(Err(e))) if e.is_timeout_error() => "timeout".to_string(),
+            (_, Some(Err(e))) if e.is_connector_error() => "connection".to_string(),
+            (_, Some(Err(_))) => "other".to_string(),
+            _ => return Ok(()),
+        };
+        let op = cfg.load::<Metadata>().map(|m| m.name().to_string()).unwrap_or_default();
+        *self.faults.natural.lock().unwrap().entry(format!("{op}/{cause}")).or_default() += 1;
+        Ok(())
+    }
+
     fn modify_before_deserialization(
         &self,
         context: &mut BeforeDeserializationInterceptorContextMut<'_>,
@@ -442,18 +483,20 @@ impl Intercept for Injector {
     }
 }
 
-/// SDK settings of faulted clients: short attempt timeouts so stalls end, quick retries.
+/// SDK settings of faulted clients: attempt timeouts so stalls end, quick retries.
 /// TODO(issue 10): take these from the product's DynamoDB client settings once it defines them.
 pub fn sdk_timeouts() -> aws_sdk_dynamodb::config::timeout::TimeoutConfig {
     aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
-        .connect_timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_secs(1))
         .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-        .operation_timeout(Duration::from_secs(4))
+        .operation_timeout(Duration::from_secs(10))
         .build()
 }
 
-/// How long one attempt may take in faulted clients; stalls last longer than this.
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How long one attempt may take in faulted clients; stalls last longer than this. Generous: on a
+/// loaded 2-core machine DynamoDB Local itself can take over a second, and a timeout the injector did
+/// not cause would blur the report (they are counted apart as "not injected").
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(2500);
 
 fn sdk_retries() -> aws_sdk_dynamodb::config::retry::RetryConfig {
     aws_sdk_dynamodb::config::retry::RetryConfig::standard()
@@ -462,16 +505,16 @@ fn sdk_retries() -> aws_sdk_dynamodb::config::retry::RetryConfig {
         .with_max_backoff(Duration::from_millis(200))
 }
 
-/// An app whose DynamoDB client goes through `proxy` with `injector` installed. The table must exist
-/// (create it with a plain [`crate::app_with`] first).
-pub async fn faulty_app(config: Config, proxy: &proxy::FaultProxy, injector: Arc<Injector>) -> App {
+/// An app whose DynamoDB client goes through the proxy at `proxy_url` with `injector` installed. The
+/// table must exist (create it with a plain [`crate::app_with`] first).
+pub async fn faulty_app(config: Config, proxy_url: &str, injector: Arc<Injector>) -> App {
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("local", "local", None, None, "tests"))
         .load()
         .await;
     let conf = aws_sdk_dynamodb::config::Builder::from(&sdk)
-        .endpoint_url(proxy.url())
+        .endpoint_url(proxy_url)
         .timeout_config(sdk_timeouts())
         .retry_config(sdk_retries())
         .interceptor(SharedInjector(injector))
@@ -510,5 +553,13 @@ impl Intercept for SharedInjector {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         self.0.modify_before_deserialization(context, components, cfg)
+    }
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.read_after_attempt(context, components, cfg)
     }
 }

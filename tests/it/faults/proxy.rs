@@ -45,6 +45,37 @@ impl std::fmt::Display for Reset {
 
 impl std::error::Error for Reset {}
 
+/// The process-wide proxy: the first call starts it on a thread of its own (each `#[tokio::test]` has a
+/// runtime that ends with the test), later calls get the same URL. `port` 0 picks a free port.
+pub fn shared(port: u16, upstream: &str, stall: Duration) -> Result<String, String> {
+    static PROXY: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+    PROXY
+        .get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let upstream = upstream.to_string();
+            std::thread::Builder::new()
+                .name("fault-proxy".into())
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+                        Ok(rt) => rt,
+                        Err(e) => return drop(tx.send(Err(e.to_string()))),
+                    };
+                    rt.block_on(async move {
+                        match FaultProxy::start(port, &upstream, stall).await {
+                            Ok(proxy) => {
+                                let _ = tx.send(Ok(proxy.url()));
+                                std::future::pending::<()>().await; // serve until the process ends
+                            }
+                            Err(e) => drop(tx.send(Err(format!("fault proxy cannot bind 127.0.0.1:{port}: {e}")))),
+                        }
+                    })
+                })
+                .map_err(|e| e.to_string())?;
+            rx.recv().map_err(|e| e.to_string())?
+        })
+        .clone()
+}
+
 impl FaultProxy {
     /// Listens on `127.0.0.1:port` (0: any free port) and forwards to `upstream`
     /// (`http://127.0.0.1:8000`). A stall holds the request for `stall`, then resets.
