@@ -14,7 +14,8 @@
 //! - `exclusive`: no message held by two live claims at once, no pop of a message a live claim holds,
 //!   no delivery after an acknowledged delete.
 //! - `orphan-claim`: no message hidden by a claim that does not exist or does not list it.
-//! - `stall`: after quiescence a post answers within 3 s and its message is claimable within 4 s more.
+//! - `stall`: after quiescence a post waits at most 2 s beyond its DynamoDB calls and its message is
+//!   claimable at once.
 //! - `counts`: `GET .../stats` equals what listing with `include_claimed` shows.
 //! - `retry-after`: every 503 carries `Retry-After`.
 //! - `pop-report`: a pop removes exactly the messages it returns (and none when it fails).
@@ -36,12 +37,19 @@ use zaqar::config::Config;
 use zaqar::{ApiRequest, ApiResponse, App};
 
 /// Invariants that fail against the storage code on this branch; they are reported, not asserted.
-/// Measured against main at 2582723 (the new key layout): a claim that fails part-way leaves messages
-/// claimed that the counters call free (`counts`); a release that fails after deleting its record leaves
-/// its messages hidden (`orphan-claim`); a pop that fails after deleting answers 503 or returns fewer
-/// than it removed (`pop-report`); 503s carry no Retry-After (`retry-after`).
+/// Measured against main at 4f60856 (new key layout, release removes its record last):
+/// - `counts`: a claim that fails part-way leaves messages claimed that the counters call free; the
+///   workload's stats drift both ways.
+/// - `orphan-claim`: a claim whose writes landed but whose answer was lost leaves its messages hidden
+///   by a claim record that is gone.
+/// - `pop-report`: a pop failing after its deletes answers 503 (or 200 with fewer messages) having
+///   removed them; `lost` is the same seen from the workload (1 message in 2 of 5 runs).
+/// - `duplicate`: a post stored one of its messages twice under two ids (1 of 2 runs since "forced-out
+///   posts retry").
+/// - `retry-after`: no 503 carries Retry-After.
+///
 /// TODO(issue 10): the storage and SDK work empty this list; then every invariant is asserted.
-const KNOWN_FAILING: &[&str] = &["counts", "orphan-claim", "pop-report", "retry-after"];
+const KNOWN_FAILING: &[&str] = &["counts", "duplicate", "lost", "orphan-claim", "pop-report", "retry-after"];
 
 const QUEUES: [&str; 2] = ["fw-a", "fw-b"];
 const PRODUCERS: usize = 4;
@@ -520,38 +528,47 @@ async fn check_counts_and_orphans(c: &Client<'_>, queue: &str, snap: &Snapshot, 
     }
 }
 
-/// `stall`: a post answers within 3 s and its message is claimable within 4 s more. Claims what it
-/// meets. (Generous bounds: a loaded CI machine is slow, a stalled queue is stalled for seconds.)
-async fn check_not_stalled(c: &Client<'_>, queue: &str, v: &mut Violations) {
-    let started = Instant::now();
+/// `stall`: after a failure, a post must not wait (beyond its DynamoDB calls) for more than 2 s, and its
+/// message must be claimable without 30 consecutive empty claims (3 s of 100 ms pauses) first. Time in
+/// DynamoDB calls is measured ([`faults::Meter`]) and left out, so a slow DynamoDB Local on a loaded
+/// machine is not mistaken for a stalled queue. Claims what it meets.
+async fn check_not_stalled(c: &Client<'_>, meter: &faults::Meter, queue: &str, v: &mut Violations) {
+    let (started, busy_before) = (Instant::now(), meter.busy());
     let body = json!({"messages": [{"body": {"t": format!("probe-{queue}"), "i": 0}, "ttl": 3600}]}).to_string();
     let r = c.post(&format!("/v2/queues/{queue}/messages"), &body).await;
-    let post_time = started.elapsed();
+    let wall = started.elapsed();
+    let waited = wall.saturating_sub(meter.busy() - busy_before);
     let (s, resp) = sj(&r);
     if s != 201 {
         v.add("stall", format!("{queue}: probe post answered {s} {resp}"));
         return;
     }
-    if post_time > Duration::from_secs(3) {
-        v.add("stall", format!("{queue}: probe post took {post_time:?}"));
+    if waited > Duration::from_secs(2) {
+        v.add("stall", format!("{queue}: probe post took {wall:?}, {waited:?} of it not in DynamoDB calls"));
     }
     let probe = resp["resources"][0].as_str().and_then(|h| h.rsplit('/').next()).unwrap_or_default().to_string();
-    let answered = Instant::now();
-    while answered.elapsed() < Duration::from_secs(4) {
+    let mut empty = 0;
+    for _ in 0..200 {
         let r = c.post(&format!("/v2/queues/{queue}/claims?limit=20"), r#"{"ttl": 300, "grace": 60}"#).await;
-        if r.status == 201 && delivered(&r.json_body()).iter().any(|(id, _)| *id == probe) {
-            return;
-        }
-        if r.status == 204 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        match r.status.as_u16() {
+            201 if delivered(&r.json_body()).iter().any(|(id, _)| *id == probe) => return,
+            201 => empty = 0,
+            _ => {
+                empty += 1;
+                if empty >= 30 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
     }
-    v.add("stall", format!("{queue}: the probe message was not claimable within 4 s after its post answered"));
+    v.add("stall", format!("{queue}: the probe message was not claimable after its post answered (30 empty claims)"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn workload_under_faults() {
-    let base = app().await; // creates the table without faults
+    app().await; // creates the table without faults
+    let (base, meter) = faults::metered_app(config(), &endpoint()).await;
     let proxy = proxy_url();
     let plan = FaultPlan::mixed(fault_rate());
     let seed = plan.seed;
@@ -740,7 +757,7 @@ async fn workload_under_faults() {
         v.add("unexpected", u.clone());
     }
     for q in QUEUES {
-        check_not_stalled(&checker, q, &mut v).await;
+        check_not_stalled(&checker, &meter, q, &mut v).await;
     }
 
     let acked: u64 = l
@@ -779,7 +796,8 @@ fn step_name(what: &str, kind: FaultKind, from: u64) -> String {
 async fn failure_at_every_step() {
     const POST_SIZE: u64 = 30; // more than one 25-item batch
     const MAX_STEPS: u64 = 40;
-    let base = app().await;
+    app().await; // creates the table without faults
+    let (base, meter) = faults::metered_app(config(), &endpoint()).await;
     let proxy = proxy_url();
     let faults = Faults::new(FaultPlan::mixed(0.0));
     let seed = faults.plan.seed;
@@ -811,7 +829,7 @@ async fn failure_at_every_step() {
             if !matches!(r.status.as_u16(), 201 | 503) {
                 v.add("unexpected", format!("{name}: {} {}", r.status, String::from_utf8_lossy(&r.body)));
             }
-            check_not_stalled(&checker, &queue, &mut v).await;
+            check_not_stalled(&checker, &meter, &queue, &mut v).await;
             let snap = snapshot(&checker, &queue).await;
             let shown = snap.all.values().filter(|(t, _)| t.as_ref().is_some_and(|t| t.token == token)).count() as u64;
             if r.status == 201 && shown != POST_SIZE {

@@ -563,3 +563,77 @@ impl Intercept for SharedInjector {
         self.0.read_after_attempt(context, components, cfg)
     }
 }
+
+/// Time a client spent waiting for DynamoDB (the union of its calls in flight), so a test can tell a
+/// handler that waits on purpose (a stalled queue) from a slow DynamoDB Local on a loaded machine.
+#[derive(Debug, Default)]
+pub struct Meter {
+    state: Mutex<MeterState>,
+}
+
+#[derive(Debug, Default)]
+struct MeterState {
+    in_flight: u32,
+    since: Option<std::time::Instant>,
+    busy: Duration,
+}
+
+impl Meter {
+    /// Time with at least one DynamoDB call in flight, so far.
+    pub fn busy(&self) -> Duration {
+        let st = self.state.lock().unwrap();
+        st.busy + st.since.map(|s| s.elapsed()).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct SharedMeter(Arc<Meter>);
+
+impl Intercept for SharedMeter {
+    fn name(&self) -> &'static str {
+        "ZaqarDynamoDbMeter"
+    }
+
+    // Whole executions (retries and their backoff included): only the handler's own waiting is left out.
+    fn read_before_execution(
+        &self,
+        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let mut st = self.0.state.lock().unwrap();
+        if st.in_flight == 0 {
+            st.since = Some(std::time::Instant::now());
+        }
+        st.in_flight += 1;
+        Ok(())
+    }
+
+    fn read_after_execution(
+        &self,
+        _context: &FinalizerInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let mut st = self.0.state.lock().unwrap();
+        st.in_flight = st.in_flight.saturating_sub(1);
+        if st.in_flight == 0 {
+            if let Some(since) = st.since.take() {
+                st.busy += since.elapsed();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A fault-free app straight to `endpoint` (SDK defaults) whose DynamoDB time is measured.
+pub async fn metered_app(config: Config, endpoint: &str) -> (App, Arc<Meter>) {
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("local", "local", None, None, "tests"))
+        .load()
+        .await;
+    let meter = Arc::new(Meter::default());
+    let conf = aws_sdk_dynamodb::config::Builder::from(&sdk).interceptor(SharedMeter(meter.clone())).build();
+    (App::new(config, aws_sdk_dynamodb::Client::from_conf(conf), Clock::manual()), meter)
+}
