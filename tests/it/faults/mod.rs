@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use zaqar::clock::Clock;
 use zaqar::config::Config;
+use zaqar::timeouts::StorageTimeouts;
 use zaqar::App;
 
 /// The request header that tells the proxy which fault to carry out.
@@ -483,27 +484,16 @@ impl Intercept for Injector {
     }
 }
 
-/// SDK settings of faulted clients: attempt timeouts so stalls end, quick retries.
-/// TODO(issue 10): take these from the product's DynamoDB client settings once it defines them.
-pub fn sdk_timeouts() -> aws_sdk_dynamodb::config::timeout::TimeoutConfig {
-    aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(1))
-        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-        .operation_timeout(Duration::from_secs(10))
-        .build()
+/// Storage deadlines and retries of faulted clients: the service's own ([`StorageTimeouts`]: its retry
+/// strategy, backoff and attempt count) with a longer attempt and operation deadline. On a loaded
+/// 2-core machine DynamoDB Local alone can take over the production 2 s, and a timeout the injector
+/// did not cause would blur the report (such failures are counted apart as "not injected").
+pub fn storage_timeouts() -> StorageTimeouts {
+    StorageTimeouts { attempt: ATTEMPT_TIMEOUT, operation: Duration::from_secs(10), ..StorageTimeouts::default() }
 }
 
-/// How long one attempt may take in faulted clients; stalls last longer than this. Generous: on a
-/// loaded 2-core machine DynamoDB Local itself can take over a second, and a timeout the injector did
-/// not cause would blur the report (they are counted apart as "not injected").
+/// How long one attempt may take in faulted clients; stalls last longer than this.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(2500);
-
-fn sdk_retries() -> aws_sdk_dynamodb::config::retry::RetryConfig {
-    aws_sdk_dynamodb::config::retry::RetryConfig::standard()
-        .with_max_attempts(3)
-        .with_initial_backoff(Duration::from_millis(10))
-        .with_max_backoff(Duration::from_millis(200))
-}
 
 /// An app whose DynamoDB client goes through the proxy at `proxy_url` with `injector` installed. The
 /// table must exist (create it with a plain [`crate::app_with`] first).
@@ -513,10 +503,8 @@ pub async fn faulty_app(config: Config, proxy_url: &str, injector: Arc<Injector>
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("local", "local", None, None, "tests"))
         .load()
         .await;
-    let conf = aws_sdk_dynamodb::config::Builder::from(&sdk)
+    let conf = aws_sdk_dynamodb::config::Builder::from(&storage_timeouts().apply(&sdk))
         .endpoint_url(proxy_url)
-        .timeout_config(sdk_timeouts())
-        .retry_config(sdk_retries())
         .interceptor(SharedInjector(injector))
         .build();
     App::new(config, aws_sdk_dynamodb::Client::from_conf(conf), Clock::manual())
@@ -625,7 +613,7 @@ impl Intercept for SharedMeter {
     }
 }
 
-/// A fault-free app straight to `endpoint` (SDK defaults) whose DynamoDB time is measured.
+/// A fault-free app straight to `endpoint` (the harness's deadlines) whose DynamoDB time is measured.
 pub async fn metered_app(config: Config, endpoint: &str) -> (App, Arc<Meter>) {
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
@@ -634,6 +622,8 @@ pub async fn metered_app(config: Config, endpoint: &str) -> (App, Arc<Meter>) {
         .load()
         .await;
     let meter = Arc::new(Meter::default());
-    let conf = aws_sdk_dynamodb::config::Builder::from(&sdk).interceptor(SharedMeter(meter.clone())).build();
+    let conf = aws_sdk_dynamodb::config::Builder::from(&crate::test_timeouts().apply(&sdk))
+        .interceptor(SharedMeter(meter.clone()))
+        .build();
     (App::new(config, aws_sdk_dynamodb::Client::from_conf(conf), Clock::manual()), meter)
 }
