@@ -4,6 +4,8 @@
 //! Every helper more than one test file needs lives here, including the few that look at raw table
 //! items or the store's clock and meter, so storage internals are reached from this one file.
 
+pub mod faults;
+
 use aws_sdk_dynamodb::types::AttributeValue;
 use http::Method;
 use serde_json::{json, Value};

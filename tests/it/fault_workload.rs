@@ -1,0 +1,943 @@
+//! Faults against the real handlers: DynamoDB Local behind the fault injector (`harness::faults`).
+//!
+//! - `workload_under_faults`: 4 producers and 12 consumers (claim + delete, some releases, renewals
+//!   and pops) on two queues while a few percent of DynamoDB calls fail in every way the injector
+//!   knows; some client requests are abandoned mid-flight (the future dropped, as when a Lambda is
+//!   killed). Then faults stop and the invariants are checked from a clean client.
+//! - `failure_at_every_step`: a post, a claim, a release and a pop each fail at their 1st, 2nd, 3rd …
+//!   DynamoDB call (before or after DynamoDB applied it) and every state they can leave is checked.
+//!
+//! Invariants (each has a name the report and [`KNOWN_FAILING`] use):
+//! - `lost`: every acknowledged (201) message is deleted by its consumer, popped, or still listable.
+//! - `partial-post`: a failed or abandoned post shows all of its messages or none.
+//! - `duplicate`: no message of a post stored twice.
+//! - `exclusive`: no message held by two live claims at once, no pop of a message a live claim holds,
+//!   no delivery after an acknowledged delete.
+//! - `orphan-claim`: no message hidden by a claim that does not exist or does not list it.
+//! - `stall`: after quiescence a post waits at most 2 s beyond its DynamoDB calls and its message is
+//!   claimable at once.
+//! - `counts`: `GET .../stats` equals what listing with `include_claimed` shows.
+//! - `retry-after`: every 503 carries `Retry-After`.
+//! - `pop-report`: a pop removes exactly the messages it returns (and none when it fails).
+//! - `unexpected`: no 5xx but 503, no 4xx that contradicts what the client holds.
+//!
+//! Seed: `ZAQAR_FAULT_SEED` (default [`faults::DEFAULT_SEED`]); printed with every report.
+//! Proxy port: `ZAQAR_FAULT_PROXY_PORT` (default: any free port).
+
+use harness::faults::proxy;
+use harness::faults::{self, FaultKind, FaultPlan, Faults, Injector, Mode, Rng};
+use harness::*;
+use http::Method;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use zaqar::config::Config;
+use zaqar::{ApiRequest, ApiResponse, App};
+
+/// Invariants that fail against the storage code on this branch; they are reported, not asserted.
+/// Measured against main at 7457278 (new key layout, storage deadlines and Retry-After merged):
+/// - `counts`: a claim that fails part-way leaves messages claimed that the counters call free; the
+///   workload's stats drift both ways.
+/// - `orphan-claim`: a claim whose writes landed but whose answer was lost leaves its messages hidden
+///   by a claim record that is gone.
+/// - `pop-report`: a pop failing after its deletes answers 503 (or 200 with fewer messages) having
+///   removed them; `lost` is the same seen from the workload (1 message in 3 of 6 runs).
+/// - `duplicate`: a post stored one of its messages twice under two ids (once, at 4f60856).
+///
+/// TODO(issue 10): the storage work empties this list; then every invariant is asserted.
+const KNOWN_FAILING: &[&str] = &["counts", "duplicate", "lost", "orphan-claim", "pop-report"];
+
+const QUEUES: [&str; 2] = ["fw-a", "fw-b"];
+const PRODUCERS: usize = 4;
+const CONSUMERS: usize = 12;
+const POSTS_PER_PRODUCER: usize = 30;
+/// Requests a consumer makes at most (bounds the run whatever the faults do).
+const CONSUMER_BUDGET: usize = 150;
+/// Share of DynamoDB calls faulted.
+const FAULT_RATE: f64 = 0.02;
+/// Share of client requests abandoned mid-flight (percent); pops are never abandoned (see `pop`).
+const ABANDON_PERCENT: u32 = 2;
+/// Claims outlive the test, so nothing expires while the invariants are checked.
+const CLAIM_TTL: i64 = 300;
+/// How long the proxy holds a stalled request (longer than the SDK's attempt timeout).
+const STALL: Duration = Duration::from_millis(faults::ATTEMPT_TIMEOUT.as_millis() as u64 + 1000);
+
+fn endpoint() -> String {
+    std::env::var("ZAQAR_TEST_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:8000".into())
+}
+
+/// Creates the table once per process, without faults. (Two `ensure_table` at once on a fresh
+/// DynamoDB Local fail: the second TTL setup answers "TimeToLive is already enabled".)
+async fn create_table() {
+    static CREATED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    CREATED
+        .get_or_init(|| async {
+            app().await;
+        })
+        .await;
+}
+
+/// The URL of the process's fault proxy (both tests share it: one port).
+fn proxy_url() -> String {
+    let port = std::env::var("ZAQAR_FAULT_PROXY_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(0);
+    proxy::shared(port, &endpoint(), STALL).expect("the fault proxy must start")
+}
+
+/// `ZAQAR_FAULT_RATE` (a share of DynamoDB calls, for diagnosis) or [`FAULT_RATE`].
+fn fault_rate() -> f64 {
+    std::env::var("ZAQAR_FAULT_RATE").ok().and_then(|r| r.parse().ok()).unwrap_or(FAULT_RATE)
+}
+
+fn config() -> Config {
+    Config::for_tests("zaqar-tests")
+}
+
+/// Milliseconds since the test started (monotonic).
+#[derive(Clone, Copy)]
+struct Epoch(Instant);
+
+impl Epoch {
+    fn ms(&self) -> u64 {
+        self.0.elapsed().as_millis() as u64
+    }
+}
+
+/// What the test knows about one message it saw: which post (token) and which position.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Tag {
+    token: String,
+    i: u64,
+}
+
+fn tag_of(body: &Value) -> Option<Tag> {
+    Some(Tag { token: body.get("t")?.as_str()?.to_string(), i: body.get("i")?.as_u64()? })
+}
+
+/// `(id, tag)` of every message in a claim or pop response.
+fn delivered(v: &Value) -> Vec<(String, Option<Tag>)> {
+    v["messages"]
+        .as_array()
+        .map(|ms| ms.iter().filter_map(|m| Some((m["id"].as_str()?.to_string(), tag_of(&m["body"])))).collect())
+        .unwrap_or_default()
+}
+
+enum Outcome {
+    Answered(ApiResponse),
+    /// The client gave up mid-request: the handler's future was dropped.
+    Abandoned,
+}
+
+#[derive(Debug)]
+enum PostOutcome {
+    Acked(Vec<String>),
+    Failed(u16),
+    Abandoned,
+}
+
+#[derive(Debug)]
+struct PostRec {
+    queue: &'static str,
+    token: String,
+    n: u64,
+    outcome: PostOutcome,
+}
+
+#[derive(Debug)]
+struct ClaimRec {
+    queue: &'static str,
+    start: u64,
+    resp: u64,
+    messages: Vec<(String, Option<Tag>)>,
+    release_start: Option<u64>,
+}
+
+#[derive(Debug)]
+struct PopRec {
+    start: u64,
+    resp: u64,
+    messages: Vec<(String, Option<Tag>)>,
+}
+
+#[derive(Default)]
+struct Ledger {
+    /// "op status" → count ("claim 201", "post abandoned").
+    ops: BTreeMap<String, u64>,
+    posts: Vec<PostRec>,
+    claims: HashMap<String, ClaimRec>,
+    pops: Vec<PopRec>,
+    /// message id → when the 204 of its delete arrived.
+    deleted: HashMap<String, u64>,
+    /// (claim id, message id) → when the first delete attempt started.
+    delete_started: HashMap<(String, String), u64>,
+    /// Messages whose delete failed or was abandoned (and never got a 204): may or may not be gone.
+    maybe_deleted: HashSet<String>,
+    /// (queue, "op status") of failed pops: they must not have removed anything.
+    failed_pops: u64,
+    responses_503: u64,
+    missing_retry_after: Vec<String>,
+    unexpected: Vec<String>,
+}
+
+impl Ledger {
+    fn op(&mut self, op: &str, outcome: &Outcome) {
+        let status = match outcome {
+            Outcome::Answered(r) => r.status.as_u16().to_string(),
+            Outcome::Abandoned => "abandoned".into(),
+        };
+        *self.ops.entry(format!("{op} {status}")).or_default() += 1;
+        if let Outcome::Answered(r) = outcome {
+            if r.status == 503 {
+                self.responses_503 += 1;
+                if r.header_value("retry-after").is_none() && self.missing_retry_after.len() < 1000 {
+                    self.missing_retry_after.push(op.to_string());
+                }
+            } else if r.status.is_server_error() {
+                self.unexpected.push(format!("{op}: {} {}", r.status, String::from_utf8_lossy(&r.body)));
+            }
+        }
+    }
+
+    fn total_ops(&self) -> u64 {
+        self.ops.values().sum()
+    }
+}
+
+/// One simulated client process: its own app (own DynamoDB client and injector) and generator.
+struct Worker {
+    app: App,
+    project: String,
+    rng: Rng,
+    epoch: Epoch,
+    ledger: Arc<Mutex<Ledger>>,
+}
+
+impl Worker {
+    fn client(&self) -> Client<'_> {
+        Client { app: &self.app, project: self.project.clone(), client_id: CLIENT.into() }
+    }
+
+    fn request(&self, method: Method, path: &str, body: Option<String>) -> ApiRequest {
+        let mut r = self.client().request(method, path);
+        if let Some(b) = body {
+            r = r.header("Content-Type", "application/json").body(b.into_bytes());
+        }
+        r
+    }
+
+    /// Sends a request; sometimes gives up after a few milliseconds, dropping the handler mid-way.
+    async fn send(&mut self, req: ApiRequest, abandonable: bool) -> Outcome {
+        if abandonable && self.rng.percent(ABANDON_PERCENT) {
+            let cut = Duration::from_millis(self.rng.range(1, 40));
+            match tokio::time::timeout(cut, call(&self.app, req)).await {
+                Ok(r) => Outcome::Answered(r),
+                Err(_) => Outcome::Abandoned,
+            }
+        } else {
+            Outcome::Answered(call(&self.app, req).await)
+        }
+    }
+
+    async fn produce(&mut self, p: usize) {
+        for j in 0..POSTS_PER_PRODUCER {
+            let queue = QUEUES[self.rng.range(0, 1) as usize];
+            // Mostly small posts; one in ten spans more than one 25-item DynamoDB batch.
+            let n = if self.rng.percent(10) { self.rng.range(26, 40) } else { self.rng.range(1, 8) };
+            let token = format!("p{p}-{j}");
+            let messages: Vec<Value> =
+                (0..n).map(|i| json!({"body": {"t": token, "i": i, "pad": "x".repeat(40)}, "ttl": 3600})).collect();
+            let req = self.request(
+                Method::POST,
+                &format!("/v2/queues/{queue}/messages"),
+                Some(json!({ "messages": messages }).to_string()),
+            );
+            let out = self.send(req, true).await;
+            let mut l = self.ledger.lock().unwrap();
+            l.op("post", &out);
+            let outcome = match &out {
+                Outcome::Answered(r) if r.status == 201 => PostOutcome::Acked(
+                    r.json_body()["resources"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|h| Some(h.as_str()?.rsplit('/').next()?.to_string())).collect())
+                        .unwrap_or_default(),
+                ),
+                Outcome::Answered(r) => PostOutcome::Failed(r.status.as_u16()),
+                Outcome::Abandoned => PostOutcome::Abandoned,
+            };
+            l.posts.push(PostRec { queue, token, n, outcome });
+        }
+    }
+
+    async fn consume(&mut self, producers_done: &AtomicBool) {
+        let mut empty_streak = 0;
+        let mut requests = 0;
+        while requests < CONSUMER_BUDGET {
+            let queue = QUEUES[self.rng.range(0, 1) as usize];
+            if self.rng.percent(15) {
+                requests += self.pop(queue).await;
+                continue;
+            }
+            let limit = self.rng.range(1, 10);
+            let body = json!({"ttl": CLAIM_TTL, "grace": 60}).to_string();
+            let req = self.request(Method::POST, &format!("/v2/queues/{queue}/claims?limit={limit}"), Some(body));
+            let start = self.epoch.ms();
+            let out = self.send(req, true).await;
+            let resp_at = self.epoch.ms();
+            requests += 1;
+            self.ledger.lock().unwrap().op("claim", &out);
+            let Outcome::Answered(r) = out else { continue };
+            match r.status.as_u16() {
+                201 => empty_streak = 0,
+                204 => {
+                    empty_streak += 1;
+                    if producers_done.load(Ordering::SeqCst) && empty_streak >= 6 {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(40)).await;
+                    continue;
+                }
+                503 => continue,
+                s => {
+                    let body = String::from_utf8_lossy(&r.body).to_string();
+                    self.ledger.lock().unwrap().unexpected.push(format!("claim: {s} {body}"));
+                    continue;
+                }
+            }
+            let Some(cid) = r.header_value("location").and_then(|l| l.rsplit('/').next()).map(str::to_string) else {
+                self.ledger.lock().unwrap().unexpected.push("claim 201 without a location".into());
+                continue;
+            };
+            let messages = delivered(&r.json_body());
+            self.ledger.lock().unwrap().claims.insert(
+                cid.clone(),
+                ClaimRec { queue, start, resp: resp_at, messages: messages.clone(), release_start: None },
+            );
+            if self.rng.percent(10) {
+                let body = json!({"ttl": CLAIM_TTL, "grace": 60}).to_string();
+                let req = self.request(Method::PATCH, &format!("/v2/queues/{queue}/claims/{cid}"), Some(body));
+                let out = self.send(req, true).await;
+                requests += 1;
+                let mut l = self.ledger.lock().unwrap();
+                l.op("renew", &out);
+                if let Outcome::Answered(r) = &out {
+                    if !matches!(r.status.as_u16(), 204 | 503) {
+                        l.unexpected.push(format!(
+                            "renew of a live claim: {} {}",
+                            r.status,
+                            String::from_utf8_lossy(&r.body)
+                        ));
+                    }
+                }
+            }
+            let mut kept = 0;
+            for (id, _) in &messages {
+                // Some messages are left claimed, as by a consumer that crashed.
+                if self.rng.percent(12) {
+                    kept += 1;
+                    continue;
+                }
+                requests += self.delete(queue, &cid, id).await;
+            }
+            if kept > 0 && self.rng.percent(50) {
+                let req = self.request(Method::DELETE, &format!("/v2/queues/{queue}/claims/{cid}"), None);
+                let start = self.epoch.ms();
+                if let Some(c) = self.ledger.lock().unwrap().claims.get_mut(&cid) {
+                    c.release_start = Some(start);
+                }
+                let out = self.send(req, true).await;
+                requests += 1;
+                let mut l = self.ledger.lock().unwrap();
+                l.op("release", &out);
+                if let Outcome::Answered(r) = &out {
+                    if !matches!(r.status.as_u16(), 204 | 503) {
+                        l.unexpected.push(format!("release: {} {}", r.status, String::from_utf8_lossy(&r.body)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deletes a claimed message, retrying failures as a client would (a delete of a gone message is 204).
+    async fn delete(&mut self, queue: &str, cid: &str, id: &str) -> usize {
+        let path = format!("/v2/queues/{queue}/messages/{id}?claim_id={cid}");
+        let first = self.epoch.ms();
+        self.ledger.lock().unwrap().delete_started.insert((cid.to_string(), id.to_string()), first);
+        for attempt in 1..=3 {
+            let req = self.request(Method::DELETE, &path, None);
+            let out = self.send(req, true).await;
+            let at = self.epoch.ms();
+            let mut l = self.ledger.lock().unwrap();
+            l.op("delete", &out);
+            match &out {
+                Outcome::Answered(r) if r.status == 204 => {
+                    l.deleted.insert(id.to_string(), at);
+                    l.maybe_deleted.remove(id);
+                    return attempt;
+                }
+                Outcome::Answered(r) if r.status != 503 => {
+                    l.unexpected.push(format!(
+                        "delete of {id} under our live claim {cid}: {} {}",
+                        r.status,
+                        String::from_utf8_lossy(&r.body)
+                    ));
+                    return attempt;
+                }
+                _ => {
+                    l.maybe_deleted.insert(id.to_string());
+                }
+            }
+        }
+        3
+    }
+
+    /// Pops are never abandoned: a pop that removed messages and never answered loses them by design
+    /// (at-most-once), which is not what this test looks for.
+    async fn pop(&mut self, queue: &str) -> usize {
+        let n = self.rng.range(1, 5);
+        let req = self.request(Method::DELETE, &format!("/v2/queues/{queue}/messages?pop={n}"), None);
+        let start = self.epoch.ms();
+        let out = self.send(req, false).await;
+        let resp = self.epoch.ms();
+        let mut l = self.ledger.lock().unwrap();
+        l.op("pop", &out);
+        if let Outcome::Answered(r) = &out {
+            match r.status.as_u16() {
+                200 => {
+                    let messages = delivered(&r.json_body());
+                    for (id, _) in &messages {
+                        l.deleted.insert(id.clone(), resp);
+                    }
+                    l.pops.push(PopRec { start, resp, messages });
+                }
+                503 => l.failed_pops += 1,
+                s => l.unexpected.push(format!("pop: {s} {}", String::from_utf8_lossy(&r.body))),
+            }
+        }
+        1
+    }
+}
+
+/// Violations by invariant, with up to a few examples each.
+#[derive(Default)]
+struct Violations(BTreeMap<&'static str, (u64, Vec<String>)>);
+
+impl Violations {
+    fn add(&mut self, invariant: &'static str, example: String) {
+        let entry = self.0.entry(invariant).or_default();
+        entry.0 += 1;
+        if entry.1.len() < 5 {
+            entry.1.push(example);
+        }
+    }
+
+    fn merge(&mut self, other: Violations) {
+        for (name, (count, examples)) in other.0 {
+            let entry = self.0.entry(name).or_default();
+            entry.0 += count;
+            entry.1.extend(examples.into_iter().take(5 - entry.1.len().min(5)));
+        }
+    }
+
+    /// Prints them; panics if an invariant not known to fail was violated.
+    fn finish(&self, what: &str, seed: u64) {
+        let known_held: Vec<&&str> = KNOWN_FAILING.iter().filter(|k| !self.0.contains_key(**k)).collect();
+        if self.0.is_empty() {
+            eprintln!("[{what}] no invariant violated (seed {seed:#x})");
+        }
+        for (name, (count, examples)) in &self.0 {
+            let known = if KNOWN_FAILING.contains(name) { " (known, issue 10)" } else { "" };
+            eprintln!("[{what}] VIOLATED {name}{known}: {count} case(s), seed {seed:#x}");
+            for e in examples {
+                eprintln!("    {e}");
+            }
+        }
+        if !known_held.is_empty() {
+            eprintln!("[{what}] held this run although listed in KNOWN_FAILING: {known_held:?}");
+        }
+        let new: Vec<&str> = self.0.keys().copied().filter(|k| !KNOWN_FAILING.contains(k)).collect();
+        assert!(new.is_empty(), "[{what}] invariants violated: {new:?} (seed {seed:#x}, ZAQAR_FAULT_SEED to replay)");
+    }
+}
+
+/// Every message of a queue, `include_claimed` or not: id → (tag, claim id from the href).
+async fn list_all(
+    c: &Client<'_>,
+    queue: &str,
+    include_claimed: bool,
+) -> Result<BTreeMap<String, (Option<Tag>, Option<String>)>, String> {
+    let mut out = BTreeMap::new();
+    let mut path = format!("/v2/queues/{queue}/messages?limit=20&echo=true&include_claimed={include_claimed}");
+    for _ in 0..10_000 {
+        let r = c.get(&path).await;
+        let (s, v) = sj(&r);
+        if s != 200 {
+            return Err(format!("listing {queue}: {s} {v}"));
+        }
+        let messages = v["messages"].as_array().cloned().unwrap_or_default();
+        if messages.is_empty() {
+            return Ok(out);
+        }
+        for m in messages {
+            let id = m["id"].as_str().unwrap_or_default().to_string();
+            let claim = m["href"].as_str().and_then(|h| h.split_once("claim_id=")).map(|(_, c)| c.to_string());
+            out.insert(id, (tag_of(&m["body"]), claim));
+        }
+        match v["links"][0]["href"].as_str() {
+            Some(next) => path = next.to_string(),
+            None => return Ok(out),
+        }
+    }
+    Err(format!("listing {queue} did not end"))
+}
+
+/// What the queue holds at quiescence.
+struct Snapshot {
+    /// id → (tag, claim id in its href)
+    all: BTreeMap<String, (Option<Tag>, Option<String>)>,
+    unclaimed: HashSet<String>,
+}
+
+async fn snapshot(c: &Client<'_>, queue: &str) -> Snapshot {
+    let all = list_all(c, queue, true).await.expect("listing at quiescence");
+    let unclaimed = list_all(c, queue, false).await.expect("listing at quiescence").into_keys().collect();
+    Snapshot { all, unclaimed }
+}
+
+/// Checks `counts` and `orphan-claim` on a queue's snapshot.
+async fn check_counts_and_orphans(c: &Client<'_>, queue: &str, snap: &Snapshot, v: &mut Violations) {
+    let (s, stats) = sj(&c.get(&format!("/v2/queues/{queue}/stats")).await);
+    let truth_total = snap.all.len() as u64;
+    let truth_free = snap.all.keys().filter(|id| snap.unclaimed.contains(*id)).count() as u64;
+    let truth_claimed = truth_total - truth_free;
+    let m = &stats["messages"];
+    let got = (m["total"].as_u64(), m["claimed"].as_u64(), m["free"].as_u64());
+    if s != 200 || got != (Some(truth_total), Some(truth_claimed), Some(truth_free)) {
+        v.add(
+            "counts",
+            format!(
+                "{queue}: stats {s} total/claimed/free {:?}/{:?}/{:?}, listing shows {truth_total}/{truth_claimed}/{truth_free}",
+                got.0, got.1, got.2
+            ),
+        );
+    }
+    let mut claims: HashMap<String, Option<HashSet<String>>> = HashMap::new();
+    for (id, (_, cid)) in &snap.all {
+        if snap.unclaimed.contains(id) {
+            continue;
+        }
+        let Some(cid) = cid else {
+            v.add("orphan-claim", format!("{queue}: {id} is hidden from listings but carries no claim id"));
+            continue;
+        };
+        if !claims.contains_key(cid) {
+            let r = c.get(&format!("/v2/queues/{queue}/claims/{cid}")).await;
+            let held = (r.status == 200).then(|| delivered(&r.json_body()).into_iter().map(|(id, _)| id).collect());
+            claims.insert(cid.clone(), held);
+        }
+        match &claims[cid] {
+            None => v.add("orphan-claim", format!("{queue}: {id} is hidden by claim {cid}, which does not exist")),
+            Some(held) if !held.contains(id) => {
+                v.add("orphan-claim", format!("{queue}: {id} is hidden by claim {cid}, which does not list it"))
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+/// `stall`: after a failure, a post must not wait (beyond its DynamoDB calls) for more than 2 s, and its
+/// message must be claimable without 30 consecutive empty claims (3 s of 100 ms pauses) first. Time in
+/// DynamoDB calls is measured ([`faults::Meter`]) and left out, so a slow DynamoDB Local on a loaded
+/// machine is not mistaken for a stalled queue. Claims what it meets.
+async fn check_not_stalled(c: &Client<'_>, meter: &faults::Meter, queue: &str, v: &mut Violations) {
+    let (started, busy_before) = (Instant::now(), meter.busy());
+    let body = json!({"messages": [{"body": {"t": format!("probe-{queue}"), "i": 0}, "ttl": 3600}]}).to_string();
+    let r = c.post(&format!("/v2/queues/{queue}/messages"), &body).await;
+    let wall = started.elapsed();
+    let waited = wall.saturating_sub(meter.busy() - busy_before);
+    let (s, resp) = sj(&r);
+    if s != 201 {
+        v.add("stall", format!("{queue}: probe post answered {s} {resp}"));
+        return;
+    }
+    if waited > Duration::from_secs(2) {
+        v.add("stall", format!("{queue}: probe post took {wall:?}, {waited:?} of it not in DynamoDB calls"));
+    }
+    let probe = resp["resources"][0].as_str().and_then(|h| h.rsplit('/').next()).unwrap_or_default().to_string();
+    let mut empty = 0;
+    for _ in 0..200 {
+        let r = c.post(&format!("/v2/queues/{queue}/claims?limit=20"), r#"{"ttl": 300, "grace": 60}"#).await;
+        match r.status.as_u16() {
+            201 if delivered(&r.json_body()).iter().any(|(id, _)| *id == probe) => return,
+            201 => empty = 0,
+            _ => {
+                empty += 1;
+                if empty >= 30 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    v.add("stall", format!("{queue}: the probe message was not claimable after its post answered (30 empty claims)"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workload_under_faults() {
+    create_table().await;
+    let (base, meter) = faults::metered_app(config(), &endpoint()).await;
+    let proxy = proxy_url();
+    let plan = FaultPlan::mixed(fault_rate());
+    let seed = plan.seed;
+    let faults = Faults::new(plan);
+    let project = project();
+    let epoch = Epoch(Instant::now());
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let producers_done = Arc::new(AtomicBool::new(false));
+    eprintln!("fault workload: seed {seed:#x}, fault rate {}, proxy {proxy}, project {project}", fault_rate());
+
+    let checker = Client { app: &base, project: project.clone(), client_id: OTHER_CLIENT.into() };
+    for q in QUEUES {
+        assert_eq!(checker.put(&format!("/v2/queues/{q}"), None).await.status, 201);
+    }
+
+    let mut workers = Vec::new();
+    for w in 0..PRODUCERS + CONSUMERS {
+        let label = if w < PRODUCERS { format!("producer-{w}") } else { format!("consumer-{}", w - PRODUCERS) };
+        let injector = Injector::new(faults.clone(), &label, Mode::Random);
+        let app = faults::faulty_app(config(), &proxy, injector).await;
+        workers.push(Worker {
+            app,
+            project: project.clone(),
+            rng: Rng::for_label(seed, &format!("client-{label}")),
+            epoch,
+            ledger: ledger.clone(),
+        });
+    }
+    let mut handles = Vec::new();
+    let mut producers = Vec::new();
+    for (w, mut worker) in workers.into_iter().enumerate() {
+        if w < PRODUCERS {
+            producers.push(tokio::spawn(async move { worker.produce(w).await }));
+        } else {
+            let done = producers_done.clone();
+            handles.push(tokio::spawn(async move { worker.consume(&done).await }));
+        }
+    }
+    for p in producers {
+        p.await.expect("producer panicked");
+    }
+    producers_done.store(true, Ordering::SeqCst);
+    for h in handles {
+        h.await.expect("consumer panicked");
+    }
+    let workload_time = epoch.ms();
+
+    // Quiescence: no more faults, nobody working.
+    faults.set_enabled(false);
+    let report = faults.report();
+    let l = std::mem::take(&mut *ledger.lock().unwrap()); // every worker has finished
+    let mut v = Violations::default();
+    let mut snaps = HashMap::new();
+    for q in QUEUES {
+        snaps.insert(q, snapshot(&checker, q).await);
+    }
+    let present: HashMap<&String, &(Option<Tag>, Option<String>)> = snaps.values().flat_map(|s| s.all.iter()).collect();
+
+    // lost: acknowledged messages are deleted, popped or still there.
+    let mut ambiguous = 0;
+    for p in &l.posts {
+        if let PostOutcome::Acked(ids) = &p.outcome {
+            for id in ids {
+                if present.contains_key(id) || l.deleted.contains_key(id) {
+                    continue;
+                }
+                if l.maybe_deleted.contains(id) {
+                    ambiguous += 1;
+                    continue;
+                }
+                let delivered_by: Vec<&String> =
+                    l.claims.iter().filter(|(_, c)| c.messages.iter().any(|(m, _)| m == id)).map(|(c, _)| c).collect();
+                v.add(
+                    "lost",
+                    format!(
+                        "{}: message {id} of acknowledged post {} is gone, never deleted or popped (delivered by claims {delivered_by:?})",
+                        p.queue, p.token
+                    ),
+                );
+            }
+        }
+    }
+
+    // partial-post and duplicate: what each post shows, from deliveries and the final listing.
+    let mut seen: HashMap<&str, HashMap<u64, HashSet<&String>>> = HashMap::new();
+    let mut observed: Vec<(&String, &Option<Tag>)> = Vec::new();
+    observed.extend(l.claims.values().flat_map(|c| c.messages.iter()).map(|(id, tag)| (id, tag)));
+    observed.extend(l.pops.iter().flat_map(|p| p.messages.iter()).map(|(id, tag)| (id, tag)));
+    observed.extend(present.iter().map(|(id, (tag, _))| (*id, tag)));
+    for (id, tag) in observed {
+        if let Some(t) = tag {
+            seen.entry(t.token.as_str()).or_default().entry(t.i).or_default().insert(id);
+        }
+    }
+    let (mut failed_posts, mut abandoned_posts, mut failed_visible) = (0, 0, 0);
+    for p in &l.posts {
+        let shown = seen.get(p.token.as_str());
+        let positions = shown.map(|s| s.len() as u64).unwrap_or(0);
+        if let Some(dups) = shown.and_then(|s| s.iter().find(|(_, ids)| ids.len() > 1)) {
+            v.add("duplicate", format!("{}: post {} position {} stored as {:?}", p.queue, p.token, dups.0, dups.1));
+        }
+        match p.outcome {
+            PostOutcome::Acked(_) => continue,
+            PostOutcome::Failed(status) => {
+                failed_posts += 1;
+                if status != 503 {
+                    v.add("unexpected", format!("{}: post {} answered {status}", p.queue, p.token));
+                }
+            }
+            PostOutcome::Abandoned => abandoned_posts += 1,
+        }
+        if positions == p.n {
+            failed_visible += 1;
+        } else if positions > 0 {
+            v.add(
+                "partial-post",
+                format!("{}: post {} ({:?}) shows {positions} of its {} messages", p.queue, p.token, p.outcome, p.n),
+            );
+        }
+    }
+
+    // exclusive: certainly-live intervals of claims per message must not overlap.
+    let end_of = |cid: &String, c: &ClaimRec, id: &String| -> u64 {
+        let mut end = c.start + CLAIM_TTL as u64 * 1000;
+        if let Some(r) = c.release_start {
+            end = end.min(r);
+        }
+        if let Some(d) = l.delete_started.get(&(cid.clone(), id.clone())) {
+            end = end.min(*d);
+        }
+        end
+    };
+    let mut holders: HashMap<&String, Vec<(u64, u64, String)>> = HashMap::new();
+    for (cid, c) in &l.claims {
+        for (id, _) in &c.messages {
+            holders.entry(id).or_default().push((c.resp, end_of(cid, c, id), format!("claim {cid} on {}", c.queue)));
+        }
+    }
+    for (id, spans) in &holders {
+        for (a, sa) in spans.iter().enumerate() {
+            for sb in &spans[a + 1..] {
+                if sa.0.max(sb.0) < sa.1.min(sb.1) {
+                    v.add(
+                        "exclusive",
+                        format!("{id} held by {} ({}..{} ms) and {} ({}..{} ms)", sa.2, sa.0, sa.1, sb.2, sb.0, sb.1),
+                    );
+                }
+            }
+        }
+        if let Some(at) = l.deleted.get(*id) {
+            for s in spans.iter().filter(|s| s.0 > *at + 1) {
+                v.add("exclusive", format!("{id} delivered by {} at {} ms after its delete at {at} ms", s.2, s.0));
+            }
+        }
+    }
+    let mut popped: HashMap<&String, u32> = HashMap::new();
+    for p in &l.pops {
+        for (id, _) in &p.messages {
+            *popped.entry(id).or_default() += 1;
+            for s in holders.get(id).into_iter().flatten() {
+                if s.0 <= p.start && p.resp <= s.1 {
+                    v.add("exclusive", format!("{id} popped ({}..{} ms) while {} held it", p.start, p.resp, s.2));
+                }
+            }
+        }
+    }
+    for (id, n) in popped.iter().filter(|(_, n)| **n > 1) {
+        v.add("exclusive", format!("{id} popped {n} times"));
+    }
+
+    // counts and orphan-claim per queue; then retry-after and unexpected; stall last (it claims).
+    for q in QUEUES {
+        check_counts_and_orphans(&checker, q, &snaps[q], &mut v).await;
+    }
+    if !l.missing_retry_after.is_empty() {
+        let mut by_op: BTreeMap<&str, u64> = BTreeMap::new();
+        for op in &l.missing_retry_after {
+            *by_op.entry(op.as_str()).or_default() += 1;
+        }
+        v.add(
+            "retry-after",
+            format!("{} of {} 503 responses lack Retry-After: {by_op:?}", l.missing_retry_after.len(), l.responses_503),
+        );
+    }
+    for u in &l.unexpected {
+        v.add("unexpected", u.clone());
+    }
+    for q in QUEUES {
+        check_not_stalled(&checker, &meter, q, &mut v).await;
+    }
+
+    let acked: u64 = l
+        .posts
+        .iter()
+        .filter_map(|p| match &p.outcome {
+            PostOutcome::Acked(ids) => Some(ids.len() as u64),
+            _ => None,
+        })
+        .sum();
+    eprintln!(
+        "fault workload: {} requests in {:.1} s (seed {seed:#x}); {acked} messages acknowledged, {} deleted or popped, {} left; \
+         {failed_posts} failed and {abandoned_posts} abandoned posts ({failed_visible} of them fully visible); \
+         {} claims, {} pops ({} failed); {ambiguous} messages whose delete never answered",
+        l.total_ops(),
+        workload_time as f64 / 1000.0,
+        l.deleted.len(),
+        present.len(),
+        l.claims.len(),
+        l.pops.len(),
+        l.failed_pops,
+    );
+    let ops: Vec<String> = l.ops.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+    eprintln!("requests by outcome: {}", ops.join(", "));
+    eprintln!("{report}");
+    assert!(report.injected_total() > 0 || fault_rate() == 0.0, "no fault was injected: the harness is not wired");
+    v.finish("workload", seed);
+}
+
+/// One step of the sweep: what failed where.
+fn step_name(what: &str, kind: FaultKind, from: u64) -> String {
+    format!("{what} failing from DynamoDB call {} ({})", from + 1, kind.name())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_at_every_step() {
+    create_table().await;
+    let proxy = proxy_url();
+    let faults = Faults::new(FaultPlan::mixed(0.0));
+    let seed = faults.plan.seed;
+    let project = project();
+    // The three kinds run side by side, each with its own clients (and meter), on their own queues.
+    let kinds = [FaultKind::ServerErrorBefore, FaultKind::ServerErrorAfter, FaultKind::ResetAfter];
+    let results = futures::future::join_all(kinds.map(|kind| sweep_kind(kind, &proxy, faults.clone(), &project))).await;
+    let mut v = Violations::default();
+    let mut steps = 0;
+    for (kind_violations, kind_steps) in results {
+        v.merge(kind_violations);
+        steps += kind_steps;
+    }
+    eprintln!("failure sweep: {steps} failing requests checked (seed {seed:#x}); {}", faults.report());
+    v.finish("sweep", seed);
+}
+
+/// Every post, claim, release and pop failing from its 1st, 2nd, 3rd … DynamoDB call on with `kind`.
+async fn sweep_kind(kind: FaultKind, proxy: &str, faults: Arc<Faults>, project: &str) -> (Violations, u32) {
+    const POST_SIZE: u64 = 30; // more than one 25-item batch
+    const MAX_STEPS: u64 = 40;
+    let (base, meter) = faults::metered_app(config(), &endpoint()).await;
+    let injector = Injector::new(faults, &format!("sweep-{}", kind.name()), Mode::Off);
+    let faulty = faults::faulty_app(config(), proxy, injector.clone()).await;
+    let c = Client { app: &faulty, project: project.to_string(), client_id: CLIENT.into() };
+    let checker = Client { app: &base, project: project.to_string(), client_id: OTHER_CLIENT.into() };
+    let mut v = Violations::default();
+    let mut steps = 0;
+    // Posts: a fresh queue per step, so a stall the failure leaves behind shows on the probe.
+    for from in 0..MAX_STEPS {
+        let queue = format!("sw-post-{}-{from}", kind.name());
+        assert_eq!(checker.put(&format!("/v2/queues/{queue}"), None).await.status, 201);
+        let token = format!("sweep-{}-{from}", kind.name());
+        let messages: Vec<Value> = (0..POST_SIZE).map(|i| json!({"body": {"t": token, "i": i}, "ttl": 3600})).collect();
+        injector.set_mode(Mode::FailFrom { from, kind });
+        let r = c.post(&format!("/v2/queues/{queue}/messages"), &json!({ "messages": messages }).to_string()).await;
+        let reached = injector.executions();
+        injector.set_mode(Mode::Off);
+        steps += 1;
+        let name = step_name("post", kind, from);
+        if r.status == 503 && r.header_value("retry-after").is_none() {
+            v.add("retry-after", format!("{name}: 503 without Retry-After"));
+        }
+        if !matches!(r.status.as_u16(), 201 | 503) {
+            v.add("unexpected", format!("{name}: {} {}", r.status, String::from_utf8_lossy(&r.body)));
+        }
+        check_not_stalled(&checker, &meter, &queue, &mut v).await;
+        let snap = snapshot(&checker, &queue).await;
+        let shown = snap.all.values().filter(|(t, _)| t.as_ref().is_some_and(|t| t.token == token)).count() as u64;
+        if r.status == 201 && shown != POST_SIZE {
+            v.add("lost", format!("{name}: answered 201 but shows {shown} of {POST_SIZE}"));
+        } else if r.status != 201 && shown != 0 && shown != POST_SIZE {
+            v.add("partial-post", format!("{name}: answered {} and shows {shown} of {POST_SIZE}", r.status));
+        }
+        check_counts_and_orphans(&checker, &queue, &snapshot(&checker, &queue).await, &mut v).await;
+        if reached <= from {
+            break; // the post finished before the failing call: later steps change nothing
+        }
+    }
+
+    // Claims, releases and pops on a queue of 8 messages.
+    for what in ["claim", "release", "pop"] {
+        for from in 0..MAX_STEPS {
+            let queue = format!("sw-{what}-{}-{from}", kind.name());
+            let messages: Vec<Value> = (0..8).map(|i| json!({"body": {"t": "c", "i": i}, "ttl": 3600})).collect();
+            let posted = checker
+                .post(&format!("/v2/queues/{queue}/messages"), &json!({ "messages": messages }).to_string())
+                .await;
+            assert_eq!(posted.status, 201);
+            let mut cid = None;
+            if what == "release" {
+                let r =
+                    checker.post(&format!("/v2/queues/{queue}/claims?limit=5"), r#"{"ttl": 300, "grace": 60}"#).await;
+                assert_eq!(r.status, 201);
+                cid = r.header_value("location").and_then(|l| l.rsplit('/').next()).map(str::to_string);
+            }
+            let before = snapshot(&checker, &queue).await;
+            injector.set_mode(Mode::FailFrom { from, kind });
+            let r = match what {
+                "claim" => c.post(&format!("/v2/queues/{queue}/claims?limit=5"), r#"{"ttl": 300, "grace": 60}"#).await,
+                "release" => c.delete(&format!("/v2/queues/{queue}/claims/{}", cid.clone().unwrap_or_default())).await,
+                _ => c.delete(&format!("/v2/queues/{queue}/messages?pop=5")).await,
+            };
+            let reached = injector.executions();
+            injector.set_mode(Mode::Off);
+            steps += 1;
+            let name = step_name(what, kind, from);
+            if r.status == 503 && r.header_value("retry-after").is_none() {
+                v.add("retry-after", format!("{name}: 503 without Retry-After"));
+            }
+            if !matches!(r.status.as_u16(), 200 | 201 | 204 | 503) {
+                v.add("unexpected", format!("{name}: {} {}", r.status, String::from_utf8_lossy(&r.body)));
+            }
+            let after = snapshot(&checker, &queue).await;
+            check_counts_and_orphans(&checker, &queue, &after, &mut v).await;
+            if what == "pop" {
+                let returned: HashSet<String> = if r.status == 200 {
+                    delivered(&r.json_body()).into_iter().map(|(id, _)| id).collect()
+                } else {
+                    HashSet::new()
+                };
+                let removed: HashSet<String> =
+                    before.all.keys().filter(|id| !after.all.contains_key(*id)).cloned().collect();
+                if removed != returned {
+                    v.add(
+                        "pop-report",
+                        format!(
+                            "{name}: answered {} returning {} messages, removed {}",
+                            r.status,
+                            returned.len(),
+                            removed.len()
+                        ),
+                    );
+                }
+            }
+            if what == "claim" && r.status == 201 {
+                let ids: Vec<String> = delivered(&r.json_body()).into_iter().map(|(id, _)| id).collect();
+                let hidden = ids.iter().filter(|id| after.unclaimed.contains(*id)).count();
+                if hidden > 0 {
+                    v.add("exclusive", format!("{name}: {hidden} claimed messages are still listed as free"));
+                }
+            }
+            if reached <= from {
+                break;
+            }
+        }
+    }
+    (v, steps)
+}
