@@ -151,8 +151,10 @@ async fn fill(app: &App, project: &ProjectId, queue: &QueueName, n: u64, ttl: i6
     let mut ids = Vec::with_capacity(n as usize);
     let mut left = n as usize;
     let mut batch_no = 0;
+    // At least 16 posts (one per producer) whenever the depth allows, so every shard gets its share.
+    let batch = FILL_BATCH.min((n as usize / 16).max(10));
     while left > 0 {
-        let size = left.min(FILL_BATCH);
+        let size = left.min(batch);
         let msgs: Vec<NewMessage> =
             (0..size).map(|i| NewMessage { body: setup::body(i), ttl_s: ttl, delay_s: None }).collect();
         let client = producer(batch_no % 16);

@@ -336,6 +336,23 @@ pub async fn run(o: Options) {
         short_key(&hot_r.0, &info.gen, &project),
         hot_r.1
     ));
+    // The rate at which the first key reaches a limit, with the same spread over keys.
+    let ceiling = rows
+        .iter()
+        .map(|(k, wps, rps, _)| {
+            let cache = if *k == record_pk { f64::from(o.containers) * record_read } else { 0.0 };
+            let by_w = if *wps > 0.0 { 1000.0 * o.rate / wps } else { f64::INFINITY };
+            let by_r = if *rps > cache { (3000.0 - cache).max(0.0) * o.rate / (rps - cache) } else { f64::INFINITY };
+            (by_w.min(by_r), k.clone())
+        })
+        .min_by(|a, b| a.0.total_cmp(&b.0));
+    if let Some((limit, k)) = ceiling {
+        w(format!(
+            "With this spread the first key to reach its limit is `{}`, at about {:.0} lifecycles/s.",
+            short_key(&k, &info.gen, &project),
+            limit
+        ));
+    }
     w(String::new());
     w(format!("hottest partition key at {} lifecycles/s: {:.0} WCU/s, {:.0} RCU/s", o.rate, hot_w.1, hot_r.1));
     print!("{md}");
