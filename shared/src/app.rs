@@ -47,30 +47,31 @@ async fn signing_key_from_secrets_manager(sdk: &aws_config::SdkConfig) -> Option
     }
 }
 
-/// Sets up `tracing` once per process: JSON lines on Lambda, `RUST_LOG` filtering everywhere.
+/// Sets up `tracing` for a Lambda function with the runtime's own subscriber, which follows Lambda's
+/// logging controls: `AWS_LAMBDA_LOG_FORMAT=JSON` (the template's setting) writes JSON lines, and
+/// `AWS_LAMBDA_LOG_LEVEL` takes precedence over `RUST_LOG`. Plain text elsewhere (`cargo lambda watch`).
 pub fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("AWS_LAMBDA_FUNCTION_NAME").is_ok();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
-    let _ = if json { builder.json().without_time().try_init() } else { builder.try_init() };
+    lambda_http::tracing::init_default_subscriber();
 }
 
 /// Runs an HTTP resource-group handler on Lambda: tracing, config and client once, then requests.
 /// A cheap DynamoDB call at init opens the TLS connection before the first request needs it.
+/// `run_concurrent` honours `AWS_LAMBDA_MAX_CONCURRENCY` (Lambda Managed Instances, and `cargo lambda
+/// watch`, which sets it to 1) and runs one request at a time when it is unset.
 pub async fn run_http<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
 where
-    F: Fn(App, crate::ApiRequest) -> Fut + Send + Sync,
-    Fut: std::future::Future<Output = crate::ApiResponse> + Send,
+    F: Fn(App, crate::ApiRequest) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = crate::ApiResponse> + Send + 'static,
 {
     init_tracing();
     let app = App::from_env().await;
     let _ = app.store.ping().await;
-    let handler = &handler;
-    let app = &app;
-    lambda_http::run(lambda_http::service_fn(move |req: lambda_http::Request| async move {
-        let resp = handler(app.clone(), crate::ApiRequest::from_lambda(req)).await;
-        Ok::<_, std::convert::Infallible>(resp.into_lambda())
+    lambda_http::run_concurrent(lambda_http::service_fn(move |req: lambda_http::Request| {
+        let (app, handler) = (app.clone(), handler.clone());
+        async move {
+            let resp = handler(app, crate::ApiRequest::from_lambda(req)).await;
+            Ok::<_, std::convert::Infallible>(resp.into_lambda())
+        }
     }))
     .await
 }

@@ -1,14 +1,30 @@
-//! A small HTTP/1.1 server that hands each request to the resource group's handler, unchanged.
+//! The local HTTP/1.1 server: each request's body read whole, then handed unchanged to the function
+//! API Gateway would route it to. One access-log line per request (tower-http's `TraceLayer`):
+//!
+//! `INFO request{method=PUT path=/v2/queues/demo}: served status=201 latency=3.1ms request_id=req-…`
+//!
+//! Requests refused before routing (unparsable heads, unreadable or oversized bodies) get Zaqar-style
+//! JSON errors too (see [`crate::http_errors`]).
 
+use crate::http_errors::JsonHttpErrors;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http::StatusCode;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use std::net::SocketAddr;
+use hyper_util::service::TowerToHyperService;
+use std::convert::Infallible;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
 use zaqar::route::{route, Group};
-use zaqar::{ApiRequest, ApiResponse, App};
+use zaqar::{ApiError, ApiRequest, ApiResponse, App};
+
+/// The largest request body read, as API Gateway's 10 MB payload limit.
+const MAX_BODY: usize = 10 * 1024 * 1024;
 
 /// Sends a request to the function API Gateway would route it to (unknown paths: the health
 /// function's catch-all, which answers Zaqar's 404).
@@ -23,9 +39,19 @@ pub async fn dispatch(app: &App, req: ApiRequest) -> ApiResponse {
     }
 }
 
-async fn to_api_request(req: hyper::Request<Incoming>) -> Result<ApiRequest, hyper::Error> {
+async fn to_api_request(req: hyper::Request<Incoming>) -> Result<ApiRequest, ApiError> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await?.to_bytes().to_vec();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes().to_vec(),
+        Err(e) if e.is::<LengthLimitError>() => {
+            let description = "The request body is larger than this server accepts (10 MiB).";
+            return Err(ApiError::http(StatusCode::PAYLOAD_TOO_LARGE, description));
+        }
+        Err(e) => {
+            let description = format!("The request body could not be read ({e}): check its framing.");
+            return Err(ApiError::http(StatusCode::BAD_REQUEST, description));
+        }
+    };
     let has_content_length = parts.headers.contains_key(http::header::CONTENT_LENGTH) || !body.is_empty();
     Ok(ApiRequest {
         method: parts.method,
@@ -45,29 +71,47 @@ fn to_hyper(resp: ApiResponse) -> hyper::Response<Full<Bytes>> {
     }
     builder.body(Full::new(Bytes::from(resp.body))).unwrap_or_else(|_| {
         let mut r = hyper::Response::new(Full::new(Bytes::new()));
-        *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
         r
     })
 }
 
-pub async fn serve(app: App, addr: SocketAddr) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+async fn handle(app: App, req: hyper::Request<Incoming>) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    let resp = match to_api_request(req).await {
+        Ok(api_req) => dispatch(&app, api_req).await,
+        Err(e) => zaqar::transport::respond(Err(e)),
+    };
+    Ok(to_hyper(resp))
+}
+
+fn access_log(resp: &hyper::Response<Full<Bytes>>, latency: Duration, _: &Span) {
+    let id = resp.headers().get("x-openstack-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+    tracing::info!(status = resp.status().as_u16(), ?latency, request_id = %id, "served");
+}
+
+/// Serves the API on `listener` until the process ends.
+pub async fn serve(app: App, listener: TcpListener) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let service = ServiceBuilder::new()
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &hyper::Request<Incoming>| {
+                    // The path only: query strings may carry values that do not belong in logs.
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                })
+                .on_request(())
+                .on_response(access_log)
+                .on_body_chunk(())
+                .on_eos(())
+                .on_failure(()),
+        )
+        .service_fn(move |req| handle(app.clone(), req));
     loop {
         let (stream, _) = listener.accept().await?;
-        let app = app.clone();
+        let service = TowerToHyperService::new(service.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let app = app.clone();
-                async move {
-                    let method = req.method().clone();
-                    let path = req.uri().path().to_string();
-                    let api_req = to_api_request(req).await?;
-                    let resp = dispatch(&app, api_req).await;
-                    tracing::debug!(%method, %path, status = resp.status.as_u16(), "request");
-                    Ok::<_, hyper::Error>(to_hyper(resp))
-                }
-            });
-            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+            let io = TokioIo::new(JsonHttpErrors::new(stream));
+            // writev(false): each response reaches the socket as one buffer (see http_errors).
+            if let Err(e) = http1::Builder::new().writev(false).serve_connection(io, service).await {
                 tracing::debug!(error = %e, "connection closed with an error");
             }
         });
