@@ -69,7 +69,14 @@ where
     lambda_http::run_concurrent(lambda_http::service_fn(move |req: lambda_http::Request| {
         let (app, handler) = (app.clone(), handler.clone());
         async move {
-            let resp = handler(app, crate::ApiRequest::from_lambda(req)).await;
+            let started = std::time::Instant::now();
+            let req = crate::ApiRequest::from_lambda(req);
+            let (method, path) = (req.method.clone(), req.path.clone());
+            let resp = handler(app, req).await;
+            // One line per request, as the local server's access log (path only: see there).
+            let id = resp.header_value("x-openstack-request-id").unwrap_or("-");
+            let (status, latency) = (resp.status.as_u16(), started.elapsed());
+            tracing::info!(%method, %path, status, ?latency, request_id = %id, "served");
             Ok::<_, std::convert::Infallible>(resp.into_lambda())
         }
     }))
