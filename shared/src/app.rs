@@ -67,11 +67,21 @@ async fn signing_key_from_secrets_manager(sdk: &aws_config::SdkConfig, arn: &str
     }
 }
 
-/// Sets up `tracing` once per process: JSON lines on Lambda, `RUST_LOG` filtering everywhere.
+/// Sets up `tracing` once per process: JSON lines on Lambda, plain text (no colour codes, for log
+/// files) elsewhere; `AWS_LAMBDA_LOG_LEVEL` (Lambda's logging control) or `RUST_LOG` filters.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let json = std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some();
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().map(|l| l.to_lowercase());
+    let filter = match level.and_then(|l| tracing_subscriber::EnvFilter::try_new(l).ok()) {
+        Some(filter) => filter,
+        None => tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    };
+    // Lambda's log controls: AWS_LAMBDA_LOG_FORMAT (the template sets JSON) and AWS_LAMBDA_LOG_LEVEL.
+    // Our own subscriber rather than lambda_runtime's default one, so tests can capture the exact format.
+    let json = match std::env::var("AWS_LAMBDA_LOG_FORMAT") {
+        Ok(format) => format.eq_ignore_ascii_case("json"),
+        Err(_) => std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some(),
+    };
     let _ = tracing::subscriber::set_global_default(log_subscriber(json, filter, std::io::stdout));
 }
 
@@ -85,7 +95,8 @@ pub fn log_subscriber<W>(
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(writer);
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(false).with_writer(writer);
     if json {
         Box::new(builder.json().without_time().finish())
     } else {
@@ -95,19 +106,23 @@ where
 
 /// Runs an HTTP resource-group handler on Lambda: tracing, config and client once, then requests.
 /// A cheap DynamoDB call at init opens the TLS connection before the first request needs it.
+/// `run_concurrent` honours `AWS_LAMBDA_MAX_CONCURRENCY` (Lambda Managed Instances, and `cargo lambda
+/// watch`, which sets it to 1) and runs one request at a time when it is unset.
 pub async fn run_http<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
 where
-    F: Fn(App, crate::ApiRequest) -> Fut + Send + Sync,
-    Fut: std::future::Future<Output = crate::ApiResponse> + Send,
+    F: Fn(App, crate::ApiRequest) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = crate::ApiResponse> + Send + 'static,
 {
     init_tracing();
     let app = crate::vars::exit_on_error(App::from_env().await);
     let _ = app.store.ping().await;
-    let handler = &handler;
-    let app = &app;
-    lambda_http::run(lambda_http::service_fn(move |req: lambda_http::Request| async move {
-        let resp = handler(app.clone(), crate::ApiRequest::from_lambda(req)).await;
-        Ok::<_, std::convert::Infallible>(resp.into_lambda())
+    lambda_http::run_concurrent(lambda_http::service_fn(move |req: lambda_http::Request| {
+        let (app, handler) = (app.clone(), handler.clone());
+        async move {
+            // The transport logs the request (one line, in a span with its request id).
+            let resp = handler(app, crate::ApiRequest::from_lambda(req)).await;
+            Ok::<_, std::convert::Infallible>(resp.into_lambda())
+        }
     }))
     .await
 }

@@ -123,6 +123,14 @@ impl ApiError {
         .with_header("retry-after", RETRY_AFTER_SECONDS.to_string())
     }
 
+    /// A request the HTTP layer refused before any handler ran (unreadable framing, oversized URI or
+    /// header fields, oversized body), titled the way falcon titles its HTTP errors ("431 Request
+    /// Header Fields Too Large").
+    pub fn http(status: StatusCode, description: impl Into<String>) -> Self {
+        let title = format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or("Error"));
+        Self::new(status, &title, description)
+    }
+
     pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
         self.headers.push((name.to_string(), value.into()));
         self

@@ -248,6 +248,7 @@ where
         "request",
         request_id = %request_id,
         method = %req.method,
+        path = %req.path,
         route = tracing::field::Empty,
         project = tracing::field::Empty,
         status = tracing::field::Empty,
@@ -263,9 +264,25 @@ where
             Err(e) => Err(e),
         }
     };
+    let started = std::time::Instant::now();
     let result = handled.instrument(span.clone()).await;
     let _entered = span.enter();
-    respond(result, request_id)
+    let resp = respond(result, request_id);
+    // The access log: one line per request, inside the span (path parameters and the query string stay
+    // out of it; the route template names the resource).
+    tracing::info!(status = resp.status.as_u16(), latency = ?started.elapsed(), "served");
+    resp
+}
+
+/// The response for a request refused before it could be routed (an unreadable or oversized body at
+/// the local server), with the same headers and log line as any other.
+pub fn refused(e: ApiError) -> ApiResponse {
+    let request_id = format!("req-{}", uuid::Uuid::new_v4());
+    let span = tracing::info_span!("request", request_id = %request_id, status = tracing::field::Empty);
+    let _entered = span.enter();
+    let resp = respond(Err(e), request_id);
+    tracing::info!(status = resp.status.as_u16(), "served");
+    resp
 }
 /// Version discovery, `GET /` (docs/api.md#versions): needs no Client-ID or project.
 fn versions() -> ApiResponse {
@@ -297,7 +314,6 @@ fn respond(result: Result<ApiResponse, ApiError>, request_id: String) -> ApiResp
     }
     resp.headers.push(("x-openstack-request-id".into(), request_id));
     tracing::Span::current().record("status", resp.status.as_u16());
-    tracing::debug!(status = resp.status.as_u16(), "request done");
     resp
 }
 

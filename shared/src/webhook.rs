@@ -9,6 +9,7 @@
 //!
 //! `webhook_allow` (config) lists host names, addresses or CIDR ranges that are allowed anyway.
 
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use url::{Host, Url};
 
@@ -25,6 +26,8 @@ pub enum Subscriber {
 }
 
 /// The URI scheme the way Python's `urlparse` reads it (lower-cased), if the text has one.
+/// Hand-written rather than taken from `url::Url`: which texts count as having a scheme decides which
+/// of Zaqar's error texts a client gets, so it follows `urlparse`, not the WHATWG URL standard.
 pub fn scheme(uri: &str) -> Option<String> {
     let (scheme, _) = uri.split_once(':')?;
     let mut chars = scheme.chars();
@@ -65,18 +68,20 @@ pub fn parse_subscriber(uri: &str) -> Result<Subscriber, String> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AllowList {
     hosts: Vec<String>,
-    nets: Vec<(IpAddr, u8)>,
+    nets: Vec<IpNet>,
 }
 
 impl AllowList {
+    /// Reads each entry as a CIDR range (`10.0.0.0/8`, `[fd00::]/8`), else an address (`127.0.0.1`,
+    /// `[::1]`), else a host name. Host bits in a range are ignored (`10.1.2.3/8` is `10.0.0.0/8`).
     pub fn parse(entries: &[String]) -> Self {
         let mut list = AllowList::default();
         for entry in entries.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
-            let bare = entry.trim_start_matches('[').trim_end_matches(']');
-            if let Some(net) = parse_cidr(bare) {
-                list.nets.push(net);
+            let bare = entry.replace(['[', ']'], "");
+            if let Ok(net) = bare.parse::<IpNet>() {
+                list.nets.push(net.trunc());
             } else if let Ok(ip) = bare.parse::<IpAddr>() {
-                list.nets.push((ip, if ip.is_ipv4() { 32 } else { 128 }));
+                list.nets.push(IpNet::from(ip));
             } else {
                 list.hosts.push(entry.trim_end_matches('.').to_ascii_lowercase());
             }
@@ -93,64 +98,68 @@ impl AllowList {
     /// An address inside a listed address or range (IPv4-mapped IPv6 also matches its IPv4 entry).
     pub fn allows_ip(&self, ip: IpAddr) -> bool {
         let candidates = [Some(ip), embedded_v4(ip).map(IpAddr::V4)];
-        candidates.into_iter().flatten().any(|ip| self.nets.iter().any(|(net, len)| in_net(ip, *net, *len)))
+        candidates.into_iter().flatten().any(|ip| self.nets.iter().any(|net| net.contains(&ip)))
     }
 }
 
-fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
-    let (addr, len) = text.split_once('/')?;
-    let ip: IpAddr = addr.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
-    let len: u8 = len.parse().ok()?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    (len <= max).then_some((ip, len))
+const fn net4(a: u8, b: u8, c: u8, d: u8, len: u8) -> Ipv4Net {
+    Ipv4Net::new_assert(Ipv4Addr::new(a, b, c, d), len)
 }
 
-fn in_net(ip: IpAddr, net: IpAddr, len: u8) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => prefix_eq(u32::from(a) as u128, u32::from(b) as u128, len, 32),
-        (IpAddr::V6(a), IpAddr::V6(b)) => prefix_eq(u128::from(a), u128::from(b), len, 128),
-        _ => false,
-    }
+#[allow(clippy::too_many_arguments)]
+const fn net6(a: u16, b: u16, c: u16, d: u16, e: u16, f: u16, g: u16, h: u16, len: u8) -> Ipv6Net {
+    Ipv6Net::new_assert(Ipv6Addr::new(a, b, c, d, e, f, g, h), len)
 }
 
-fn prefix_eq(a: u128, b: u128, len: u8, bits: u8) -> bool {
-    let shift = bits.saturating_sub(len) as u32;
-    if shift >= 128 {
-        return true;
-    }
-    (a >> shift) == (b >> shift)
-}
+/// IPv4 ranges a webhook must not reach (IANA special-purpose registry, plus cloud host services).
+const REFUSED_V4: [(Ipv4Net, &str); 17] = [
+    (net4(0, 0, 0, 0, 8), "unspecified (0.0.0.0/8)"),
+    (net4(10, 0, 0, 0, 8), "private (10.0.0.0/8)"),
+    (net4(100, 64, 0, 0, 10), "carrier-grade NAT (100.64.0.0/10)"),
+    (net4(127, 0, 0, 0, 8), "loopback"),
+    (net4(169, 254, 0, 0, 16), "link-local / instance metadata"),
+    (net4(172, 16, 0, 0, 12), "private (172.16.0.0/12)"),
+    (net4(192, 0, 0, 0, 24), "IETF protocol assignments"),
+    (net4(192, 0, 2, 0, 24), "documentation"),
+    (net4(192, 88, 99, 0, 24), "6to4 relay anycast"),
+    (net4(192, 168, 0, 0, 16), "private (192.168.0.0/16)"),
+    (net4(198, 18, 0, 0, 15), "benchmarking"),
+    (net4(198, 51, 100, 0, 24), "documentation"),
+    (net4(203, 0, 113, 0, 24), "documentation"),
+    (net4(224, 0, 0, 0, 4), "multicast"),
+    (net4(240, 0, 0, 0, 4), "reserved"),
+    (net4(255, 255, 255, 255, 32), "broadcast"),
+    (net4(168, 63, 129, 16, 32), "cloud host service"),
+];
 
-fn v4_in(ip: Ipv4Addr, net: [u8; 4], len: u8) -> bool {
-    prefix_eq(u32::from(ip) as u128, u32::from(Ipv4Addr::from(net)) as u128, len, 32)
-}
+/// IPv6 ranges a webhook must not reach (loopback, unspecified and IPv4-embedding forms are checked
+/// separately in [`refused_ip`]).
+const REFUSED_V6: [(Ipv6Net, &str); 9] = [
+    (net6(0xfc00, 0, 0, 0, 0, 0, 0, 0, 7), "unique local (fc00::/7, incl. fd00:ec2::254)"),
+    (net6(0xfe80, 0, 0, 0, 0, 0, 0, 0, 10), "link-local"),
+    (net6(0xfec0, 0, 0, 0, 0, 0, 0, 0, 10), "site-local"),
+    (net6(0xff00, 0, 0, 0, 0, 0, 0, 0, 8), "multicast"),
+    (net6(0x64, 0xff9b, 1, 0, 0, 0, 0, 0, 48), "local-use NAT64"),
+    (net6(0x100, 0, 0, 0, 0, 0, 0, 0, 64), "discard-only"),
+    (net6(0x2001, 0, 0, 0, 0, 0, 0, 0, 32), "Teredo (embeds an IPv4 address)"),
+    (net6(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0, 32), "documentation"),
+    (net6(0x2001, 0x10, 0, 0, 0, 0, 0, 0, 28), "ORCHID"),
+];
 
-fn v6_in(ip: Ipv6Addr, net: Ipv6Addr, len: u8) -> bool {
-    prefix_eq(u128::from(ip), u128::from(net), len, 128)
-}
+/// IPv6 prefixes whose last 32 bits are an IPv4 address a packet may be translated to.
+const V4_IN_LOW_BITS: [Ipv6Net; 4] = [
+    net6(0, 0, 0, 0, 0, 0xffff, 0, 0, 96),    // ::ffff:0:0/96, IPv4-mapped
+    net6(0, 0, 0, 0, 0xffff, 0, 0, 0, 96),    // ::ffff:0:0:0/96, IPv4-translated
+    net6(0, 0, 0, 0, 0, 0, 0, 0, 96),         // ::/96, IPv4-compatible (deprecated)
+    net6(0x64, 0xff9b, 0, 0, 0, 0, 0, 0, 96), // 64:ff9b::/96, NAT64
+];
+
+/// 6to4 (2002::/16): the IPv4 address is in bits 16..48 (`2002:AABB:CCDD::`).
+const SIX_TO_FOUR: Ipv6Net = net6(0x2002, 0, 0, 0, 0, 0, 0, 0, 16);
 
 /// Why an IPv4 address must not be reached, or `None` for a public address.
 pub fn refused_v4(ip: Ipv4Addr) -> Option<&'static str> {
-    const RANGES: [([u8; 4], u8, &str); 17] = [
-        ([0, 0, 0, 0], 8, "unspecified (0.0.0.0/8)"),
-        ([10, 0, 0, 0], 8, "private (10.0.0.0/8)"),
-        ([100, 64, 0, 0], 10, "carrier-grade NAT (100.64.0.0/10)"),
-        ([127, 0, 0, 0], 8, "loopback"),
-        ([169, 254, 0, 0], 16, "link-local / instance metadata"),
-        ([172, 16, 0, 0], 12, "private (172.16.0.0/12)"),
-        ([192, 0, 0, 0], 24, "IETF protocol assignments"),
-        ([192, 0, 2, 0], 24, "documentation"),
-        ([192, 88, 99, 0], 24, "6to4 relay anycast"),
-        ([192, 168, 0, 0], 16, "private (192.168.0.0/16)"),
-        ([198, 18, 0, 0], 15, "benchmarking"),
-        ([198, 51, 100, 0], 24, "documentation"),
-        ([203, 0, 113, 0], 24, "documentation"),
-        ([224, 0, 0, 0], 4, "multicast"),
-        ([240, 0, 0, 0], 4, "reserved"),
-        ([255, 255, 255, 255], 32, "broadcast"),
-        ([168, 63, 129, 16], 32, "cloud host service"),
-    ];
-    RANGES.iter().find(|(net, len, _)| v4_in(ip, *net, *len)).map(|(_, _, why)| *why)
+    REFUSED_V4.iter().find(|(net, _)| net.contains(&ip)).map(|(_, why)| *why)
 }
 
 /// The IPv4 address an IPv6 address carries by a translation mechanism (mapped, compatible, NAT64,
@@ -158,17 +167,11 @@ pub fn refused_v4(ip: Ipv4Addr) -> Option<&'static str> {
 fn embedded_v4(ip: IpAddr) -> Option<Ipv4Addr> {
     let IpAddr::V6(v6) = ip else { return None };
     let bits = u128::from(v6);
-    let low = Ipv4Addr::from((bits & 0xffff_ffff) as u32);
-    if v6_in(v6, Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96) // ::ffff:0:0/96 mapped
-        || v6_in(v6, Ipv6Addr::new(0, 0, 0, 0, 0xffff, 0, 0, 0), 96) // ::ffff:0:0:0/96 translated
-        || v6_in(v6, Ipv6Addr::UNSPECIFIED, 96) // ::/96 IPv4-compatible (deprecated)
-        || v6_in(v6, Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96)
-    // 64:ff9b::/96 NAT64
-    {
-        return Some(low);
+    if V4_IN_LOW_BITS.iter().any(|net| net.contains(&v6)) {
+        return Some(Ipv4Addr::from((bits & 0xffff_ffff) as u32));
     }
-    if v6_in(v6, Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0), 16) {
-        return Some(Ipv4Addr::from(((bits >> 80) & 0xffff_ffff) as u32)); // 6to4: 2002:AABB:CCDD::
+    if SIX_TO_FOUR.contains(&v6) {
+        return Some(Ipv4Addr::from(((bits >> 80) & 0xffff_ffff) as u32));
     }
     None
 }
@@ -188,18 +191,7 @@ pub fn refused_ip(ip: IpAddr) -> Option<&'static str> {
     if let Some(v4) = embedded_v4(ip) {
         return refused_v4(v4).map(|_| "IPv6 form of a refused IPv4 address");
     }
-    const RANGES: [(Ipv6Addr, u8, &str); 9] = [
-        (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7, "unique local (fc00::/7, incl. fd00:ec2::254)"),
-        (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10, "link-local"),
-        (Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0), 10, "site-local"),
-        (Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8, "multicast"),
-        (Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0), 48, "local-use NAT64"),
-        (Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0), 64, "discard-only"),
-        (Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 32, "Teredo (embeds an IPv4 address)"),
-        (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32, "documentation"),
-        (Ipv6Addr::new(0x2001, 0x10, 0, 0, 0, 0, 0, 0), 28, "ORCHID"),
-    ];
-    RANGES.iter().find(|(net, len, _)| v6_in(v6, *net, *len)).map(|(_, _, why)| *why)
+    REFUSED_V6.iter().find(|(net, _)| net.contains(&v6)).map(|(_, why)| *why)
 }
 
 /// Checks one address against the refusal list and the allow list.
@@ -346,6 +338,46 @@ mod tests {
         assert!(check_resolved("localhost", &[lo], &allow).is_ok());
         assert!(check_resolved("localhost", &[lo], &AllowList::default()).is_err());
         assert!(check_resolved("nothing.example", &[], &AllowList::default()).is_err());
+    }
+
+    #[test]
+    fn allow_list_ranges_use_prefixes_not_host_bits() {
+        let allow = AllowList::parse(&[
+            "10.1.2.3/8".into(),
+            " [fd00::]/8 ".into(),
+            "192.168.7.0/24".into(),
+            "not-a-cidr/33".into(),
+            "300.1.1.1".into(),
+        ]);
+        for ok in ["10.255.0.1", "fd12::1", "192.168.7.200", "::ffff:192.168.7.9"] {
+            assert!(allow.allows_ip(ok.parse().unwrap()), "{ok} must be allowed");
+        }
+        for refused in ["11.0.0.1", "fe80::1", "192.168.8.1", "127.0.0.1"] {
+            assert!(!allow.allows_ip(refused.parse().unwrap()), "{refused} must not be allowed");
+        }
+        // Entries that are neither a range nor an address are host names, compared verbatim.
+        assert!(allow.allows_host("not-a-cidr/33") && allow.allows_host("300.1.1.1"));
+        // A /0 range admits every address of its family only.
+        let all_v4 = AllowList::parse(&["0.0.0.0/0".into()]);
+        assert!(all_v4.allows_ip("169.254.169.254".parse().unwrap()));
+        assert!(!all_v4.allows_ip("fd00::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn range_edges_are_exact() {
+        for (inside, outside) in [
+            ("100.127.255.255", "100.128.0.0"),
+            ("172.31.255.255", "172.32.0.0"),
+            ("198.19.255.255", "198.20.0.0"),
+            ("192.0.0.255", "192.0.1.0"),
+        ] {
+            assert!(refused_v4(inside.parse().unwrap()).is_some(), "{inside}");
+            assert!(refused_v4(outside.parse().unwrap()).is_none(), "{outside}");
+        }
+        assert!(refused_v4("168.63.129.16".parse().unwrap()).is_some());
+        assert!(refused_v4("168.63.129.17".parse().unwrap()).is_none());
+        assert!(refused_ip("2001:1f::1".parse().unwrap()).is_some(), "ORCHID 2001:10::/28");
+        assert!(refused_ip("2001:4860::8888".parse().unwrap()).is_none());
     }
 
     #[test]

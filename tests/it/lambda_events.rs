@@ -44,7 +44,7 @@ fn json_of(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
-const ALL: [(&str, &str, &str, &str); 10] = [
+const ALL: [(&str, &str, &str, &str); 15] = [
     // (file, kind, method, path the handlers must see)
     ("rest-v1-put-queue.json", "v1", "PUT", "/v2/queues/q1"),
     ("rest-v1-stage-v2-get-queue.json", "v1", "GET", "/v2/queues/q1"),
@@ -56,7 +56,34 @@ const ALL: [(&str, &str, &str, &str); 10] = [
     ("http-v2-default-claim.json", "v2", "POST", "/v2/queues/q1/claims"),
     ("http-v2-default-patch-queue.json", "v2", "PATCH", "/v2/queues/q1"),
     ("http-v2-default-ping.json", "v2", "GET", "/v2/ping"),
+    ("http-v2-default-health.json", "v2", "GET", "/v2/health"),
+    ("http-v2-default-post-subscription.json", "v2", "POST", "/v2/queues/q1/subscriptions"),
+    ("rest-v1-list-subscriptions.json", "v1", "GET", "/v2/queues/q1/subscriptions"),
+    ("http-v2-default-put-pool.json", "v2", "PUT", "/v2/pools/fixture-pool"),
+    ("rest-v1-list-pools.json", "v1", "GET", "/v2/pools"),
 ];
+
+/// Every function has fixtures in its `events/` folder (README), each a file of this directory or
+/// a stream event (fan-out).
+#[test]
+fn every_function_has_event_fixtures() {
+    let functions = concat!(env!("CARGO_MANIFEST_DIR"), "/../functions");
+    for group in ["health", "queues", "messages", "claims", "subscriptions", "admin", "fanout"] {
+        let dir = format!("{functions}/{group}/events");
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{dir}: {e}"))
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.is_empty(), "{dir} has no fixtures");
+        for name in names {
+            let text = std::fs::read_to_string(format!("{dir}/{name}")).unwrap_or_else(|e| panic!("{dir}/{name}: {e}"));
+            serde_json::from_str::<Value>(&text).unwrap_or_else(|e| panic!("{dir}/{name}: {e}"));
+            if group != "fanout" {
+                assert!(ALL.iter().any(|(file, ..)| *file == name), "{dir}/{name} is not checked by this test");
+            }
+        }
+    }
+}
 
 #[test]
 fn fixtures_are_complete_api_gateway_events() {
@@ -180,6 +207,42 @@ async fn events_through_the_handlers() {
     assert_eq!(status, 300, "{body}");
     assert_eq!(headers.get("content-type").unwrap(), "application/json");
     assert_eq!(json_of(&body)["versions"][0]["links"][0]["href"], json!("/v2/"));
+}
+
+#[tokio::test]
+async fn subscription_admin_and_health_events_through_the_handlers() {
+    let app = app().await;
+    let p = project();
+    let (status, _, body) = lambda_parts(call(&app, request("rest-v1-put-queue.json", &p)).await);
+    assert_eq!(status, 201, "{body}");
+
+    // Subscriptions: create (HTTP API), then list (REST, stage "prod").
+    let (status, _, body) = lambda_parts(call(&app, request("http-v2-default-post-subscription.json", &p)).await);
+    assert_eq!(status, 201, "{body}");
+    let id = json_of(&body)["subscription_id"].as_str().expect("subscription_id").to_string();
+    let (status, _, body) = lambda_parts(call(&app, request("rest-v1-list-subscriptions.json", &p)).await);
+    assert_eq!(status, 200, "{body}");
+    let listed = json_of(&body);
+    assert_eq!(listed["subscriptions"][0]["id"], json!(id), "{body}");
+    assert_eq!(listed["subscriptions"][0]["subscriber"], json!("mailto:ops@example.com"));
+    assert_eq!(listed["subscriptions"][0]["source"], json!("q1"));
+
+    // Pools are global: start from no fixture pool (a persistent table may have one), end with none.
+    let mut delete = request("http-v2-default-put-pool.json", &p);
+    (delete.method, delete.body, delete.has_content_length) = (http::Method::DELETE, vec![], false);
+    assert_eq!(call(&app, delete.clone()).await.status, 204);
+    let (status, _, body) = lambda_parts(call(&app, request("http-v2-default-put-pool.json", &p)).await);
+    assert_eq!(status, 201, "{body}");
+    let (status, _, body) = lambda_parts(call(&app, request("rest-v1-list-pools.json", &p)).await);
+    assert_eq!(status, 200, "{body}");
+    let pools = json_of(&body);
+    let pool = pools["pools"].as_array().unwrap().iter().find(|p| p["name"] == json!("fixture-pool"));
+    assert_eq!(pool.map(|p| p["weight"].clone()), Some(json!(10)), "{body}");
+    assert_eq!(call(&app, delete).await.status, 204);
+
+    // Health (admin mode): the storage self-test.
+    let (status, _, body) = lambda_parts(call(&app, request("http-v2-default-health.json", &p)).await);
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]

@@ -27,12 +27,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let local = exit_on_error(local_settings(&Vars::from_env()));
     let app = exit_on_error(App::from_env().await);
     app.store.ensure_table().await?;
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], local.port));
+    let listener = tokio::net::TcpListener::bind(std::net::SocketAddr::from(([127, 0, 0, 1], local.port))).await?;
     if local.poller {
         poller::spawn(app.clone(), local.fanout);
     } else {
         tracing::info!("stream poller disabled (ZAQAR_STREAM_POLLER)");
     }
-    tracing::info!(%addr, table = %app.config.table, "serving the Zaqar v2 API");
-    server::serve(app, addr).await
+    tracing::info!(addr = %listener.local_addr()?, table = %app.config.table, "serving the Zaqar v2 API");
+    server::serve(app, listener).await
 }
