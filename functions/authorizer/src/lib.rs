@@ -38,11 +38,13 @@ pub async fn authorize(keystone: &Keystone, event: &ApiGatewayV2CustomAuthorizer
     Response { is_authorized: true, context: verdict.to_context() }
 }
 
-/// The Keystone client from `ZAQAR_KEYSTONE_*` and, for the service credentials,
-/// `ZAQAR_KEYSTONE_SECRET_ARN`. A missing URL or an unreadable secret stops the cold start.
+/// The Keystone client from `ZAQAR_KEYSTONE_*`, the service user's password from Secrets Manager
+/// (`ZAQAR_KEYSTONE_SERVICE_PASSWORD_ARN`). A missing URL or an unreadable secret stops the cold start.
 pub async fn keystone_from_env() -> Keystone {
     use zaqar::app::refuse_to_start;
-    let settings = KeystoneSettings::from_env().unwrap_or_else(|| refuse_to_start("ZAQAR_KEYSTONE_URL is not set"));
+    let settings = KeystoneSettings::from_env()
+        .unwrap_or_else(|e| refuse_to_start(&e.to_string()))
+        .unwrap_or_else(|| refuse_to_start("ZAQAR_KEYSTONE_URL is not set"));
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let settings = settings.with_secret(&sdk).await.unwrap_or_else(|e| refuse_to_start(&e));
     if settings.service.is_none() {

@@ -11,7 +11,7 @@ fn env(name: &str) -> String {
 }
 
 fn settings(cache_seconds: u64, service: Option<ServiceCredentials>) -> KeystoneSettings {
-    let mut s = KeystoneSettings::from_env().expect("ZAQAR_KEYSTONE_URL must be set (run tests/keystone)");
+    let mut s = KeystoneSettings::from_env().unwrap().expect("ZAQAR_KEYSTONE_URL must be set (run tests/keystone)");
     s.cache_seconds = cache_seconds;
     s.service = service;
     s.timeout = Duration::from_secs(5);

@@ -39,14 +39,12 @@ pub fn needs_token(path: &str, headers: &http::HeaderMap) -> bool {
 }
 
 /// The service user that validates tokens (Keystone's `service` or `admin` role lets it).
-#[derive(Clone, serde::Deserialize)]
+#[derive(Clone)]
 pub struct ServiceCredentials {
     pub username: String,
     pub password: String,
-    #[serde(default = "default_project")]
     pub project: String,
     /// Domain name of both the user and the project.
-    #[serde(default = "default_domain")]
     pub domain: String,
 }
 
@@ -114,25 +112,28 @@ impl KeystoneSettings {
         &self.url
     }
 
-    /// Fills in service credentials from Secrets Manager (`ZAQAR_KEYSTONE_SECRET_ARN`, a JSON object
-    /// `{"username", "password", "project", "domain"}`) unless the environment gave them. Read once at
-    /// cold start so the password never sits in a function's environment.
+    /// Reads the service user's password from Secrets Manager (`ZAQAR_KEYSTONE_SERVICE_PASSWORD_ARN`, the
+    /// secret string is the password) when the user is named but the environment holds no password. Read
+    /// once at cold start so the password never sits in a function's environment.
     pub async fn with_secret(mut self, sdk: &aws_config::SdkConfig) -> Result<Self, String> {
-        let Some(arn) = env::var("ZAQAR_KEYSTONE_SECRET_ARN").ok().filter(|a| !a.is_empty()) else {
+        let var = |name: &str| env::var(name).ok().filter(|v| !v.is_empty());
+        let (Some(arn), None, Some(username)) =
+            (var("ZAQAR_KEYSTONE_SERVICE_PASSWORD_ARN"), self.service.as_ref(), var("ZAQAR_KEYSTONE_SERVICE_USER"))
+        else {
             return Ok(self);
         };
-        if self.service.is_some() {
-            return Ok(self);
-        }
         let client = aws_sdk_secretsmanager::Client::new(sdk);
         let out =
             client.get_secret_value().secret_id(&arn).send().await.map_err(|e| {
                 format!("cannot read {arn}: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(&e))
             })?;
-        let text = out.secret_string().ok_or_else(|| format!("{arn} holds no string"))?;
-        let creds: ServiceCredentials = serde_json::from_str(text)
-            .map_err(|_| format!("{arn} is not {{\"username\", \"password\", \"project\", \"domain\"}}"))?;
-        self.service = Some(creds);
+        let password = out.secret_string().filter(|p| !p.is_empty()).ok_or_else(|| format!("{arn} is empty"))?;
+        self.service = Some(ServiceCredentials {
+            username,
+            password: password.to_string(),
+            project: var("ZAQAR_KEYSTONE_SERVICE_PROJECT").unwrap_or_else(default_project),
+            domain: var("ZAQAR_KEYSTONE_SERVICE_DOMAIN").unwrap_or_else(default_domain),
+        });
         Ok(self)
     }
 }
