@@ -206,20 +206,15 @@ impl Keystone {
         if let Some(v) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key, now_ms()) {
             return v;
         }
-        let mut verdict = self.ask(token, false).await;
-        if matches!(verdict, Answer::ServiceTokenRefused) {
-            verdict = self.ask(token, true).await;
+        let mut answer = self.ask(token, false).await;
+        if matches!(answer, Answer::ServiceTokenRefused) {
+            answer = self.ask(token, true).await;
         }
-        let verdict = match verdict {
+        let verdict = match answer {
+            Answer::Verdict(Verdict::Valid(id)) if id.expires_at * 1000 <= now_ms() => Verdict::Invalid,
             Answer::Verdict(v) => v,
-            Answer::ServiceTokenRefused => {
-                tracing::error!("Keystone refuses the service user's fresh token; check the service credentials");
-                Verdict::Unavailable
-            }
-        };
-        let verdict = match verdict {
-            Verdict::Valid(id) if id.expires_at * 1000 <= now_ms() => Verdict::Invalid,
-            v => v,
+            // Only asked without a fresh service token; the second ask answers a verdict.
+            Answer::ServiceTokenRefused => Verdict::Unavailable,
         };
         tracing::debug!(token = %cache::key_hint(&key), verdict = verdict_name(&verdict), "keystone validation");
         self.cache.lock().unwrap_or_else(|e| e.into_inner()).put(key, verdict.clone(), now_ms());
@@ -265,6 +260,10 @@ impl Keystone {
             // Asked with itself: the token is not valid. Asked with the service token: that one is.
             401 | 403 if self_validating => Answer::Verdict(Verdict::Invalid),
             401 if !renew => Answer::ServiceTokenRefused,
+            401 | 403 => {
+                tracing::error!(status, "Keystone refuses the service user's token; check its credentials and role");
+                Answer::Verdict(Verdict::Unavailable)
+            }
             _ => {
                 tracing::warn!(status, "Keystone could not validate a token");
                 Answer::Verdict(Verdict::Unavailable)
