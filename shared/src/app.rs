@@ -1,4 +1,4 @@
-//! The process-wide state a handler needs: configuration and storage.
+//! The process-wide state a handler needs: configuration, storage and (keystone mode) the token validator.
 
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
@@ -10,12 +10,26 @@ use std::sync::Arc;
 pub struct App {
     pub config: Arc<Config>,
     pub store: Store,
+    /// Keystone mode: validates tokens and remembers the answers for every request of this process.
+    pub keystone: Option<Arc<crate::keystone::Keystone>>,
 }
 
 impl App {
     pub fn new(config: Config, client: aws_sdk_dynamodb::Client, clock: Clock) -> Self {
         let store = Store::new(client, config.table.clone(), clock);
-        App { config: Arc::new(config), store }
+        let keystone = match (&config.auth_mode, &config.keystone) {
+            (crate::config::AuthMode::Keystone, Some(settings)) => {
+                match crate::keystone::Keystone::new(settings.clone()) {
+                    Ok(k) => Some(Arc::new(k)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "token validation unavailable");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        App { config: Arc::new(config), store, keystone }
     }
 
     /// Builds the app from the environment (`ZAQAR_*`, AWS settings, `AWS_ENDPOINT_URL`); an invalid
@@ -28,6 +42,9 @@ impl App {
             if let Some(arn) = &config.secret_arn {
                 config.secret_key = signing_key_from_secrets_manager(&sdk, arn).await;
             }
+        }
+        if let Some(settings) = config.keystone.take() {
+            config.keystone = Some(settings.with_secret(&sdk).await.unwrap_or_else(|e| refuse_to_start(&e)));
         }
         Ok(App::new(config, client, Clock::System))
     }
@@ -65,6 +82,13 @@ async fn signing_key_from_secrets_manager(sdk: &aws_config::SdkConfig, arn: &str
             None
         }
     }
+}
+
+/// Stops the process at start-up over a configuration that cannot work (on Lambda: an init error).
+pub fn refuse_to_start(reason: &str) -> ! {
+    tracing::error!(reason, "configuration error");
+    eprintln!("configuration error: {reason}");
+    std::process::exit(2)
 }
 
 /// Sets up `tracing` once per process: JSON lines on Lambda, plain text (no colour codes, for log

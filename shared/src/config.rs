@@ -61,12 +61,15 @@ pub enum AuthMode {
     Jwt,
     /// API Gateway IAM (SigV4): the project is the caller's AWS account; admins are listed principals.
     Iam,
+    /// Keystone tokens (`X-Auth-Token`), as Zaqar behind keystonemiddleware: project and roles come from
+    /// the validated token (see `keystone`).
+    Keystone,
 }
 
 impl AuthMode {
     /// The names `ZAQAR_AUTH_MODE` accepts (any case; unset or empty is `none`). A new mode is one row.
     pub const CHOICES: &[(&str, AuthMode)] =
-        &[("none", AuthMode::None), ("jwt", AuthMode::Jwt), ("iam", AuthMode::Iam)];
+        &[("none", AuthMode::None), ("jwt", AuthMode::Jwt), ("iam", AuthMode::Iam), ("keystone", AuthMode::Keystone)];
 }
 
 #[derive(Clone, PartialEq)]
@@ -78,6 +81,8 @@ pub struct Config {
     pub roles_claim: String,
     /// IAM principal ARNs that have the admin role (`ZAQAR_ADMIN_PRINCIPALS`).
     pub admin_principals: Vec<String>,
+    /// Where and how tokens are validated (`ZAQAR_KEYSTONE_*`); required in keystone mode.
+    pub keystone: Option<crate::keystone::KeystoneSettings>,
     pub table: String,
     pub limits: Limits,
     /// `[DEFAULT] admin_mode`: mounts `/v2/health` (and, with pooling, pools and flavors).
@@ -107,6 +112,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("table", &self.table)
             .field("auth_mode", &self.auth_mode)
+            .field("keystone", &self.keystone)
             .field("admin_mode", &self.admin_mode)
             .field("pooling", &self.pooling)
             .field("enable_checksum", &self.enable_checksum)
@@ -125,6 +131,7 @@ impl Default for Config {
             project_claim: "project_id".into(),
             roles_claim: "roles".into(),
             admin_principals: vec![],
+            keystone: None,
             table: "zaqar".into(),
             limits: Limits::default(),
             admin_mode: false,
@@ -174,8 +181,14 @@ impl Config {
             )?,
             ..d.limits.clone()
         };
+        let auth_mode = vars.choice("ZAQAR_AUTH_MODE", d.auth_mode, AuthMode::CHOICES)?;
+        let keystone = crate::keystone::KeystoneSettings::from_vars(vars)?;
+        if auth_mode == AuthMode::Keystone && keystone.is_none() {
+            return Err(ConfigError::new("ZAQAR_KEYSTONE_URL", "", "Keystone's URL when ZAQAR_AUTH_MODE=keystone"));
+        }
         Ok(Config {
-            auth_mode: vars.choice("ZAQAR_AUTH_MODE", d.auth_mode, AuthMode::CHOICES)?,
+            auth_mode,
+            keystone,
             project_claim: vars.string("ZAQAR_PROJECT_CLAIM", &d.project_claim),
             roles_claim: vars.string("ZAQAR_ROLES_CLAIM", &d.roles_claim),
             admin_principals: vars.list("ZAQAR_ADMIN_PRINCIPALS"),

@@ -15,6 +15,19 @@ pub struct ApiError {
     pub description: Option<String>,
     /// Extra response headers (e.g. `Allow` on 405).
     pub headers: Vec<(String, String)>,
+    /// Whose body shape the error takes: falcon's for everything Zaqar itself answers.
+    pub shape: Shape,
+}
+
+/// The JSON shape of an error body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Shape {
+    /// falcon's `{"title", "description"}`.
+    #[default]
+    Falcon,
+    /// keystonemiddleware's `{"error": {"code", "title", "message"}}`: in Zaqar a missing or rejected token is
+    /// answered by the middleware before Zaqar runs, so clients see this shape for those 401s.
+    Keystone,
 }
 
 impl std::fmt::Display for ApiError {
@@ -31,11 +44,17 @@ impl std::error::Error for ApiError {}
 
 impl ApiError {
     pub fn new(status: StatusCode, title: &str, description: impl Into<String>) -> Self {
-        ApiError { status, title: title.to_string(), description: Some(description.into()), headers: vec![] }
+        ApiError {
+            status,
+            title: title.to_string(),
+            description: Some(description.into()),
+            headers: vec![],
+            shape: Shape::Falcon,
+        }
     }
 
     fn bare(status: StatusCode, title: &str) -> Self {
-        ApiError { status, title: title.to_string(), description: None, headers: vec![] }
+        ApiError { status, title: title.to_string(), description: None, headers: vec![], shape: Shape::Falcon }
     }
 
     /// 400 "Invalid API request": a value outside Zaqar's limits.
@@ -108,6 +127,15 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "Not authorized", "You are not authorized to complete this action.")
     }
 
+    /// keystonemiddleware's 401 for a missing, invalid, expired or revoked token, with where to get one
+    /// (`WWW-Authenticate: Keystone uri="..."`).
+    pub fn unauthenticated(keystone_uri: &str) -> Self {
+        let mut e =
+            Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", "The request you have made requires authentication.");
+        e.shape = Shape::Keystone;
+        e.with_header("www-authenticate", format!("Keystone uri=\"{keystone_uri}\""))
+    }
+
     pub fn conflict(description: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "Resource conflict", description)
     }
@@ -136,8 +164,15 @@ impl ApiError {
         self
     }
 
-    /// The JSON error body (`{"title", "description"}`).
+    /// The JSON error body (`{"title", "description"}`, or keystonemiddleware's shape).
     pub fn body(&self) -> serde_json::Value {
+        if self.shape == Shape::Keystone {
+            return serde_json::json!({"error": {
+                "code": self.status.as_u16(),
+                "title": self.title,
+                "message": self.description.clone().unwrap_or_default(),
+            }});
+        }
         let mut m = serde_json::Map::new();
         m.insert("title".into(), self.title.clone().into());
         if let Some(d) = &self.description {

@@ -20,6 +20,9 @@ pub enum Caller {
         account_id: Option<String>,
         user_arn: Option<String>,
     },
+    /// A Keystone token's verdict: from the Lambda authorizer's context on AWS, or from the transport's
+    /// own validation (keystone mode).
+    Keystone(crate::keystone::Verdict),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -90,6 +93,9 @@ impl ApiRequest {
                             account_id: iam.and_then(|i| i.account_id.clone()),
                             user_arn: iam.and_then(|i| i.user_arn.clone()),
                         }
+                    }
+                    Some(a) if !a.fields.is_empty() => {
+                        crate::keystone::Verdict::from_context(&a.fields).map_or(Caller::Anonymous, Caller::Keystone)
                     }
                     _ => Caller::Anonymous,
                 };

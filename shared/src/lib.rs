@@ -7,6 +7,7 @@
 //! - [`store`]: queues, messages, claims, subscriptions, pools and flavors as items.
 //! - [`app`]: configuration + store, built once per process; [`timeouts`]: deadlines on every storage call.
 //! - [`webhook`]: subscriber URIs and the webhook address guard (SSRF).
+//! - [`keystone`]: Keystone token validation and its cache (`ZAQAR_AUTH_MODE=keystone`).
 
 pub mod app;
 pub mod clock;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod http;
 pub mod json;
 pub mod keys;
+pub mod keystone;
 pub mod meta;
 pub mod query;
 pub mod route;

@@ -2,11 +2,14 @@
 //!
 //! Order matters for which error wins: route (404) → pre-signed URL check → form-encoding refusal →
 //! Accept → Client-ID → project → queue name and project length → method (405/OPTIONS) → handler.
+//! In keystone mode the token is checked before all of them ([`authenticate`]), where Zaqar's
+//! keystonemiddleware sits: a request without a valid token gets 401 whatever its path.
 
 use crate::app::App;
 use crate::config::AuthMode;
 use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse, Caller};
+use crate::keystone::{self, Identity, Verdict};
 use crate::query::Query;
 use crate::route::{route, Group, Resource, Route};
 use crate::signing::{self, SignedScope};
@@ -154,6 +157,7 @@ fn identify(app: &App, req: &ApiRequest) -> Result<(ProjectId, Vec<String>), Api
                 claims.get(&app.config.roles_claim).map(|r| split(r.trim_matches(['[', ']']))).unwrap_or_default();
             Ok((ProjectId::parse(project)?, roles))
         }
+        (AuthMode::Keystone, Caller::Keystone(Verdict::Valid(identity))) => keystone_identity(identity, header_project),
         (AuthMode::Iam, Caller::Iam { account_id: Some(account), user_arn }) => {
             let admin = user_arn.as_ref().is_some_and(|arn| app.config.admin_principals.contains(arn));
             Ok((ProjectId::parse(account)?, if admin { vec!["admin".into()] } else { vec![] }))
@@ -163,6 +167,52 @@ fn identify(app: &App, req: &ApiRequest) -> Result<(ProjectId, Vec<String>), Api
             "Unauthorized",
             "This server could not verify that you are authorized to access the document you requested.",
         )),
+    }
+}
+
+/// The token's project and roles. keystonemiddleware overwrites `X-Project-Id` with the token's project;
+/// we refuse a different one instead, so a client that means another project learns it.
+fn keystone_identity(identity: &Identity, header_project: Option<&str>) -> Result<(ProjectId, Vec<String>), ApiError> {
+    let Some(project) = identity.project_id.as_deref() else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Not authorized",
+            "The token is not scoped to a project; ask Keystone for a project-scoped token.",
+        ));
+    };
+    if header_project.is_some_and(|h| h != project) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Not authorized",
+            "The X-Project-ID header names a project other than the token's.",
+        ));
+    }
+    Ok((ProjectId::parse(project)?, identity.roles.clone()))
+}
+
+/// Keystone mode: the token check keystonemiddleware does in front of Zaqar. A verdict the Lambda
+/// authorizer already reached (on AWS) is used as it is; otherwise the token is validated here.
+/// Afterwards the request's caller holds the valid identity for [`identify`].
+async fn authenticate(app: &App, req: &mut ApiRequest) -> Result<(), ApiError> {
+    if app.config.auth_mode != AuthMode::Keystone || !keystone::needs_token(&req.path, &req.headers) {
+        return Ok(());
+    }
+    let verdict = match (&req.caller, &app.keystone, req.header_str("x-auth-token")) {
+        (Caller::Keystone(v), _, _) => v.clone(),
+        (_, _, None) => Verdict::Invalid,
+        (_, Some(k), Some(token)) => k.validate(token).await,
+        (_, None, Some(_)) => Verdict::Unavailable,
+    };
+    match verdict {
+        Verdict::Valid(_) => {
+            req.caller = Caller::Keystone(verdict);
+            Ok(())
+        }
+        Verdict::Invalid => {
+            let uri = app.config.keystone.as_ref().map_or("", |k| k.www_authenticate_uri());
+            Err(ApiError::unauthenticated(uri))
+        }
+        Verdict::Unavailable => Err(ApiError::unavailable("The Keystone service is temporarily unavailable.")),
     }
 }
 
@@ -232,13 +282,13 @@ fn check_signature(app: &App, req: &ApiRequest, signature: &str) -> Result<(), A
     }
 }
 
-/// The one entry point of every resource-group function: the hooks for `group`, then `dispatch` for
-/// requests that reach a handler, then the common response headers.
+/// The one entry point of every resource-group function: the token check (keystone mode), the hooks for
+/// `group`, then `dispatch` for requests that reach a handler, then the common response headers.
 ///
 /// Each request runs in a `request` span carrying its `x-openstack-request-id`, method, route
 /// template, project (once known) and status, so every log line of the request, including the
 /// storage layer's, can be found from the id a client reports.
-pub async fn serve<F, Fut>(app: &App, req: ApiRequest, group: Group, dispatch: F) -> ApiResponse
+pub async fn serve<F, Fut>(app: &App, mut req: ApiRequest, group: Group, dispatch: F) -> ApiResponse
 where
     F: FnOnce(Context, ApiRequest) -> Fut,
     Fut: std::future::Future<Output = Result<ApiResponse, ApiError>>,
@@ -257,6 +307,7 @@ where
         span.record("route", tracing::field::display(r.resource.template()));
     }
     let handled = async {
+        authenticate(app, &mut req).await?;
         match prepare(app, &req, group) {
             Ok(Prepared::Handle(ctx)) => dispatch(ctx, req).await,
             Ok(Prepared::Versions) => Ok(versions()),
@@ -268,8 +319,8 @@ where
     let result = handled.instrument(span.clone()).await;
     let _entered = span.enter();
     let resp = respond(result, request_id);
-    // The access log: one line per request, inside the span (path parameters and the query string stay
-    // out of it; the route template names the resource).
+    // The access log: one line per request, inside the span (the query string stays out of it: it may
+    // carry values that do not belong in logs).
     tracing::info!(status = resp.status.as_u16(), latency = ?started.elapsed(), "served");
     resp
 }
@@ -368,6 +419,83 @@ mod tests {
         assert_eq!((p.as_str(), roles.len()), ("123", 0));
         req.caller = Caller::Iam { account_id: Some("1".into()), user_arn: Some("arn:aws:iam::1:user/ops".into()) };
         assert_eq!(identify(&app, &req).unwrap().1, vec!["admin".to_string()]);
+    }
+
+    fn keystone_app() -> App {
+        let mut app = app_with(AuthMode::Keystone);
+        let mut config = (*app.config).clone();
+        config.keystone = Some(crate::keystone::KeystoneSettings {
+            url: "http://127.0.0.1:9/v3".into(),
+            service: None,
+            cache_seconds: 60,
+            timeout: std::time::Duration::from_millis(200),
+        });
+        app.config = std::sync::Arc::new(config);
+        app
+    }
+
+    fn token_of(project: Option<&str>, roles: &[&str]) -> Caller {
+        Caller::Keystone(Verdict::Valid(Identity {
+            user_id: "u".into(),
+            project_id: project.map(str::to_string),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            expires_at: i64::MAX / 2000,
+        }))
+    }
+
+    #[test]
+    fn keystone_project_and_roles_come_from_the_token() {
+        let app = keystone_app();
+        let mut req = ApiRequest::new(Method::GET, "/v2/queues").header("X-Roles", "admin");
+        req.caller = token_of(Some("p1"), &["member"]);
+        let (p, roles) = identify(&app, &req).unwrap();
+        assert_eq!((p.as_str(), roles), ("p1", vec!["member".to_string()]));
+        let mut same = req.clone().header("X-Project-ID", "p1");
+        same.caller = token_of(Some("p1"), &["admin"]);
+        assert_eq!(identify(&app, &same).unwrap().1, vec!["admin".to_string()]);
+        let mut other = req.clone().header("X-Project-ID", "p2");
+        other.caller = token_of(Some("p1"), &[]);
+        assert_eq!(identify(&app, &other).unwrap_err().status, StatusCode::FORBIDDEN);
+        let mut unscoped = req.clone();
+        unscoped.caller = token_of(None, &[]);
+        assert_eq!(identify(&app, &unscoped).unwrap_err().status, StatusCode::FORBIDDEN);
+        assert_eq!(identify(&app, &base()).unwrap_err().status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn keystone_rejections_look_like_keystonemiddleware() {
+        let app = keystone_app();
+        let resp = serve(&app, ApiRequest::new(Method::GET, "/v2/nowhere"), Group::Health, |_, _| async {
+            Ok(ApiResponse::empty(StatusCode::NO_CONTENT))
+        })
+        .await;
+        assert_eq!(resp.status, StatusCode::UNAUTHORIZED, "the token is checked before routing");
+        assert_eq!(resp.header_value("www-authenticate"), Some("Keystone uri=\"http://127.0.0.1:9/v3\""));
+        assert_eq!(
+            resp.json_body(),
+            serde_json::json!({"error": {"code": 401, "title": "Unauthorized",
+                "message": "The request you have made requires authentication."}})
+        );
+        // The authorizer's verdicts on AWS.
+        for (verdict, status) in
+            [(Verdict::Invalid, StatusCode::UNAUTHORIZED), (Verdict::Unavailable, StatusCode::SERVICE_UNAVAILABLE)]
+        {
+            let mut req = ApiRequest::new(Method::GET, "/v2/queues").header("X-Auth-Token", "t");
+            req.caller = Caller::Keystone(verdict);
+            assert_eq!(authenticate(&app, &mut req).await.unwrap_err().status, status);
+        }
+        // Keystone unreachable: 503, not 401 (the client's token may well be valid).
+        let mut req = ApiRequest::new(Method::GET, "/v2/queues").header("X-Auth-Token", "t");
+        assert_eq!(authenticate(&app, &mut req).await.unwrap_err().status, StatusCode::SERVICE_UNAVAILABLE);
+        // `/` and pre-signed requests pass without a token.
+        assert!(authenticate(&app, &mut ApiRequest::new(Method::GET, "/")).await.is_ok());
+        let mut signed = ApiRequest::new(Method::GET, "/v2/queues/q/messages").header("URL-Signature", "x");
+        assert!(authenticate(&app, &mut signed).await.is_ok());
+        let mut valid = ApiRequest::new(Method::GET, "/v2/queues");
+        valid.caller = token_of(Some("p"), &[]);
+        assert!(authenticate(&app, &mut valid).await.is_ok());
+        // Other modes never look at tokens.
+        assert!(authenticate(&app_with(AuthMode::None), &mut ApiRequest::new(Method::GET, "/v2/queues")).await.is_ok());
     }
 
     #[test]
