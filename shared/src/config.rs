@@ -263,7 +263,7 @@ mod tests {
     #[test]
     fn bad_values_name_the_variable_and_what_it_accepts() {
         let cases = [
-            ("ZAQAR_AUTH_MODE", "bogus", "one of none, jwt, iam"),
+            ("ZAQAR_AUTH_MODE", "bogus", "one of none, jwt, iam, keystone"),
             ("ZAQAR_DEFAULT_CLAIM_TTL", "abc", "an integer from 60 to 43200"),
             ("ZAQAR_DEFAULT_MESSAGE_TTL", "30", "an integer from 60 to 1209600"),
             ("ZAQAR_ADMIN_MODE", "yes please", "one of true, false, 1, 0, yes, no, on, off"),
@@ -276,7 +276,7 @@ mod tests {
         }
         assert_eq!(
             parse(&[("ZAQAR_AUTH_MODE", "bogus")]).unwrap_err().to_string(),
-            r#"invalid ZAQAR_AUTH_MODE="bogus": expected one of none, jwt, iam"#
+            r#"invalid ZAQAR_AUTH_MODE="bogus": expected one of none, jwt, iam, keystone"#
         );
     }
 }

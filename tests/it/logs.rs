@@ -80,7 +80,7 @@ async fn json_lines_carry_request_id_route_project_and_status() {
         .lines()
         .iter()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["fields"]["message"] == "request done")
+        .filter(|v| v["fields"]["message"] == "served")
         .collect();
     assert_eq!(done.len(), 1, "{done:?}");
     let span = &done[0]["span"];
@@ -89,6 +89,9 @@ async fn json_lines_carry_request_id_route_project_and_status() {
     assert_eq!(span["route"], "/v2/queues/{queue_name}/messages");
     assert_eq!(span["project"], c.project.as_str());
     assert_eq!(span["status"], 400);
+    assert_eq!(span["path"], "/v2/queues/q1/messages", "the path, without the query string");
+    assert_eq!(done[0]["fields"]["status"], 400);
+    assert!(done[0]["fields"]["latency"].is_string(), "{:?}", done[0]);
     // Another request gets another id.
     let again = c.get("/v2/queues/q1/messages?limit=0").await;
     assert_ne!(again.header_value("x-openstack-request-id"), Some(id));

@@ -162,7 +162,8 @@ impl Store {
         let now = record.now;
         let until = record.until;
         let use_floor = head.floor_k > 1 && now < head.floor_until_ms;
-        let start = if use_floor { head.floor_k.max(head.live_k) } else { scan_start(&head, None) };
+        let base = scan_start(&head, None, now);
+        let start = if use_floor { head.floor_k.max(base) } else { base };
 
         let mut claimed: Vec<Message> = Vec::with_capacity(limit);
         let mut counts = Counts::default();

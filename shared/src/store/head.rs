@@ -18,6 +18,13 @@
 //! need no writes. Every post, claim, renewal, release, delete, pop and dead-letter move adjusts them in
 //! the same head write it already makes, or in one more. Ended entries are dropped by later writes.
 //!
+//! **Expiry floor.** A reservation also records, for each expiry bucket its messages fall in, the first
+//! sequence number ever reserved for that bucket (`xk{bucket}`, set only if absent; reservations are
+//! serialised by the compare-and-set, so the first to name a bucket holds its lowest `k`). Every message
+//! below the smallest such number among the buckets that have not ended lies in an ended bucket, so it
+//! has expired: stats start their search for the oldest message there, and a run of expired messages at
+//! the head of a queue costs them nothing. A bucket whose messages carry no `xk` entry means no floor.
+//!
 //! **Floors.** `live_k`: every message below it is gone or expired for good (expiry never reverses), so
 //! scans start there. `floor_k` / `floor_until_ms`: every message below `floor_k` is dead or claimed until
 //! at least `floor_until_ms` (claims start there while that holds; see `claims.rs`).
@@ -32,6 +39,14 @@ use std::time::Duration;
 
 /// The key every head map keeps so that no map is ever empty (see `reserve`).
 const MAP_SENTINEL: &str = "_";
+
+/// Prefix of the top-level head attributes `xk{bucket}` (see "Expiry floor" above). Top-level rather than a
+/// map, so that setting one never depends on a map existing.
+const EXPIRY_K_PREFIX: &str = "xk";
+
+fn expiry_k_attr(bucket: i64) -> String {
+    format!("{EXPIRY_K_PREFIX}{bucket}")
+}
 
 /// A head as read.
 #[derive(Debug, Clone, Default)]
@@ -49,6 +64,8 @@ pub(crate) struct Head {
     pub floor_ver: i64,
     pub ex: BTreeMap<i64, i64>,
     pub cl: BTreeMap<i64, i64>,
+    /// Expiry bucket -> first sequence number reserved for it.
+    pub exk: BTreeMap<i64, u64>,
 }
 
 fn num_map(item: &Item, name: &str) -> BTreeMap<String, i64> {
@@ -94,6 +111,16 @@ impl Head {
             floor_ver: get_i64(item, "floor_ver").unwrap_or(0),
             ex: keyed("ex"),
             cl: keyed("cl"),
+            exk: item
+                .iter()
+                .filter_map(|(name, v)| {
+                    let bucket = name.strip_prefix(EXPIRY_K_PREFIX)?.parse().ok()?;
+                    match v {
+                        AttributeValue::N(k) => Some((bucket, k.parse().ok()?)),
+                        _ => None,
+                    }
+                })
+                .collect(),
         }
     }
 
@@ -104,6 +131,22 @@ impl Head {
 
     pub fn in_hole(&self, k: u64) -> bool {
         self.holes.iter().any(|&(lo, hi)| lo <= k && k <= hi)
+    }
+
+    /// The lowest sequence number that may hold a message that has not expired (see "Expiry floor");
+    /// `None` when a bucket that has not ended lacks its entry.
+    pub fn expiry_floor(&self, now_ms: i64) -> Option<u64> {
+        let now_s = now_ms.div_euclid(1000);
+        let open_buckets = self.ex.iter().filter(|(b, c)| **b > now_s && **c > 0).map(|(b, _)| b);
+        let mut floor = self.committed_k.saturating_add(1);
+        for b in open_buckets {
+            floor = floor.min(*self.exk.get(b)?);
+        }
+        // Entries of open buckets whose count is not (yet) positive: a post still being committed.
+        for (_, k) in self.exk.iter().filter(|(b, _)| **b > now_s) {
+            floor = floor.min(*k);
+        }
+        Some(floor)
     }
 
     /// Live messages (buckets not yet ended) and messages under live claims.
@@ -133,6 +176,11 @@ impl Counts {
         *self.cl.entry(until_ms.div_euclid(1000)).or_default() += delta;
     }
 
+    /// The expiry buckets messages are added to.
+    pub fn buckets(&self) -> Vec<i64> {
+        self.ex.iter().filter(|(_, d)| **d > 0).map(|(b, _)| *b).collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ex.values().all(|v| *v == 0) && self.cl.values().all(|v| *v == 0)
     }
@@ -157,6 +205,10 @@ impl Counts {
         for c in ended_cl.take(8) {
             let (m, k) = (e.name("cl"), e.name(&c.to_string()));
             e.remove(format!("{m}.{k}"));
+        }
+        for b in head.exk.keys().filter(|b| **b < now_s - 60 && !self.ex.contains_key(b)).take(8) {
+            let a = e.name(&expiry_k_attr(*b));
+            e.remove(a);
         }
     }
 }
@@ -264,11 +316,13 @@ impl Store {
             .collect())
     }
 
-    /// Reserves `count` sequence numbers and a lease: returns `(lo, hi)`.
+    /// Reserves `count` sequence numbers and a lease, and records `lo` as the first number of each of
+    /// `buckets` (the expiry buckets of the post's messages) that has none yet: returns `(lo, hi)`.
     pub(crate) async fn reserve(
         &self,
         shard: &Shard,
         count: u64,
+        buckets: &[i64],
     ) -> Result<Result<(u64, u64), StaleGeneration>, StoreError> {
         // The last sequence number this process saw on the shard: usually right, saving a round trip.
         let mut known: Option<u64> = self.hints.get(shard);
@@ -283,6 +337,11 @@ impl Store {
             let mut e = Expr::default();
             let next = e.value(n(hi));
             e.set(format!("next_k = {next}"));
+            let first = e.value(n(lo));
+            for b in buckets {
+                let a = e.name(&expiry_k_attr(*b));
+                e.set(format!("{a} = if_not_exists({a}, {first})"));
+            }
             if known.is_some() {
                 let (p, l, d) = (e.name("pend"), e.name(&lo.to_string()), e.value(n(deadline)));
                 e.set(format!("{p}.{l} = {d}"));
@@ -492,7 +551,9 @@ impl Store {
     }
 }
 
-/// The message paths' view of a shard with its head: what a scan may show.
-pub(crate) fn scan_start(head: &Head, after: Option<u64>) -> u64 {
-    after.map_or(1, |m| m.saturating_add(1)).max(head.live_k)
+/// Where a scan of a shard starts: after `after`, and past the live floor and the expiry floor, below
+/// which every message has expired.
+pub(crate) fn scan_start(head: &Head, after: Option<u64>, now_ms: i64) -> u64 {
+    let floor = head.live_k.max(head.expiry_floor(now_ms).unwrap_or(0));
+    after.map_or(1, |m| m.saturating_add(1)).max(floor)
 }

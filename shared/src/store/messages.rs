@@ -185,8 +185,11 @@ struct DeadRun {
 }
 
 impl DeadRun {
-    fn new(head: &Head, start: u64) -> Self {
-        DeadRun { from: head.live_k, until: head.live_k, open: start == head.live_k }
+    /// A scan from `start`, which is open (contiguous from the floors) when it starts at `scan_start`'s
+    /// base; everything below that base is dead, so a run may begin there.
+    fn new(head: &Head, start: u64, now_ms: i64) -> Self {
+        let base = scan_start(head, None, now_ms);
+        DeadRun { from: head.live_k, until: base, open: start == base }
     }
 
     fn see(&mut self, m: &Message, head: &Head, now: i64) {
@@ -300,7 +303,8 @@ impl Store {
         counts: &Counts,
     ) -> Result<Result<Vec<String>, ()>, StoreError> {
         let count = items.len() as u64;
-        let (lo, hi) = match self.reserve(shard, count).await? {
+        let buckets = counts.buckets();
+        let (lo, hi) = match self.reserve(shard, count, &buckets).await? {
             Ok(range) => range,
             Err(_) => return Ok(Err(())),
         };
@@ -503,12 +507,12 @@ impl Store {
     ) -> Result<(Vec<Message>, Option<u64>, bool), StoreError> {
         let now = self.now_ms();
         let me = opts.client.to_string();
-        let mut start = scan_start(head, after);
+        let mut start = scan_start(head, after, now);
         // Below the claim floor everything is dead or claimed: a listing that hides claimed ones skips it.
         if !opts.include_claimed && now < head.floor_until_ms {
             start = start.max(head.floor_k);
         }
-        let mut dead = DeadRun::new(head, start);
+        let mut dead = DeadRun::new(head, start, now);
         let mut found = Vec::with_capacity(opts.limit);
         let page = (opts.limit as i32 + 5).min(100);
         let (last, exhausted) = self
@@ -781,12 +785,12 @@ impl Store {
     async fn pop_shard(&self, shard: &Shard, count: usize) -> Result<Vec<Message>, StoreError> {
         let head = self.read_head(shard).await?;
         let now = self.now_ms();
-        let mut from = scan_start(&head, None);
+        let mut from = scan_start(&head, None, now);
         if now < head.floor_until_ms {
             from = from.max(head.floor_k);
         }
         let mut candidates = Vec::new();
-        let mut dead = DeadRun::new(&head, from);
+        let mut dead = DeadRun::new(&head, from, now);
         let (_, exhausted) = self
             .scan_shard(shard, from, head.committed_k, (count as i32 + 5).min(100), MAX_SCAN_ITEMS, |m| {
                 dead.see(&m, &head, now);
@@ -884,7 +888,12 @@ impl Store {
     async fn first_alive(&self, shard: &Shard, head: &Head, forward: bool) -> Result<Option<Message>, StoreError> {
         let now = self.now_ms();
         let mut start: Option<Item> = None;
-        let mut dead = DeadRun::new(head, head.live_k);
+        // Past the messages known to have expired (the expiry floor), without reading them.
+        let lo = scan_start(head, None, now);
+        if lo > head.committed_k {
+            return Ok(None);
+        }
+        let mut dead = DeadRun::new(head, lo, now);
         for _ in 0..2 {
             let out = self
                 .client
@@ -892,7 +901,7 @@ impl Store {
                 .table_name(&self.table)
                 .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
                 .expression_attribute_values(":pk", s(shard.messages_pk()))
-                .expression_attribute_values(":lo", s(keys::message_sk(head.live_k)))
+                .expression_attribute_values(":lo", s(keys::message_sk(lo)))
                 .expression_attribute_values(":hi", s(keys::message_sk(head.committed_k)))
                 .scan_index_forward(forward)
                 .limit(10)
