@@ -239,7 +239,10 @@ async fn position_shard(
         (Some(seq), _, _) => req.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).sequence_number(seq),
         (None, Origin::Latest, false) => req.shard_iterator_type(ShardIteratorType::Latest),
         (None, Origin::Latest, true) => {
-            shard.skip_before = Some(started_s);
+            // ApproximateCreationDateTime is rounded down to the minute, so only records of the minutes
+            // before the start are history; those of the start's own minute are delivered (at least once,
+            // as Lambda's event source delivers).
+            shard.skip_before = Some(started_s - started_s.rem_euclid(60));
             req.shard_iterator_type(ShardIteratorType::TrimHorizon)
         }
         (None, Origin::TrimHorizon, _) => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
