@@ -40,6 +40,9 @@ use std::time::Duration;
 /// The key every head map keeps so that no map is ever empty (see `reserve`).
 const MAP_SENTINEL: &str = "_";
 
+/// Marks a shard head above the queue's shard count (see [`Head::retired`]).
+pub(crate) const RETIRED: &str = "retired";
+
 /// Prefix of the top-level head attributes `xk{bucket}` (see "Expiry floor" above). Top-level rather than a
 /// map, so that setting one never depends on a map existing.
 const EXPIRY_K_PREFIX: &str = "xk";
@@ -54,6 +57,9 @@ pub(crate) struct Head {
     pub exists: bool,
     /// The generation was deleted or purged.
     pub dead: bool,
+    /// The shard is above the queue's shard count since it was lowered: it takes no reservations (see
+    /// `Store::set_queue_metadata`).
+    pub retired: bool,
     pub next_k: u64,
     pub committed_k: u64,
     pub pend: BTreeMap<u64, i64>,
@@ -98,6 +104,7 @@ impl Head {
         Head {
             exists: true,
             dead: item.contains_key("dead"),
+            retired: item.contains_key(RETIRED),
             next_k: u("next_k"),
             committed_k: u("committed_k"),
             pend: num_map(item, "pend").into_iter().filter_map(|(k, v)| Some((k.parse().ok()?, v))).collect(),
@@ -346,7 +353,7 @@ impl Store {
                 let (p, l, d) = (e.name("pend"), e.name(&lo.to_string()), e.value(n(deadline)));
                 e.set(format!("{p}.{l} = {d}"));
                 let c = e.value(n(cur));
-                e.condition(format!("next_k = {c} AND attribute_not_exists(dead)"));
+                e.condition(format!("next_k = {c} AND attribute_not_exists(dead) AND attribute_not_exists({RETIRED})"));
             } else {
                 // First post of this shard: create the head with its maps. Each holds a sentinel entry
                 // (`_`, never a number, so never read as one) and is never empty: DynamoDB Local's stream
@@ -378,7 +385,8 @@ impl Store {
                         return Err(unavailable("Message post")(err));
                     };
                     let head = Head::from_item(old.as_ref());
-                    if head.dead {
+                    // A retired shard: the cached shard count is out of date, as after a purge.
+                    if head.dead || head.retired {
                         return Ok(Err(StaleGeneration));
                     }
                     known = head.exists.then_some(head.next_k);

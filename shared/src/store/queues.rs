@@ -6,12 +6,18 @@
 //! and head reads refuse it and refresh), so staleness can only show a purged or deleted queue's messages
 //! to a get-by-id for that long, never lose an acknowledged post.
 
+use super::head::{Head, RETIRED};
 use super::StoreError;
 use super::{get_json, get_s, unavailable, Store};
 use crate::keys::{self, cond, n, s, Item, Shard};
 use crate::meta::Metadata;
 use crate::types::{ProjectId, QueueName};
-use aws_sdk_dynamodb::types::{DeleteRequest, ReturnConsumedCapacity, ReturnValue, Select, WriteRequest};
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Delete, DeleteRequest, Put, ReturnConsumedCapacity, ReturnValue, Select, TransactWriteItem, Update,
+    WriteRequest,
+};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -81,12 +87,21 @@ impl QueueCache {
     }
 }
 
+/// What a change of `_shards` writes to one shard head.
+enum ShardChange {
+    None,
+    /// A post to the shard is in flight.
+    InUse,
+    Write(Box<TransactWriteItem>),
+}
+
 /// Outcome of a metadata update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetadataUpdate {
     Updated,
     Missing,
-    /// `_shards` lowered while the queue holds messages: refused (messages of the dropped shards would vanish).
+    /// `_shards` lowered while the queue holds messages or a post is in flight: refused (messages of the
+    /// dropped shards would vanish).
     ShardsInUse,
 }
 
@@ -215,8 +230,13 @@ impl Store {
         self.fresh_queue_info(project, queue).await?.ok_or_else(|| StoreError::exhausted("Queue creation"))
     }
 
-    /// Replaces the metadata of an existing queue. Raising `_shards` is always safe (readers read every
-    /// shard below the new count); lowering it is refused while any shard holds messages.
+    /// Replaces the metadata of an existing queue, with a change of `_shards` in the same transaction.
+    ///
+    /// Lowering it is refused while the queue holds messages or a post to a leaving shard is in flight
+    /// (reserved, not yet committed); otherwise the leaving shards' heads are marked retired, on the
+    /// condition that no reservation happened since they were read, so a producer whose cached record
+    /// still names them is refused and re-reads the record instead of posting where nobody reads.
+    /// Raising it revives retired heads (their sequence numbers go on from where they stopped).
     pub async fn set_queue_metadata(
         &self,
         project: &ProjectId,
@@ -224,27 +244,133 @@ impl Store {
         meta: &Metadata,
     ) -> Result<MetadataUpdate, StoreError> {
         let Some(current) = self.fresh_queue_info(project, queue).await? else { return Ok(MetadataUpdate::Missing) };
-        if shards_of(meta) < current.shards {
+        let wanted = shards_of(meta);
+        let lowering = wanted < current.shards;
+        if lowering {
             let (total, _) = self.message_counts(project, queue, &current).await?;
             if total > 0 {
                 return Ok(MetadataUpdate::ShardsInUse);
             }
         }
-        let r = self
-            .client
-            .update_item()
+        let record = Update::builder()
             .table_name(&self.table)
             .set_key(Some(keys::queue_record(project, queue)))
             .update_expression("SET meta = :m")
             .condition_expression("attribute_exists(pk) AND gen = :gen")
             .expression_attribute_values(":m", s(serde_json::Value::Object(meta.clone()).to_string()))
             .expression_attribute_values(":gen", s(current.gen.clone()))
+            .build()
+            .map_err(unavailable("Queue update"))?;
+        let mut actions = vec![TransactWriteItem::builder().update(record).build()];
+        let moving: Vec<Shard> = (wanted.min(current.shards)..wanted.max(current.shards))
+            .map(|i| current.shard(project, queue, i))
+            .collect();
+        if !moving.is_empty() {
+            for (shard, head) in moving.iter().zip(self.read_heads(&moving).await?) {
+                let action = if lowering { self.retire(shard, &head)? } else { self.revive(shard, &head)? };
+                match action {
+                    ShardChange::None => {}
+                    ShardChange::InUse => return Ok(MetadataUpdate::ShardsInUse),
+                    ShardChange::Write(a) => actions.push(*a),
+                }
+            }
+        }
+        let r = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(actions))
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
-        let updated = self.conditional(r, "Queue update")?.is_some();
         self.queues.forget(project, queue);
-        Ok(if updated { MetadataUpdate::Updated } else { MetadataUpdate::Missing })
+        match r {
+            Ok(out) => {
+                self.usage.write(out.consumed_capacity());
+                Ok(MetadataUpdate::Updated)
+            }
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), TransactWriteItemsError::TransactionCanceledException(_)) =>
+            {
+                self.usage.failed_write();
+                let TransactWriteItemsError::TransactionCanceledException(t) = e.err() else { unreachable!() };
+                let failed = t.cancellation_reasons().iter().position(|r| r.code() == Some("ConditionalCheckFailed"));
+                match failed {
+                    // The record is gone or was re-created (a new generation).
+                    Some(0) => Ok(MetadataUpdate::Missing),
+                    // A leaving shard took a reservation after it was read.
+                    Some(_) if lowering => Ok(MetadataUpdate::ShardsInUse),
+                    _ => {
+                        tracing::warn!(operation = "Queue update", error = ?t, "transaction cancelled");
+                        Err(StoreError::exhausted("Queue update"))
+                    }
+                }
+            }
+            Err(e) => Err(unavailable("Queue update")(e)),
+        }
+    }
+
+    /// The write that retires a leaving shard: a marker item where no head exists yet (so a first post
+    /// cannot create one), else the head marked retired while its reservations stand where they were read.
+    fn retire(&self, shard: &Shard, head: &Head) -> Result<ShardChange, StoreError> {
+        if head.dead || head.retired {
+            return Ok(ShardChange::None);
+        }
+        if !head.exists {
+            let mut item = shard.head_key();
+            item.insert(RETIRED.into(), AttributeValue::Bool(true));
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression(cond::NOT_EXISTS)
+                .build()
+                .map_err(unavailable("Queue update"))?;
+            return Ok(ShardChange::Write(Box::new(TransactWriteItem::builder().put(put).build())));
+        }
+        if head.next_k != head.committed_k {
+            return Ok(ShardChange::InUse);
+        }
+        let unchanged = if head.next_k == 0 { "attribute_not_exists(next_k)" } else { "next_k = :k" };
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(shard.head_key()))
+            .update_expression("SET #r = :t")
+            .condition_expression(format!("attribute_exists(pk) AND attribute_not_exists(dead) AND {unchanged}"))
+            .expression_attribute_names("#r", RETIRED)
+            .expression_attribute_values(":t", AttributeValue::Bool(true));
+        if head.next_k != 0 {
+            update = update.expression_attribute_values(":k", n(head.next_k));
+        }
+        let update = update.build().map_err(unavailable("Queue update"))?;
+        Ok(ShardChange::Write(Box::new(TransactWriteItem::builder().update(update).build())))
+    }
+
+    /// The write that brings a retired shard back: the marker item deleted, or the mark removed from a
+    /// head that has taken posts before.
+    fn revive(&self, shard: &Shard, head: &Head) -> Result<ShardChange, StoreError> {
+        if !head.retired {
+            return Ok(ShardChange::None);
+        }
+        let action = if head.next_k == 0 {
+            let delete = Delete::builder()
+                .table_name(&self.table)
+                .set_key(Some(shard.head_key()))
+                .condition_expression("attribute_exists(#r) AND attribute_not_exists(next_k)")
+                .expression_attribute_names("#r", RETIRED)
+                .build()
+                .map_err(unavailable("Queue update"))?;
+            TransactWriteItem::builder().delete(delete).build()
+        } else {
+            let update = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(shard.head_key()))
+                .update_expression("REMOVE #r")
+                .condition_expression("attribute_exists(#r)")
+                .expression_attribute_names("#r", RETIRED)
+                .build()
+                .map_err(unavailable("Queue update"))?;
+            TransactWriteItem::builder().update(update).build()
+        };
+        Ok(ShardChange::Write(Box::new(action)))
     }
 
     /// One page of queues after `marker`, in name order, with filters applied.
