@@ -304,12 +304,18 @@ impl Store {
 
     /// The heads of several shards in one BatchGetItem (at most [`keys::MAX_SHARDS`]), in shard order.
     pub(crate) async fn read_heads(&self, shards: &[Shard]) -> Result<Vec<Head>, StoreError> {
+        self.read_heads_with(shards, true).await
+    }
+
+    /// [`Store::read_heads`], strongly or eventually consistent.
+    pub(crate) async fn read_heads_with(&self, shards: &[Shard], consistent: bool) -> Result<Vec<Head>, StoreError> {
         if shards.len() == 1 {
-            return Ok(vec![self.read_head(&shards[0]).await?]);
+            let item = self.get_item(shards[0].head_key(), "Queue head lookup", consistent).await?;
+            return Ok(vec![Head::from_item(item.as_ref())]);
         }
         let mut found: std::collections::HashMap<String, Item> = std::collections::HashMap::new();
         let keys: Vec<Item> = shards.iter().map(Shard::head_key).collect();
-        for item in self.batch_get(keys, "Queue head lookup").await? {
+        for item in self.batch_get_with(keys, "Queue head lookup", consistent).await? {
             if let Some(pk) = get_s(&item, keys::PK) {
                 found.insert(pk.to_string(), item);
             }

@@ -452,7 +452,8 @@ impl Store {
                 },
             };
             let shards = info.all_shards(project, queue);
-            let heads = self.read_heads(&shards).await?;
+            // Eventually consistent (half the units): stats describe a moment, not a transaction.
+            let heads = self.read_heads_with(&shards, false).await?;
             if heads.iter().any(|h| h.dead) && attempt == 0 {
                 self.queues.forget(project, queue);
                 continue;
@@ -603,6 +604,16 @@ impl Store {
 
     /// BatchGetItem (≤ 100 keys per request, unprocessed keys retried with backoff), consistent reads.
     pub(crate) async fn batch_get(&self, keys: Vec<Item>, what: &'static str) -> Result<Vec<Item>, StoreError> {
+        self.batch_get_with(keys, what, true).await
+    }
+
+    /// BatchGetItem in chunks of 100, retrying unprocessed keys; `consistent` as in [`Store::get_item`].
+    pub(crate) async fn batch_get_with(
+        &self,
+        keys: Vec<Item>,
+        what: &'static str,
+        consistent: bool,
+    ) -> Result<Vec<Item>, StoreError> {
         let mut found = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(100) {
             let mut pending: Vec<Item> = chunk.to_vec();
@@ -610,7 +621,7 @@ impl Store {
             while !pending.is_empty() {
                 let ka = KeysAndAttributes::builder()
                     .set_keys(Some(std::mem::take(&mut pending)))
-                    .consistent_read(true)
+                    .consistent_read(consistent)
                     .build()
                     .expect("keys set");
                 let out = self
@@ -882,9 +893,10 @@ impl Store {
         Ok((0, 0, None, None))
     }
 
-    /// The first live, visible message of a shard from its live floor (`forward`) or from its watermark
-    /// down. Reads at most two pages of 10 (eventually consistent); the forward scan raises the live floor
-    /// past the dead messages it met, so later calls start after them.
+    /// The first live, visible message of a shard from its floors (`forward`) or from its watermark down.
+    /// Reads a page of 2, then one of 10 (eventually consistent): past the floors the first message is
+    /// nearly always the one, and a page of 2 stays under 4 KB (half a unit). The forward scan raises the
+    /// live floor past the dead messages it met, so later calls start after them.
     async fn first_alive(&self, shard: &Shard, head: &Head, forward: bool) -> Result<Option<Message>, StoreError> {
         let now = self.now_ms();
         let mut start: Option<Item> = None;
@@ -894,7 +906,7 @@ impl Store {
             return Ok(None);
         }
         let mut dead = DeadRun::new(head, lo, now);
-        for _ in 0..2 {
+        for page in [2, 10] {
             let out = self
                 .client
                 .query()
@@ -904,7 +916,7 @@ impl Store {
                 .expression_attribute_values(":lo", s(keys::message_sk(lo)))
                 .expression_attribute_values(":hi", s(keys::message_sk(head.committed_k)))
                 .scan_index_forward(forward)
-                .limit(10)
+                .limit(page)
                 .set_exclusive_start_key(start.take())
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()

@@ -134,12 +134,22 @@ impl Store {
 
     /// A strongly consistent GetItem of one key.
     pub(crate) async fn get_consistent(&self, key: Item, what: &'static str) -> Result<Option<Item>, StoreError> {
+        self.get_item(key, what, true).await
+    }
+
+    /// A GetItem, strongly consistent (a unit per 4 KB) or eventually consistent (half of that).
+    pub(crate) async fn get_item(
+        &self,
+        key: Item,
+        what: &'static str,
+        consistent: bool,
+    ) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
             .set_key(Some(key))
-            .consistent_read(true)
+            .consistent_read(consistent)
             .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
             .send()
             .await
