@@ -452,8 +452,7 @@ impl Store {
                 },
             };
             let shards = info.all_shards(project, queue);
-            // Eventually consistent (half the units): stats describe a moment, not a transaction.
-            let heads = self.read_heads_with(&shards, false).await?;
+            let heads = self.read_heads(&shards).await?;
             if heads.iter().any(|h| h.dead) && attempt == 0 {
                 self.queues.forget(project, queue);
                 continue;
@@ -870,7 +869,8 @@ impl Store {
         for attempt in 0..2 {
             let Some(info) = self.info(project, queue).await? else { break };
             let shards = info.all_shards(project, queue);
-            let heads = self.read_heads(&shards).await?;
+            // Eventually consistent (half the units): stats describe a moment, not a transaction.
+            let heads = self.read_heads_with(&shards, false).await?;
             if heads.iter().any(|h| h.dead) && attempt == 0 {
                 self.queues.forget(project, queue);
                 continue;
