@@ -16,12 +16,16 @@
 //!
 //! Why this shape:
 //! - **Generations.** A queue's messages, claims and heads live under partition keys that carry the queue's
-//!   generation `gen` (random, set when the queue record is created and replaced by a purge). Deleting or
+//!   generation `gen` (its creation time in microseconds and a random tail, set when the queue record is
+//!   created and replaced by a purge). Deleting or
 //!   purging a queue is one write to the queue record plus one tombstone per shard head, whatever the depth:
 //!   the old partitions become unreachable at once and native TTL (free) removes their items later. A queue
 //!   re-created under the same name gets a new generation and is empty at once. Tombstoned heads (`dead`)
 //!   refuse new reservations, so a producer holding a stale generation learns it before anything is
-//!   acknowledged.
+//!   acknowledged. A generation's sequence numbers start at its creation microsecond
+//!   ([`generation_first_k`]), above every number of the generations before it (a shard takes far fewer
+//!   than a million posts a second), so a listing marker from before a purge still sees what follows it, as
+//!   Zaqar's marker counter, which a purge keeps, does.
 //! - **Shards.** A queue is spread over `shards` partition keys (1 by default, `_shards` metadata to raise it),
 //!   each with its own head, because DynamoDB caps one partition key at 1,000 WCU/s and 3,000 RCU/s. The head
 //!   lives under its own partition key (`H#…`) so head writes and message writes do not share one key's budget.
@@ -162,9 +166,19 @@ pub fn parse_messages_pk(pk: &str) -> Option<Shard> {
     Some(Shard { project, queue, gen, index })
 }
 
-/// A fresh generation: 12 random hex digits.
+/// A fresh generation: the current Unix time in microseconds (13 hex digits) and 3 random ones.
 pub fn new_generation() -> String {
-    format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+    let micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+    format!("{:013x}{:03x}", (micros as u64) & 0x1f_ffff_ffff_ffff, rand::random::<u16>() & 0xfff)
+}
+
+/// The sequence number a generation's shards count from (their first message is this plus one): its
+/// creation microsecond, or 0 for a generation of another shape.
+pub fn generation_first_k(gen: &str) -> u64 {
+    match gen.get(..13) {
+        Some(micros) if gen.len() == 16 => u64::from_str_radix(micros, 16).unwrap_or(0).min(MAX_K / 2),
+        _ => 0,
+    }
 }
 
 pub fn message_sk(k: u64) -> String {

@@ -11,6 +11,8 @@
 //! producer forces the watermark past them, recording them as holes. A slow producer that finds the
 //! watermark already past its range was forced out: its post fails (503) and its messages stay in the hole.
 //! Leases last 1 s plus 1 ms per message (at most 10 s), so an abandoned post stalls its shard at most that.
+//! A head starts counting at its generation's first number (`k0`, [`keys::generation_first_k`]), so the
+//! numbers of a purged queue's new generation are above the old ones and old listing markers stay valid.
 //!
 //! **Counters.** `ex` maps an expiry bucket ([`keys::expiry_bucket`]) to the number of messages in it and
 //! `cl` maps a claim end second to the number of messages claimed until then. `total` is the sum of the
@@ -342,7 +344,8 @@ impl Store {
         for attempt in 0..64u32 {
             let now = self.now_ms();
             let deadline = now + lease_ms(count as usize);
-            let cur = known.unwrap_or(0);
+            // A shard's first post starts after its generation's first number (see `keys`).
+            let cur = known.unwrap_or_else(|| keys::generation_first_k(&shard.gen));
             let (lo, hi) = (cur + 1, cur + count);
             if hi > keys::MAX_K {
                 return Err(StoreError::exhausted("Message post"));
@@ -370,8 +373,10 @@ impl Store {
                 );
                 let (p, pv) = (e.name("pend"), e.value(pend));
                 let empty = e.value(AttributeValue::M([(MAP_SENTINEL.to_string(), n(0))].into_iter().collect()));
-                let (zero, one) = (e.value(n(0)), e.value(n(1)));
-                e.set(format!("{p} = {pv}, committed_k = {zero}, live_k = {one}, ex = {empty}, cl = {empty}"));
+                let (first, live) = (e.value(n(cur)), e.value(n(cur + 1)));
+                e.set(format!(
+                    "{p} = {pv}, committed_k = {first}, live_k = {live}, k0 = {first}, ex = {empty}, cl = {empty}"
+                ));
                 e.condition("attribute_not_exists(pk)".to_string());
             }
             let req = self
