@@ -21,16 +21,24 @@ pub type RawItem = HashMap<String, AttributeValue>;
 pub const CLIENT: &str = "3381af92-2b9e-11e3-b191-71861300734c";
 pub const OTHER_CLIENT: &str = "e7c06f30-9c7b-4a7c-8c3e-5d5c9d5b2f11";
 
-fn endpoint() -> String {
+pub mod hook;
+
+/// DynamoDB Local's address for the tests (`ZAQAR_TEST_ENDPOINT`, default http://127.0.0.1:8000).
+pub fn endpoint() -> String {
     std::env::var("ZAQAR_TEST_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:8000".into())
+}
+
+/// SDK settings for `endpoint` with local credentials (every client the tests build starts here).
+pub fn local_sdk(endpoint: &str) -> aws_config::ConfigLoader {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("local", "local", None, None, "tests"))
 }
 
 /// A DynamoDB client for `endpoint` with local credentials; `retries: false` fails at once.
 async fn dynamodb(endpoint: &str, retries: bool) -> aws_sdk_dynamodb::Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("local", "local", None, None, "tests"));
+    let mut loader = local_sdk(endpoint);
     if !retries {
         loader = loader.retry_config(aws_config::retry::RetryConfig::disabled());
     }

@@ -23,11 +23,21 @@ use aws_sdk_dynamodbstreams::error::SdkError;
 use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use zaqar::App;
 
 const IDLE_POLL: Duration = Duration::from_millis(200);
+
+/// Fan-out invocations made by this process (each batch handed to the handler, retries included): the
+/// number Lambda's event source would bill, so tests can see that filtered records cost none.
+static INVOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// How many times this process has invoked the fan-out handler.
+pub fn invocations() -> u64 {
+    INVOCATIONS.load(Ordering::Relaxed)
+}
 const DESCRIBE_EVERY: Duration = Duration::from_secs(2);
 const RETRIES: u32 = 5;
 
@@ -290,6 +300,7 @@ fn dispatch(
             let response = {
                 let Ok(_slot) = slots.acquire().await else { return };
                 let event = zaqar_fanout::parse_event(json!({ "Records": records }));
+                INVOCATIONS.fetch_add(1, Ordering::Relaxed);
                 zaqar_fanout::handle_with(&app, &settings, event).await
             };
             let failed: HashSet<String> =

@@ -615,12 +615,7 @@ impl Intercept for SharedMeter {
 
 /// A fault-free app straight to `endpoint` (the harness's deadlines) whose DynamoDB time is measured.
 pub async fn metered_app(config: Config, endpoint: &str) -> (App, Arc<Meter>) {
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("local", "local", None, None, "tests"))
-        .load()
-        .await;
+    let sdk = crate::local_sdk(endpoint).load().await;
     let meter = Arc::new(Meter::default());
     let conf = aws_sdk_dynamodb::config::Builder::from(&crate::test_timeouts().apply(&sdk))
         .interceptor(SharedMeter(meter.clone()))

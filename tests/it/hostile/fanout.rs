@@ -1,9 +1,9 @@
 //! Fan-out under hostile stored data and slow subscribers: records isolated, the budget kept, stream
 //! retries without repeats. Also the subscriber uniqueness race that feeds it.
 
-use crate::hook::Hook;
 use crate::{insert_record, read_item, seq_of};
 use aws_sdk_dynamodb::types::AttributeValue;
+use harness::hook::Hook;
 use harness::Client;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};

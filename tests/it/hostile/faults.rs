@@ -1,8 +1,8 @@
 //! Storage that stops answering or drops connections.
 
-use crate::hook::Hook;
 use crate::proxy::{Mode, Proxy};
 use crate::{app_at, sdk_for, upstream};
+use harness::hook::Hook;
 use harness::Client;
 use http::Method;
 use serde_json::json;

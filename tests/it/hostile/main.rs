@@ -4,7 +4,6 @@
 
 mod fanout;
 mod faults;
-mod hook;
 mod inputs;
 mod proxy;
 
