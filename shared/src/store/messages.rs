@@ -867,7 +867,13 @@ impl Store {
         queue: &QueueName,
     ) -> Result<(u64, u64, Option<Message>, Option<Message>), StoreError> {
         for attempt in 0..2 {
-            let Some(info) = self.info(project, queue).await? else { break };
+            // Eventually consistent first; a generation found dead is read again consistently.
+            let info = if attempt == 0 {
+                self.queue_info_eventual(project, queue).await?
+            } else {
+                self.info(project, queue).await?
+            };
+            let Some(info) = info else { break };
             let shards = info.all_shards(project, queue);
             // Eventually consistent (half the units): stats describe a moment, not a transaction.
             let heads = self.read_heads_with(&shards, false).await?;

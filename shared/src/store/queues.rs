@@ -181,8 +181,30 @@ impl Store {
         project: &ProjectId,
         queue: &QueueName,
     ) -> Result<Option<QueueInfo>, StoreError> {
+        self.read_queue_info(project, queue, true).await
+    }
+
+    /// The queue record from the cache, else read eventually consistent (half a unit): for readers that
+    /// detect a stale generation themselves (dead heads) and then read it again with [`Self::queue_info`].
+    pub(crate) async fn queue_info_eventual(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+    ) -> Result<Option<QueueInfo>, StoreError> {
+        match self.queues.get(project, queue) {
+            Some(info) => Ok(info),
+            None => self.read_queue_info(project, queue, false).await,
+        }
+    }
+
+    async fn read_queue_info(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        consistent: bool,
+    ) -> Result<Option<QueueInfo>, StoreError> {
         // The record and whether the queue has subscriptions, read together (one round trip).
-        let record = self.get_consistent(keys::queue_record(project, queue), "Queue metadata lookup");
+        let record = self.get_item(keys::queue_record(project, queue), "Queue metadata lookup", consistent);
         let (item, subscribed) = futures::future::try_join(record, self.has_subscriptions(project, queue)).await?;
         let info = item.as_ref().and_then(info_from).map(|i| QueueInfo { subscribed, ..i });
         self.queues.put(project, queue, info.clone());
