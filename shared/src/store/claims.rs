@@ -131,8 +131,10 @@ impl Store {
             }
         }
         if claimed.is_empty() {
-            if record.written {
-                // Best effort: an empty record holds nothing and expires with the claim anyway.
+            // An empty record holds nothing and expires with the claim anyway; it is deleted only when no
+            // claim write failed, since a failed one may have been applied (its answer lost), leaving a
+            // message that only this record explains.
+            if record.written && failure.is_none() {
                 let _ = self.delete_claim_record(&record.shard, &cid).await;
             }
             return match failure {
@@ -383,7 +385,11 @@ impl Store {
                     }
                     _ => None,
                 });
-                Ok(Err(current))
+                Ok(match current {
+                    // Our own write, applied by an attempt whose answer was lost (the SDK retried it).
+                    Some(c) if c.claim_id.as_deref() == Some(cid) => Ok(c),
+                    other => Err(other),
+                })
             }
             Err(e) => Err(unavailable("Claim")(e)),
         }

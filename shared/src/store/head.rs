@@ -476,6 +476,14 @@ impl Store {
                         return Ok(PostEnd::QueueGone);
                     }
                     if head.committed_k >= hi {
+                        // Past our range: either a producer forced the watermark past our expired lease
+                        // (our range is then a hole), or our own write was applied by an attempt whose
+                        // answer was lost and the SDK's retry found its condition gone. Only a range that
+                        // is no hole and still above the live floor is surely ours; otherwise the post is
+                        // written again (a duplicate at worst, never a loss).
+                        if !abort && !head.in_hole(lo) && head.live_k <= lo {
+                            return Ok(PostEnd::Committed);
+                        }
                         return Ok(PostEnd::ForcedOut);
                     }
                     if head.committed_k + 1 == lo {
