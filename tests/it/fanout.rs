@@ -2,12 +2,13 @@
 //! delivers), webhook receivers and an SMTP sink on 127.0.0.1 run by the tests themselves.
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use harness::hook::Hook;
 use harness::*;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use zaqar::config::Config;
 use zaqar::keys;
 use zaqar::types::{ProjectId, QueueName};
@@ -15,92 +16,6 @@ use zaqar::App;
 use zaqar_fanout::Settings;
 
 // ---------------------------------------------------------------- test servers
-
-#[derive(Debug, Clone)]
-struct Received {
-    path: String,
-    headers: HashMap<String, String>,
-    body: String,
-}
-
-type Responder = Arc<dyn Fn(usize) -> (u16, Vec<(String, String)>) + Send + Sync>;
-
-/// A tiny HTTP/1.1 receiver (keep-alive aware) that records every request.
-struct Hook {
-    port: u16,
-    got: Arc<Mutex<Vec<Received>>>,
-}
-
-impl Hook {
-    async fn start(respond: Responder) -> Hook {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let sink = got.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (sink, respond) = (sink.clone(), respond.clone());
-                tokio::spawn(async move {
-                    let (read, mut write) = stream.into_split();
-                    let mut reader = BufReader::new(read);
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-                        let mut headers = HashMap::new();
-                        loop {
-                            let mut h = String::new();
-                            if reader.read_line(&mut h).await.unwrap_or(0) == 0 {
-                                return;
-                            }
-                            let h = h.trim_end();
-                            if h.is_empty() {
-                                break;
-                            }
-                            if let Some((k, v)) = h.split_once(':') {
-                                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-                            }
-                        }
-                        let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-                        let mut body = vec![0u8; len];
-                        if reader.read_exact(&mut body).await.is_err() {
-                            return;
-                        }
-                        let n = {
-                            let mut g = sink.lock().unwrap();
-                            g.push(Received { path, headers, body: String::from_utf8_lossy(&body).into_owned() });
-                            g.len()
-                        };
-                        let (status, extra) = respond(n);
-                        let mut resp = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n");
-                        for (k, v) in extra {
-                            resp.push_str(&format!("{k}: {v}\r\n"));
-                        }
-                        resp.push_str("\r\n");
-                        if write.write_all(resp.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        Hook { port, got }
-    }
-
-    async fn ok() -> Hook {
-        Hook::start(Arc::new(|_| (200, vec![]))).await
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.got.lock().unwrap().clone()
-    }
-}
 
 /// A minimal SMTP sink: accepts everything and keeps each message's DATA.
 async fn smtp_sink() -> (u16, Arc<Mutex<Vec<String>>>) {
@@ -294,7 +209,7 @@ async fn delayed_queue_notifications_carry_delay() {
 async fn failing_subscriber_is_retried_per_policy_without_blocking_others() {
     let app = app().await;
     let c = Client::new(&app);
-    let broken = Hook::start(Arc::new(|_| (500, vec![]))).await;
+    let broken = Hook::responding(Arc::new(|_| (500, vec![]))).await;
     let healthy = Hook::ok().await;
     // Policy: 2 immediate retries, then a backoff starting at 5 s, beyond the 1 s budget.
     let policy = json!({"_retry_policy": {"retries_with_no_delay": 2, "minimum_delay_retries": 0, "maximum_delay_retries": 0, "minimum_delay": 5, "maximum_delay": 15}});
@@ -317,9 +232,9 @@ async fn failing_subscriber_is_retried_per_policy_without_blocking_others() {
 async fn exhausted_policy_drops_and_4xx_is_not_retried() {
     let app = app().await;
     let c = Client::new(&app);
-    let broken = Hook::start(Arc::new(|_| (503, vec![]))).await;
-    let refusing = Hook::start(Arc::new(|_| (404, vec![]))).await;
-    let flaky = Hook::start(Arc::new(|n| (if n < 3 { 502 } else { 204 }, vec![]))).await;
+    let broken = Hook::responding(Arc::new(|_| (503, vec![]))).await;
+    let refusing = Hook::responding(Arc::new(|_| (404, vec![]))).await;
+    let flaky = Hook::responding(Arc::new(|n| (if n < 3 { 502 } else { 204 }, vec![]))).await;
     // minimum_delay 30 = maximum_delay default: no delayed retries, only the 2 immediate ones.
     let policy = json!({"_retry_policy": {"retries_with_no_delay": 2, "minimum_delay_retries": 0, "maximum_delay_retries": 0, "minimum_delay": 30}});
     subscribe(&c, &broken.url("/"), policy.clone()).await;
@@ -338,7 +253,7 @@ async fn queue_retry_policy_applies_unless_overridden() {
     let c = Client::new(&app);
     let meta = json!({"_retry_policy": {"retries_with_no_delay": 1, "minimum_delay_retries": 0, "maximum_delay_retries": 0, "minimum_delay": 30}});
     assert_eq!(c.put("/v2/queues/q1", Some(&meta.to_string())).await.status, 201);
-    let broken = Hook::start(Arc::new(|_| (500, vec![]))).await;
+    let broken = Hook::responding(Arc::new(|_| (500, vec![]))).await;
     subscribe(&c, &broken.url("/"), json!({})).await;
     let records = post_records(&c, json!({"messages": [{"body": "m", "ttl": 300}]})).await;
     assert_eq!(run(&app, records, 3000).await, Vec::<String>::new());
@@ -367,7 +282,7 @@ async fn redirects_are_checked_at_every_hop() {
     let c = Client::new(&app);
     let inner = Hook::ok().await;
     let inner_url = inner.url("/internal");
-    let outer = Hook::start(Arc::new(move |_| (302, vec![("Location".to_string(), inner_url.clone())]))).await;
+    let outer = Hook::responding(Arc::new(move |_| (302, vec![("Location".to_string(), inner_url.clone())]))).await;
     subscribe(&c, &format!("http://localhost:{}/", outer.port), json!({})).await;
     let records = post_records(&c, json!({"messages": [{"body": "m", "ttl": 300}]})).await;
     assert_eq!(run(&app, records, 3000).await, Vec::<String>::new());
