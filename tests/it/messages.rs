@@ -61,17 +61,7 @@ async fn raw_item_exists(app: &App, project: &str, queue: &str, id: &str) -> boo
     let p = ProjectId::parse(project).unwrap();
     let q = QueueName::parse(queue).unwrap();
     let Some(key) = app.store.message_key_of(&p, &q, id).await.unwrap() else { return false };
-    let out = app
-        .store
-        .client
-        .get_item()
-        .table_name(&app.store.table)
-        .set_key(Some(key))
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap();
-    out.item().is_some()
+    raw_item(app, key).await.is_some()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -146,16 +146,12 @@ impl Head {
     /// `None` when a bucket that has not ended lacks its entry.
     pub fn expiry_floor(&self, now_ms: i64) -> Option<u64> {
         let now_s = now_ms.div_euclid(1000);
-        let open_buckets = self.ex.iter().filter(|(b, c)| **b > now_s && **c > 0).map(|(b, _)| b);
-        let mut floor = self.committed_k.saturating_add(1);
-        for b in open_buckets {
-            floor = floor.min(*self.exk.get(b)?);
+        if self.ex.iter().any(|(b, c)| *b > now_s && *c > 0 && !self.exk.contains_key(b)) {
+            return None;
         }
-        // Entries of open buckets whose count is not (yet) positive: a post still being committed.
-        for (_, k) in self.exk.iter().filter(|(b, _)| **b > now_s) {
-            floor = floor.min(*k);
-        }
-        Some(floor)
+        // Every open bucket's entry, also those whose count is not (yet) positive: a post being committed.
+        let open = self.exk.iter().filter(|(b, _)| **b > now_s).map(|(_, k)| *k);
+        Some(open.fold(self.committed_k.saturating_add(1), u64::min))
     }
 
     /// Live messages (buckets not yet ended) and messages under live claims.
@@ -165,6 +161,11 @@ impl Head {
         let claimed: i64 = self.cl.iter().filter(|(e, _)| **e * 1000 > now_ms).map(|(_, c)| *c).sum();
         (total.max(0) as u64, claimed.clamp(0, total.max(0)) as u64)
     }
+}
+
+/// Live and claimed messages over `heads` (tombstoned ones count nothing).
+pub(crate) fn heads_totals(heads: &[Head], now_ms: i64) -> (u64, u64) {
+    heads.iter().filter(|h| !h.dead).map(|h| h.counts(now_ms)).fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1))
 }
 
 /// Changes to a head's counters, gathered by an operation and written once.

@@ -8,7 +8,7 @@
 //! messages are invisible anyway) and reads at most [`MAX_SCAN_ITEMS`] items per shard per request; a
 //! listing that stops there returns a marker past what it read, so the next page continues.
 
-use super::head::{scan_start, Counts, Head, PostEnd};
+use super::head::{heads_totals, scan_start, Counts, Head, PostEnd};
 use super::queues::QueueInfo;
 use super::StoreError;
 use super::{get_i64, get_s, is_condition_failed, ttl_epoch, unavailable, Store};
@@ -847,18 +847,6 @@ impl Store {
         Ok(popped)
     }
 
-    /// Live and claimed messages of the queue, from the shard heads alone (one BatchGetItem).
-    pub(crate) async fn message_counts(
-        &self,
-        project: &ProjectId,
-        queue: &QueueName,
-        info: &QueueInfo,
-    ) -> Result<(u64, u64), StoreError> {
-        let heads = self.read_heads(&info.all_shards(project, queue)).await?;
-        let now = self.now_ms();
-        Ok(heads.iter().filter(|h| !h.dead).map(|h| h.counts(now)).fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1)))
-    }
-
     /// Counts for `GET .../stats`: (total, claimed, oldest, newest). Counts come from the heads (one read
     /// for an unsharded queue); oldest and newest from one short, eventually consistent query per shard end.
     pub async fn message_stats(
@@ -882,8 +870,7 @@ impl Store {
                 continue;
             }
             let now = self.now_ms();
-            let (total, claimed) =
-                heads.iter().filter(|h| !h.dead).map(|h| h.counts(now)).fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1));
+            let (total, claimed) = heads_totals(&heads, now);
             if total == 0 {
                 break;
             }

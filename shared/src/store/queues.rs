@@ -6,7 +6,7 @@
 //! and head reads refuse it and refresh), so staleness can only show a purged or deleted queue's messages
 //! to a get-by-id for that long, never lose an acknowledged post.
 
-use super::head::{Head, RETIRED};
+use super::head::{heads_totals, Head, RETIRED};
 use super::StoreError;
 use super::{get_json, get_s, unavailable, Store};
 use crate::keys::{self, cond, n, s, Item, Shard};
@@ -268,12 +268,6 @@ impl Store {
         let Some(current) = self.fresh_queue_info(project, queue).await? else { return Ok(MetadataUpdate::Missing) };
         let wanted = shards_of(meta);
         let lowering = wanted < current.shards;
-        if lowering {
-            let (total, _) = self.message_counts(project, queue, &current).await?;
-            if total > 0 {
-                return Ok(MetadataUpdate::ShardsInUse);
-            }
-        }
         let record = Update::builder()
             .table_name(&self.table)
             .set_key(Some(keys::queue_record(project, queue)))
@@ -284,18 +278,41 @@ impl Store {
             .build()
             .map_err(unavailable("Queue update"))?;
         let mut actions = vec![TransactWriteItem::builder().update(record).build()];
-        let moving: Vec<Shard> = (wanted.min(current.shards)..wanted.max(current.shards))
-            .map(|i| current.shard(project, queue, i))
-            .collect();
-        if !moving.is_empty() {
-            for (shard, head) in moving.iter().zip(self.read_heads(&moving).await?) {
-                let action = if lowering { self.retire(shard, &head)? } else { self.revive(shard, &head)? };
-                match action {
-                    ShardChange::None => {}
-                    ShardChange::InUse => return Ok(MetadataUpdate::ShardsInUse),
-                    ShardChange::Write(a) => actions.push(*a),
-                }
+        // Lowering reads every head once (the queue must be empty, the leaving shards idle); raising reads
+        // the shards that rejoin; an unchanged count reads none.
+        let read_from = if lowering { 0 } else { current.shards.min(wanted) };
+        let shards: Vec<Shard> =
+            (read_from..current.shards.max(wanted)).map(|i| current.shard(project, queue, i)).collect();
+        let heads = if shards.is_empty() { vec![] } else { self.read_heads(&shards).await? };
+        if lowering && heads_totals(&heads, self.now_ms()).0 > 0 {
+            return Ok(MetadataUpdate::ShardsInUse);
+        }
+        let moving = shards.iter().zip(&heads).filter(|(sh, _)| sh.index >= current.shards.min(wanted));
+        for (shard, head) in moving {
+            let action = if lowering { self.retire(shard, head)? } else { self.revive(shard, head)? };
+            match action {
+                ShardChange::None => {}
+                ShardChange::InUse => return Ok(MetadataUpdate::ShardsInUse),
+                ShardChange::Write(a) => actions.push(*a),
             }
+        }
+        if actions.len() == 1 {
+            // Only the record changes: a plain conditional update (half the units of a transaction).
+            let Some(TransactWriteItem { update: Some(u), .. }) = actions.pop() else { unreachable!() };
+            let r = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(u.key))
+                .update_expression(u.update_expression)
+                .set_condition_expression(u.condition_expression)
+                .set_expression_attribute_values(u.expression_attribute_values)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await;
+            let updated = self.conditional(r, "Queue update")?.is_some();
+            self.queues.forget(project, queue);
+            return Ok(if updated { MetadataUpdate::Updated } else { MetadataUpdate::Missing });
         }
         let r = self
             .client

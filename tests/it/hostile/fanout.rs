@@ -1,7 +1,7 @@
 //! Fan-out under hostile stored data and slow subscribers: records isolated, the budget kept, stream
 //! retries without repeats. Also the subscriber uniqueness race that feeds it.
 
-use crate::{insert_record, read_item, seq_of};
+use crate::{insert_record, seq_of};
 use aws_sdk_dynamodb::types::AttributeValue;
 use harness::hook::Hook;
 use harness::Client;
@@ -31,7 +31,7 @@ async fn post_one(c: &Client<'_>, queue: &str, body: Value) -> Value {
     let href = r.json_body()["resources"][0].as_str().unwrap().to_string();
     let (project, queue) = ids(c, queue);
     let key = c.app.store.message_key_of(&project, &queue, href.rsplit('/').next().unwrap()).await.unwrap().unwrap();
-    insert_record(&read_item(c.app, key).await)
+    insert_record(&harness::raw_item(c.app, key).await.expect("item exists"))
 }
 
 async fn run(app: &App, settings: &Settings, records: Vec<Value>) -> Vec<String> {

@@ -40,21 +40,6 @@ pub async fn app_at(endpoint: &str, config: Config) -> App {
     App::new(config, client, Clock::manual())
 }
 
-/// An item read back with a consistent read.
-pub async fn read_item(app: &App, key: Item) -> Item {
-    let out = app
-        .store
-        .client
-        .get_item()
-        .table_name(&app.store.table)
-        .set_key(Some(key))
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap();
-    out.item().cloned().expect("item exists")
-}
-
 fn dynamo_json(item: &Item) -> Value {
     serde_json::to_value(serde_dynamo::Item::from(item.clone())).unwrap()
 }
