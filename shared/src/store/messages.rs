@@ -814,24 +814,13 @@ impl Store {
             dead.exhausted(&head);
         }
         dead.settle(self, shard, &head).await?;
-        let deletes = candidates.iter().map(|m| async move {
-            let r = self
-                .client
-                .delete_item()
-                .table_name(&self.table)
-                .set_key(Some(shard.message_key(m.k)))
-                .condition_expression(format!("id = :id AND {}", cond::POPPABLE))
-                .expression_attribute_values(":id", s(m.id.clone()))
-                .expression_attribute_values(":now", n(now))
-                .return_values(ReturnValue::AllOld)
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .send()
-                .await;
-            Ok::<_, StoreError>(
-                self.conditional(r, "Message pop")?.and_then(|out| out.attributes().and_then(Message::from_item)),
-            )
-        });
-        let results = futures::future::join_all(deletes).await;
+        // A pop is one conditional update per message that expires it at once (TTL removes the item
+        // later, for free) and tags it with this pop: a retried attempt whose first answer was lost
+        // finds its own tag and knows the message is ours, where a delete would find nothing and could
+        // not tell "we took it" from "someone else did".
+        let op = uuid::Uuid::new_v4().simple().to_string();
+        let pops = candidates.iter().map(|m| self.pop_one(shard, m, &op, now));
+        let results = futures::future::join_all(pops).await;
         let popped: Vec<Message> = results.iter().filter_map(|r| r.as_ref().ok().cloned().flatten()).collect();
         let mut counts = Counts::default();
         for m in &popped {
@@ -842,9 +831,85 @@ impl Store {
             if let Some(e) = results.into_iter().find_map(Result::err) {
                 return Err(e);
             }
+            counted?;
+        } else if let Err(e) = counted {
+            // The messages are gone either way: the caller must get them.
+            tracing::warn!(error = %e, popped = popped.len(), "pop could not update the queue counters");
         }
-        counted?;
         Ok(popped)
+    }
+
+    /// Pops one message: `Some` (as it was before the pop) when this pop took it.
+    async fn pop_one(&self, shard: &Shard, m: &Message, op: &str, now: i64) -> Result<Option<Message>, StoreError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(shard.message_key(m.k)))
+            .update_expression(
+                "SET popped = :op, was_exp = expires_ms, was_ttl = #ttl, expires_ms = :gone, #ttl = :epoch",
+            )
+            .condition_expression(format!("id = :id AND {}", cond::POPPABLE))
+            .expression_attribute_names("#ttl", keys::TTL_ATTR)
+            .expression_attribute_values(":id", s(m.id.clone()))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":op", s(op))
+            .expression_attribute_values(":gone", n(0))
+            .expression_attribute_values(":epoch", ttl_epoch(now))
+            .return_values(ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        match r {
+            Ok(out) => {
+                self.usage.write(out.consumed_capacity());
+                Ok(out.attributes().and_then(Message::from_item))
+            }
+            Err(e) if is_condition_failed(&e) => {
+                self.usage.failed_write();
+                let current = e.as_service_error().and_then(|se| match se {
+                    aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
+                        c.item().cloned()
+                    }
+                    _ => None,
+                });
+                // Our own pop, applied by an attempt whose answer was lost: the message as we read it, with
+                // the expiry it had when it was taken (body and id never change).
+                Ok(current.filter(|item| get_s(item, "popped") == Some(op)).map(|item| Message {
+                    expires_ms: get_i64(&item, "was_exp").unwrap_or(m.expires_ms),
+                    claim_id: get_s(&item, "claim_id").map(str::to_string),
+                    claim_until_ms: get_i64(&item, "claim_until_ms"),
+                    claim_count: get_i64(&item, "claim_count").unwrap_or(m.claim_count),
+                    ..m.clone()
+                }))
+            }
+            Err(e) => {
+                // Unknown outcome: the pop may have been applied with its answer lost. Put the message back
+                // if so, so that a pop that reports failure removed nothing (the un-pop only matches our tag).
+                self.unpop(shard, m, op).await;
+                Err(unavailable("Message pop")(e))
+            }
+        }
+    }
+
+    /// Undoes this pop's tag on a message, if it is there; best effort (a failure is logged).
+    async fn unpop(&self, shard: &Shard, m: &Message, op: &str) {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(shard.message_key(m.k)))
+            .update_expression("SET expires_ms = was_exp, #ttl = was_ttl REMOVE popped, was_exp, was_ttl")
+            .condition_expression("popped = :op")
+            .expression_attribute_names("#ttl", keys::TTL_ATTR)
+            .expression_attribute_values(":op", s(op))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        if let Err(e) = self.conditional(r, "Message pop") {
+            tracing::warn!(error = %e, id = %m.id, "a failed pop could not be undone; the message may be gone");
+        }
     }
 
     /// Counts for `GET .../stats`: (total, claimed, oldest, newest). Counts come from the heads (one read
