@@ -113,10 +113,23 @@ pub fn expiry_bucket(expires_ms: i64, ttl_s: i64) -> i64 {
     secs.div_euclid(width) * width + if secs.rem_euclid(width) == 0 { 0 } else { width }
 }
 
-/// Claims end on whole seconds, so the head's `cl` map (claim end second -> messages) is exact.
-pub fn claim_end_ms(now_ms: i64, ttl_s: i64) -> i64 {
+/// Live claim ends a shard head counts before new claims on it end on coarser steps.
+pub const CROWDED_CLAIM_ENDS: usize = 16;
+
+/// When a claim of `ttl_s` seconds made at `now_ms` ends: on a whole second; or, when the shard head
+/// already counts [`CROWDED_CLAIM_ENDS`] distinct claim ends (`crowded`), rounded *up* to a step of at
+/// most 5 % of the TTL (whole seconds below a 40 s TTL; then 2 s, 5 s, 10 s, 15 s, 30 s, 1 min, 2 min,
+/// 5 min, 10 min, 30 min as the TTL grows). The head's `cl` map has one entry per distinct claim end and every
+/// head write pays for the map's size: whole seconds alone would let a fleet claiming every second with
+/// a 12-hour TTL grow it to 43,200 entries (past DynamoDB's 400 KB item limit). Crowded, one TTL adds
+/// at most about 40 live entries. `claimed` stays exact either way (messages carry the end counted);
+/// a claim never ends before its TTL, and on a crowded queue at most 5 % after it.
+pub fn claim_end_ms(now_ms: i64, ttl_s: i64, crowded: bool) -> i64 {
+    const STEPS_S: [i64; 11] = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800];
+    let step_s = if crowded { STEPS_S.iter().rev().copied().find(|step| step * 20 <= ttl_s).unwrap_or(1) } else { 1 };
+    let step_ms = step_s * 1000;
     let end = now_ms.saturating_add(ttl_s.saturating_mul(1000));
-    end.div_euclid(1000) * 1000 + if end.rem_euclid(1000) == 0 { 0 } else { 1000 }
+    end.div_euclid(step_ms) * step_ms + if end.rem_euclid(step_ms) == 0 { 0 } else { step_ms }
 }
 
 /// One shard of one generation of a queue: where its messages, claims and head live.
@@ -296,8 +309,21 @@ mod tests {
         assert_eq!(expiry_bucket(7_200_000, 7200), 7200);
         assert_eq!(expiry_bucket(7_200_001, 7200), 8100);
         assert_eq!(expiry_bucket(1, 1_209_600), 3600);
-        assert_eq!(claim_end_ms(1_500, 60), 62_000);
-        assert_eq!(claim_end_ms(2_000, 60), 62_000);
+        assert_eq!(claim_end_ms(1_500, 60, false), 62_000);
+        assert_eq!(claim_end_ms(2_000, 60, false), 62_000);
+        assert_eq!(claim_end_ms(1_000, 3600, false), 3_601_000);
+        // On a crowded head, longer claims end on coarser steps, never before now + ttl, at most 5 % after.
+        assert_eq!(claim_end_ms(1_000, 39, true), 40_000);
+        assert_eq!(claim_end_ms(1_000, 60, true), 62_000);
+        assert_eq!(claim_end_ms(1_000, 3600, true), 3_720_000);
+        assert_eq!(claim_end_ms(0, 43_200, true), 43_200_000);
+        for ttl in [60, 61, 99, 100, 250, 300, 1000, 3599, 3600, 7200, 43_200] {
+            for now in [0, 1, 999, 1_000, 123_456_789, 1_767_225_600_123] {
+                let end = claim_end_ms(now, ttl, true);
+                assert!(end >= now + ttl * 1000 && end <= now + ttl * 1000 + ttl * 50, "ttl {ttl} now {now}: {end}");
+                assert_eq!(end % 1000, 0);
+            }
+        }
     }
 
     #[test]

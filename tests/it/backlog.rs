@@ -836,7 +836,6 @@ async fn a_post_forced_out_after_its_lease_is_never_half_visible_nor_duplicated(
 /// make the head, which every stats, post, claim and delete reads or writes, grow with them: stats stays
 /// at 2 read units and a one-message post at its usual write units.
 #[tokio::test]
-#[ignore = "store bug (reported): the head's claim-end map grows one entry per distinct claim-end second"]
 async fn many_live_claim_ends_do_not_grow_the_cost_of_stats_and_posts() {
     const CLAIMS: usize = 400;
     let app = app().await;

@@ -10,7 +10,8 @@
 //! and release work on it. A failure after some messages were claimed returns those messages (a claim
 //! may always hold fewer than asked); a failure before any were claimed removes the record and is a 503.
 //!
-//! Claims end on whole seconds ([`keys::claim_end_ms`]) so the shard heads' claim counters are exact.
+//! Claims end on whole seconds, or coarser steps on a crowded head ([`keys::claim_end_ms`]), so the
+//! shard heads' claim counters are exact and their number bounded.
 //! A claim starts on a random shard and moves on to the next ones until it has enough messages: fair
 //! over many claims, and one shard per claim while the backlog is spread evenly.
 //!
@@ -106,7 +107,8 @@ impl Store {
             cid: &cid,
             params,
             now,
-            until: keys::claim_end_ms(now, params.ttl_s),
+            // Set from the first shard head read (how crowded its claim ends are), before the record is written.
+            until: keys::claim_end_ms(now, params.ttl_s, false),
             written: false,
         };
         let mut claimed: Vec<Message> = Vec::with_capacity(limit);
@@ -162,6 +164,9 @@ impl Store {
             return Ok((vec![], None));
         }
         let now = record.now;
+        if !record.written {
+            record.until = keys::claim_end_ms(now, record.params.ttl_s, head.cl.len() >= keys::CROWDED_CLAIM_ENDS);
+        }
         let until = record.until;
         let use_floor = head.floor_k > 1 && now < head.floor_until_ms;
         let base = scan_start(&head, None, now);
@@ -522,10 +527,14 @@ impl Store {
         cid: &str,
         params: ClaimParams,
     ) -> Result<bool, StoreError> {
-        let Some((claim, messages)) = self.get_claim(project, queue, cid).await? else { return Ok(false) };
         let Some((info, home)) = self.claim_home(project, queue, cid).await? else { return Ok(false) };
+        // How crowded the home head's claim ends are, read alongside the claim (no extra round trip).
+        let heads = self.read_heads_with(std::slice::from_ref(&home), false);
+        let (found, heads) = futures::future::try_join(self.get_claim(project, queue, cid), heads).await?;
+        let Some((claim, messages)) = found else { return Ok(false) };
+        let crowded = heads.first().is_some_and(|h| h.cl.len() >= keys::CROWDED_CLAIM_ENDS);
         let now = self.now_ms();
-        let until = keys::claim_end_ms(now, params.ttl_s);
+        let until = keys::claim_end_ms(now, params.ttl_s, crowded);
         // The record first: it must outlive the messages' new claim ends.
         let renewed =
             Claim { ttl_s: params.ttl_s, grace_s: params.grace_s, updated_ms: now, until_ms: until, ..claim.clone() };

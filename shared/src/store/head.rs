@@ -181,7 +181,8 @@ impl Counts {
         *self.ex.entry(keys::expiry_bucket(expires_ms, ttl_s)).or_default() += delta;
     }
 
-    /// A message is now claimed until `until_ms` (+1) or no longer (-1). `until_ms` is a whole second.
+    /// A message is now claimed until `until_ms` (+1) or no longer (-1). `until_ms` is a whole second
+    /// ([`keys::claim_end_ms`]).
     pub fn claim(&mut self, until_ms: i64, delta: i64) {
         *self.cl.entry(until_ms.div_euclid(1000)).or_default() += delta;
     }
