@@ -1469,3 +1469,39 @@ async fn storage_failures_are_503() {
     // Validation still answers without storage.
     assert_eq!(c.get("/v2/queues?limit=0").await.status, 400);
 }
+
+/// A metadata update is conditioned on the metadata it was derived from: an update that read before
+/// another one landed is refused (`Changed`) instead of silently undoing it, and concurrent PATCHes
+/// each keep their change.
+#[tokio::test]
+async fn concurrent_metadata_updates_lose_nothing() {
+    let app = app().await;
+    let c = Client::new(&app);
+    assert_eq!(c.put("/v2/queues/cm", Some(r#"{"a": 0}"#)).await.status, 201);
+    let (project, queue) =
+        (zaqar::types::ProjectId::parse(&c.project).unwrap(), zaqar::types::QueueName::parse("cm").unwrap());
+    let stale = app.store.fresh_queue_info(&project, &queue).await.unwrap().unwrap();
+    let patch = r#"[{"op": "add", "path": "/metadata/b", "value": 1}]"#;
+    assert_eq!(c.patch("/v2/queues/cm", "application/openstack-messaging-v2.0-json-patch", patch).await.status, 200);
+    let mut from_stale = stale.metadata.clone();
+    from_stale.insert("c".into(), json!(2));
+    let outcome = app.store.set_queue_metadata(&project, &queue, &stale, &from_stale).await.unwrap();
+    assert_eq!(outcome, zaqar::store::queues::MetadataUpdate::Changed);
+
+    // Twenty PATCHes at once, each adding its own key: every key is there afterwards.
+    let patches = (0..20).map(|i| {
+        let c = &c;
+        async move {
+            let body = format!(r#"[{{"op": "add", "path": "/metadata/k{i}", "value": {i}}}]"#);
+            c.patch("/v2/queues/cm", "application/openstack-messaging-v2.0-json-patch", &body).await.status
+        }
+    });
+    let statuses = futures::future::join_all(patches).await;
+    let (_, doc) = sj(&c.get("/v2/queues/cm").await);
+    let kept = (0..20).filter(|i| doc[format!("k{i}")] == json!(i)).count();
+    let ok = statuses.iter().filter(|s| s.as_u16() == 200).count();
+    println!("{ok} of 20 concurrent PATCHes answered 200");
+    assert_eq!(kept, ok, "every PATCH answered 200 kept its key: {statuses:?} {doc}");
+    assert!(statuses.iter().all(|s| matches!(s.as_u16(), 200 | 503)), "{statuses:?}");
+    assert_eq!((doc["a"].clone(), doc["b"].clone()), (json!(0), json!(1)));
+}

@@ -8,6 +8,7 @@ use zaqar::query::page_links;
 use zaqar::route::{Group, Resource};
 use zaqar::signing::{self, SignedScope};
 use zaqar::store::queues::{MetadataUpdate, QueueFilter};
+use zaqar::store::StoreError;
 use zaqar::transport::{self, Context};
 use zaqar::types::{self, Limit, QueueName};
 use zaqar::{json as zjson, ApiError, ApiRequest, ApiResponse, App};
@@ -132,26 +133,44 @@ async fn patch(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiResponse
     };
     let ops = meta::parse_patch(&doc)?;
     let queue = ctx.queue()?;
-    let mut metadata = app.store.queue_metadata(&ctx.project, queue).await?.ok_or_else(|| not_found(queue, ctx))?;
-    meta::apply_patch(&mut metadata, ops)?;
-    meta::validate(&metadata, app.limits()).map_err(|e| ApiError::invalid_body(e.description.unwrap_or_default()))?;
-    // Each PATCH body is bounded, but patches add up: the stored document is bounded the same way, or it
-    // would grow until DynamoDB refuses the item.
-    let max = app.limits().max_queue_metadata;
-    if Value::Object(metadata.clone()).to_string().len() > max {
-        return Err(ApiError::invalid_body(format!("Queue metadata is too large. Max size: {max}")));
-    }
-    match app.store.set_queue_metadata(&ctx.project, queue, &metadata).await? {
-        MetadataUpdate::Updated => {}
-        MetadataUpdate::Missing => return Err(not_found(queue, ctx)),
-        MetadataUpdate::ShardsInUse => {
-            return Err(ApiError::invalid_body(
+    // Read, patch, write on the condition that nobody changed the metadata in between; a concurrent
+    // update makes us read and patch again, so neither change is lost.
+    for attempt in 0..PATCH_ATTEMPTS {
+        if attempt > 0 {
+            // Spread the contenders out: jittered, growing pauses (at most ~0.5 s in all).
+            let jitter = u64::from(
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos()
+                    % 10,
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(jitter + 10 * attempt as u64)).await;
+        }
+        let current = app.store.fresh_queue_info(&ctx.project, queue).await?.ok_or_else(|| not_found(queue, ctx))?;
+        let mut metadata = current.metadata.clone();
+        meta::apply_patch(&mut metadata, ops.clone())?;
+        meta::validate(&metadata, app.limits())
+            .map_err(|e| ApiError::invalid_body(e.description.unwrap_or_default()))?;
+        // Each PATCH body is bounded, but patches add up: the stored document is bounded the same way, or it
+        // would grow until DynamoDB refuses the item.
+        let max = app.limits().max_queue_metadata;
+        if Value::Object(metadata.clone()).to_string().len() > max {
+            return Err(ApiError::invalid_body(format!("Queue metadata is too large. Max size: {max}")));
+        }
+        match app.store.set_queue_metadata(&ctx.project, queue, &current, &metadata).await? {
+            MetadataUpdate::Updated => {
+                return Ok(ApiResponse::json(StatusCode::OK, &meta::with_defaults(&metadata, app.limits())))
+            }
+            MetadataUpdate::Changed => continue,
+            MetadataUpdate::Missing => return Err(not_found(queue, ctx)),
+            MetadataUpdate::ShardsInUse => return Err(ApiError::invalid_body(
                 "_shards can only be lowered while the queue holds no messages; raise it, or purge the queue first.",
-            ))
+            )),
         }
     }
-    Ok(ApiResponse::json(StatusCode::OK, &meta::with_defaults(&metadata, app.limits())))
+    Err(StoreError::exhausted("Queue update").into())
 }
+
+/// Read-patch-write rounds a PATCH tries when other updates keep changing the metadata under it.
+const PATCH_ATTEMPTS: usize = 8;
 
 async fn stats(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> {
     let queue = ctx.queue()?;

@@ -8,15 +8,16 @@
 
 use super::head::{heads_totals, Head, RETIRED};
 use super::StoreError;
-use super::{get_json, get_s, unavailable, Store};
+use super::{get_json, get_s, is_condition_failed, unavailable, Store};
 use crate::keys::{self, cond, n, s, Item, Shard};
 use crate::meta::Metadata;
 use crate::types::{ProjectId, QueueName};
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Delete, DeleteRequest, Put, ReturnConsumedCapacity, ReturnValue, Select, TransactWriteItem, Update,
-    WriteRequest,
+    AttributeValue, Delete, DeleteRequest, Put, ReturnConsumedCapacity, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, Select, TransactWriteItem, Update, WriteRequest,
 };
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -36,6 +37,8 @@ pub struct QueueInfo {
     /// The queue had at least one subscription when the record was read: its messages carry the
     /// attribute the stream filter selects, so queues without subscribers never invoke the fan-out.
     pub subscribed: bool,
+    /// The stored metadata text, as read: an update is conditioned on it (no lost updates).
+    pub(crate) meta_text: Option<String>,
 }
 
 impl QueueInfo {
@@ -103,6 +106,8 @@ pub enum MetadataUpdate {
     /// `_shards` lowered while the queue holds messages or a post is in flight: refused (messages of the
     /// dropped shards would vanish).
     ShardsInUse,
+    /// The metadata changed since it was read (another update won): read it again and re-apply.
+    Changed,
 }
 
 #[derive(Debug, Clone)]
@@ -140,7 +145,16 @@ fn info_from(item: &Item) -> Option<QueueInfo> {
     // Records always carry a generation; one without (never written by this code) reads as generation "0".
     let gen = get_s(item, "gen").unwrap_or("0").to_string();
     let shards = shards_of(&metadata);
-    Some(QueueInfo { metadata, gen, shards, subscribed: false })
+    let meta_text = get_s(item, "meta").map(str::to_string);
+    Some(QueueInfo { metadata, gen, shards, subscribed: false, meta_text })
+}
+
+/// Why a conditional metadata update was refused, from the record as it is now.
+fn refused_update(stored: Option<&Item>, read: &QueueInfo) -> MetadataUpdate {
+    match stored.and_then(info_from) {
+        Some(now) if now.gen == read.gen => MetadataUpdate::Changed,
+        _ => MetadataUpdate::Missing,
+    }
 }
 
 impl Store {
@@ -259,24 +273,35 @@ impl Store {
     /// condition that no reservation happened since they were read, so a producer whose cached record
     /// still names them is refused and re-reads the record instead of posting where nobody reads.
     /// Raising it revives retired heads (their sequence numbers go on from where they stopped).
+    ///
+    /// `current` is the record the new metadata was derived from ([`Self::fresh_queue_info`]): the write
+    /// is conditioned on the stored metadata still being what it read, so two concurrent updates cannot
+    /// lose one another's change ([`MetadataUpdate::Changed`]: read again and re-apply).
     pub async fn set_queue_metadata(
         &self,
         project: &ProjectId,
         queue: &QueueName,
+        current: &QueueInfo,
         meta: &Metadata,
     ) -> Result<MetadataUpdate, StoreError> {
-        let Some(current) = self.fresh_queue_info(project, queue).await? else { return Ok(MetadataUpdate::Missing) };
         let wanted = shards_of(meta);
         let lowering = wanted < current.shards;
-        let record = Update::builder()
+        let unchanged = match &current.meta_text {
+            Some(_) => "attribute_exists(pk) AND gen = :gen AND meta = :old",
+            None => "attribute_exists(pk) AND gen = :gen AND attribute_not_exists(meta)",
+        };
+        let mut record = Update::builder()
             .table_name(&self.table)
             .set_key(Some(keys::queue_record(project, queue)))
             .update_expression("SET meta = :m")
-            .condition_expression("attribute_exists(pk) AND gen = :gen")
+            .condition_expression(unchanged)
             .expression_attribute_values(":m", s(serde_json::Value::Object(meta.clone()).to_string()))
             .expression_attribute_values(":gen", s(current.gen.clone()))
-            .build()
-            .map_err(unavailable("Queue update"))?;
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if let Some(old) = &current.meta_text {
+            record = record.expression_attribute_values(":old", s(old.clone()));
+        }
+        let record = record.build().map_err(unavailable("Queue update"))?;
         let mut actions = vec![TransactWriteItem::builder().update(record).build()];
         // Lowering reads every head once (the queue must be empty, the leaving shards idle); raising reads
         // the shards that rejoin; an unchanged count reads none.
@@ -307,12 +332,26 @@ impl Store {
                 .update_expression(u.update_expression)
                 .set_condition_expression(u.condition_expression)
                 .set_expression_attribute_values(u.expression_attribute_values)
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await;
-            let updated = self.conditional(r, "Queue update")?.is_some();
             self.queues.forget(project, queue);
-            return Ok(if updated { MetadataUpdate::Updated } else { MetadataUpdate::Missing });
+            return match r {
+                Ok(out) => {
+                    self.usage.write(out.consumed_capacity());
+                    Ok(MetadataUpdate::Updated)
+                }
+                Err(e) if is_condition_failed(&e) => {
+                    self.usage.failed_write();
+                    let stored = e.as_service_error().and_then(|se| match se {
+                        UpdateItemError::ConditionalCheckFailedException(c) => c.item().cloned(),
+                        _ => None,
+                    });
+                    Ok(refused_update(stored.as_ref(), current))
+                }
+                Err(e) => Err(unavailable("Queue update")(e)),
+            };
         }
         let r = self
             .client
@@ -334,8 +373,8 @@ impl Store {
                 let TransactWriteItemsError::TransactionCanceledException(t) = e.err() else { unreachable!() };
                 let failed = t.cancellation_reasons().iter().position(|r| r.code() == Some("ConditionalCheckFailed"));
                 match failed {
-                    // The record is gone or was re-created (a new generation).
-                    Some(0) => Ok(MetadataUpdate::Missing),
+                    // The record is gone, was re-created (a new generation) or changed since it was read.
+                    Some(0) => Ok(refused_update(t.cancellation_reasons()[0].item(), current)),
                     // A leaving shard took a reservation after it was read.
                     Some(_) if lowering => Ok(MetadataUpdate::ShardsInUse),
                     _ => {
