@@ -193,11 +193,16 @@ impl DeadRun {
     }
 
     fn see(&mut self, m: &Message, head: &Head, now: i64) {
+        self.see_k(m.k, m.alive(now), head);
+    }
+
+    /// [`Self::see`] of the message at `k`, alive or not.
+    fn see_k(&mut self, k: u64, alive: bool, head: &Head) {
         if self.open {
-            // The scan is contiguous from the floor: the gap before `m` holds deleted messages.
-            self.until = self.until.max(m.k);
-            if !m.alive(now) || head.in_hole(m.k) {
-                self.until = m.k + 1;
+            // The scan is contiguous from the floor: the gap before `k` holds deleted messages.
+            self.until = self.until.max(k);
+            if !alive || head.in_hole(k) {
+                self.until = k + 1;
             } else {
                 self.open = false;
             }
@@ -800,20 +805,16 @@ impl Store {
             from = from.max(head.floor_k);
         }
         let mut candidates = Vec::new();
-        let mut dead = DeadRun::new(&head, from, now);
+        let mut visited = Vec::new();
         let (_, exhausted) = self
             .scan_shard(shard, from, head.committed_k, (count as i32 + 5).min(100), MAX_SCAN_ITEMS, |m| {
-                dead.see(&m, &head, now);
+                visited.push((m.k, m.alive(now)));
                 if head.visible(m.k) && m.alive(now) && !m.claimed(now) {
                     candidates.push(m);
                 }
                 candidates.len() < count
             })
             .await?;
-        if exhausted {
-            dead.exhausted(&head);
-        }
-        dead.settle(self, shard, &head).await?;
         // A pop is one conditional update per message that expires it at once (TTL removes the item
         // later, for free) and tags it with this pop: a retried attempt whose first answer was lost
         // finds its own tag and knows the message is ours, where a delete would find nothing and could
@@ -826,7 +827,22 @@ impl Store {
         for m in &popped {
             m.count_into(&mut counts, now, -1);
         }
-        let counted = self.write_counts(shard, &counts, Some(&head)).await;
+        // The messages just popped are dead now: with the dead ones before them they may make a run long
+        // enough to raise the live floor, so the next pop does not read them again.
+        let taken: std::collections::HashSet<u64> = popped.iter().map(|m| m.k).collect();
+        let mut dead = DeadRun::new(&head, from, now);
+        for (k, alive) in visited {
+            dead.see_k(k, alive && !taken.contains(&k), &head);
+        }
+        if exhausted {
+            dead.exhausted(&head);
+        }
+        let (counted, settled) =
+            futures::future::join(self.write_counts(shard, &counts, Some(&head)), dead.settle(self, shard, &head))
+                .await;
+        if let Err(e) = settled {
+            tracing::warn!(error = %e, "pop could not raise the live floor");
+        }
         if popped.is_empty() {
             if let Some(e) = results.into_iter().find_map(Result::err) {
                 return Err(e);
@@ -847,7 +863,8 @@ impl Store {
             .table_name(&self.table)
             .set_key(Some(shard.message_key(m.k)))
             .update_expression(
-                "SET popped = :op, was_exp = expires_ms, was_ttl = #ttl, expires_ms = :gone, #ttl = :epoch",
+                "SET popped = :op, was_exp = expires_ms, was_ttl = #ttl, expires_ms = :gone, #ttl = :epoch \
+                 REMOVE body, checksum",
             )
             .condition_expression(format!("id = :id AND {}", cond::POPPABLE))
             .expression_attribute_names("#ttl", keys::TTL_ATTR)
@@ -874,8 +891,8 @@ impl Store {
                     }
                     _ => None,
                 });
-                // Our own pop, applied by an attempt whose answer was lost: the message as we read it, with
-                // the expiry it had when it was taken (body and id never change).
+                // Our own pop, applied by an attempt whose answer was lost: the message as we read it (body
+                // and id never change; the pop removed the stored body), with the expiry it had when taken.
                 Ok(current.filter(|item| get_s(item, "popped") == Some(op)).map(|item| Message {
                     expires_ms: get_i64(&item, "was_exp").unwrap_or(m.expires_ms),
                     claim_id: get_s(&item, "claim_id").map(str::to_string),
@@ -893,20 +910,26 @@ impl Store {
         }
     }
 
-    /// Undoes this pop's tag on a message, if it is there; best effort (a failure is logged).
+    /// Undoes this pop's tag on a message, if it is there, with the body the pop removed (bodies never
+    /// change, so the one read before the pop is the one); best effort (a failure is logged).
     async fn unpop(&self, shard: &Shard, m: &Message, op: &str) {
-        let r = self
+        let mut restore = String::from("SET expires_ms = was_exp, #ttl = was_ttl, body = :body");
+        let mut req = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(shard.message_key(m.k)))
-            .update_expression("SET expires_ms = was_exp, #ttl = was_ttl REMOVE popped, was_exp, was_ttl")
             .condition_expression("popped = :op")
             .expression_attribute_names("#ttl", keys::TTL_ATTR)
             .expression_attribute_values(":op", s(op))
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await;
+            .expression_attribute_values(":body", s(m.body.clone()))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total);
+        if let Some(sum) = &m.checksum {
+            restore.push_str(", checksum = :sum");
+            req = req.expression_attribute_values(":sum", s(sum.clone()));
+        }
+        restore.push_str(" REMOVE popped, was_exp, was_ttl");
+        let r = req.update_expression(restore).send().await;
         if let Err(e) = self.conditional(r, "Message pop") {
             tracing::warn!(error = %e, id = %m.id, "a failed pop could not be undone; the message may be gone");
         }
