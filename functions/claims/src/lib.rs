@@ -101,8 +101,12 @@ async fn create(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiRespons
     };
     check_grace(app, grace_s)?;
     let queue = ctx.queue()?;
-    let settings =
-        app.store.queue_metadata(&ctx.project, queue).await?.map(|m| QueueSettings::from_meta(&m)).unwrap_or_default();
+    let settings = app
+        .store
+        .queue_metadata_cached(&ctx.project, queue)
+        .await?
+        .map(|m| QueueSettings::from_meta(&m))
+        .unwrap_or_default();
     let dead_letter = match (&settings.dead_letter_queue, settings.max_claim_count) {
         (Some(dlq), Some(max)) => QueueName::parse(dlq).ok().map(|queue| DeadLetter {
             queue,

@@ -40,7 +40,7 @@ fn page_limit(app: &App, value: Option<i64>) -> Result<usize, ApiError> {
 async fn post(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiResponse, ApiError> {
     let queue = ctx.queue()?;
     let limits = app.limits();
-    let stored = app.store.queue_metadata(&ctx.project, queue).await?;
+    let stored = app.store.queue_metadata_cached(&ctx.project, queue).await?;
     let settings = stored.as_ref().map(QueueSettings::from_meta).unwrap_or_default();
     let global = limits.max_messages_post_size;
     if let Some(own) = settings.max_post_size {

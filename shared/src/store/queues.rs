@@ -189,6 +189,18 @@ impl Store {
         Ok(self.fresh_queue_info(project, queue).await?.map(|i| i.metadata))
     }
 
+    /// The stored metadata as the message paths see it: from this container's cache when read less than
+    /// [`QUEUE_CACHE_TTL`] ago (an update made in this container is seen at once; one made elsewhere
+    /// within that bound), else read now. Posts and claims use it: their settings (sizes, TTLs, delay,
+    /// dead letter) need no read of their own on a warm container.
+    pub async fn queue_metadata_cached(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+    ) -> Result<Option<Metadata>, StoreError> {
+        Ok(self.queue_info(project, queue).await?.map(|i| i.metadata))
+    }
+
     /// The queue record, read now (and cached for the message paths).
     pub async fn fresh_queue_info(
         &self,
