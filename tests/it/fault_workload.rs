@@ -636,8 +636,10 @@ async fn workload_under_faults() {
     }
     let workload_time = epoch.ms();
 
-    // Quiescence: no more faults, nobody working.
+    // Quiescence: no more faults, nobody working, and no request still held by the proxy (a stalled
+    // attempt is forwarded after STALL, when its client may long have moved on).
     faults.set_enabled(false);
+    tokio::time::sleep(STALL + Duration::from_millis(500)).await;
     let report = faults.report();
     let l = std::mem::take(&mut *ledger.lock().unwrap()); // every worker has finished
     let mut v = Violations::default();

@@ -866,7 +866,11 @@ impl Store {
                 "SET popped = :op, was_exp = expires_ms, was_ttl = #ttl, expires_ms = :gone, #ttl = :epoch \
                  REMOVE body, checksum",
             )
-            .condition_expression(format!("id = :id AND {}", cond::POPPABLE))
+            // Not after this pop was undone: an attempt held up in the network may land after the un-pop.
+            .condition_expression(format!(
+                "id = :id AND {} AND (attribute_not_exists(unpopped) OR unpopped <> :op)",
+                cond::POPPABLE
+            ))
             .expression_attribute_names("#ttl", keys::TTL_ATTR)
             .expression_attribute_values(":id", s(m.id.clone()))
             .expression_attribute_values(":now", n(now))
@@ -910,9 +914,34 @@ impl Store {
         }
     }
 
-    /// Undoes this pop's tag on a message, if it is there, with the body the pop removed (bodies never
-    /// change, so the one read before the pop is the one); best effort (a failure is logged).
+    /// Undoes a pop whose outcome is unknown: first fences it (`unpopped`, so that an attempt of it held
+    /// up in the network cannot land later and take the message), then, if it had been applied, restores
+    /// the message with the body the pop removed (bodies never change, so the one read before the pop is
+    /// the one). Best effort: a failure is logged.
     async fn unpop(&self, shard: &Shard, m: &Message, op: &str) {
+        let fence = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(shard.message_key(m.k)))
+            .update_expression("SET unpopped = :op")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":op", s(op))
+            .return_values(ReturnValue::AllNew)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        // Restore when the fence saw the pop applied, or could not tell (the restore is conditional).
+        let restore_needed = match self.conditional(fence, "Message pop") {
+            Ok(out) => out.and_then(|o| o.attributes().cloned()).is_some_and(|item| get_s(&item, "popped") == Some(op)),
+            Err(e) => {
+                tracing::warn!(error = %e, id = %m.id, "a failed pop could not be fenced");
+                true
+            }
+        };
+        if !restore_needed {
+            return;
+        }
         let mut restore = String::from("SET expires_ms = was_exp, #ttl = was_ttl, body = :body");
         let mut req = self
             .client
