@@ -383,13 +383,7 @@ impl Store {
                 Ok(Ok(out.attributes().and_then(Message::from_item).unwrap_or_else(|| m.clone())))
             }
             Err(e) if is_condition_failed(&e) => {
-                self.usage.failed_write();
-                let current = e.as_service_error().and_then(|se| match se {
-                    aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
-                        c.item().and_then(Message::from_item)
-                    }
-                    _ => None,
-                });
+                let current = self.failed_condition_item(&e).flatten().as_ref().and_then(Message::from_item);
                 Ok(match current {
                     // Our own write, applied by an attempt whose answer was lost (the SDK retried it).
                     Some(c) if c.claim_id.as_deref() == Some(cid) => Ok(c),

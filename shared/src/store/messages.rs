@@ -888,13 +888,7 @@ impl Store {
                 Ok(out.attributes().and_then(Message::from_item))
             }
             Err(e) if is_condition_failed(&e) => {
-                self.usage.failed_write();
-                let current = e.as_service_error().and_then(|se| match se {
-                    aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
-                        c.item().cloned()
-                    }
-                    _ => None,
-                });
+                let current = self.failed_condition_item(&e).flatten();
                 // Our own pop, applied by an attempt whose answer was lost: the message as we read it (body
                 // and id never change; the pop removed the stored body), with the expiry it had when taken.
                 Ok(current.filter(|item| get_s(item, "popped") == Some(op)).map(|item| Message {

@@ -14,7 +14,6 @@ use crate::meta::Metadata;
 use crate::types::{ProjectId, QueueName};
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Delete, DeleteRequest, Put, ReturnConsumedCapacity, ReturnValue,
     ReturnValuesOnConditionCheckFailure, Select, TransactWriteItem, Update, WriteRequest,
@@ -355,11 +354,7 @@ impl Store {
                     Ok(MetadataUpdate::Updated)
                 }
                 Err(e) if is_condition_failed(&e) => {
-                    self.usage.failed_write();
-                    let stored = e.as_service_error().and_then(|se| match se {
-                        UpdateItemError::ConditionalCheckFailedException(c) => c.item().cloned(),
-                        _ => None,
-                    });
+                    let stored = self.failed_condition_item(&e).flatten();
                     Ok(refused_update(stored.as_ref(), current))
                 }
                 Err(e) => Err(unavailable("Queue update")(e)),
