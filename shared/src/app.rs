@@ -36,7 +36,7 @@ impl App {
     /// `ZAQAR_*` value is an error, which the binaries print before exiting.
     pub async fn from_env() -> Result<Self, ConfigError> {
         let mut config = Config::from_env()?;
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let sdk = sdk_config().await;
         let client = dynamodb_client(&sdk);
         if config.secret_key.is_none() {
             if let Some(arn) = &config.secret_arn {
@@ -52,6 +52,39 @@ impl App {
     pub fn limits(&self) -> &crate::config::Limits {
         &self.config.limits
     }
+}
+
+/// The AWS SDK configuration from the environment, as `aws_config::load_defaults` gives it, with the HTTPS
+/// client of [`https_client`].
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    sdk_loader().load().await
+}
+
+/// The loader behind [`sdk_config`] (`aws_config::defaults` at the latest behaviour version with
+/// [`https_client`]), for callers that override settings (tests and bench: endpoint, credentials). Every
+/// SDK client of the workspace starts here: the SDK's own default client is compiled out.
+pub fn sdk_loader() -> aws_config::ConfigLoader {
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(https_client())
+}
+
+/// The SDK's default HTTPS client (hyper 1 + rustls, proxy settings from the environment, the system's
+/// trust roots) with rustls over ring instead of aws-lc: ring is the crypto reqwest (webhooks, Keystone)
+/// already links, so each binary carries one TLS crypto library, not two (sizes: bench/SIZES.md). The
+/// workspace turns the SDK's `default-https-client` feature off; this mirrors what that feature builds
+/// (aws-smithy-runtime's `default_https_client`) but for the crypto provider.
+pub fn https_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
+    use aws_smithy_http_client::proxy::ProxyConfig;
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    aws_smithy_http_client::Builder::new().build_with_connector_fn(|settings, components| {
+        let mut connector =
+            aws_smithy_http_client::ConnectorBuilder::default().tls_provider(Provider::Rustls(CryptoMode::Ring));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
 }
 
 /// The DynamoDB client every process uses: `sdk` plus the storage deadlines and retries of
@@ -150,3 +183,4 @@ where
     }))
     .await
 }
+

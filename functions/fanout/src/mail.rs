@@ -119,7 +119,7 @@ async fn send_ses(mail: Mail) -> Result<(), MailError> {
     static SES: tokio::sync::OnceCell<aws_sdk_sesv2::Client> = tokio::sync::OnceCell::const_new();
     let client = SES
         .get_or_init(|| async {
-            aws_sdk_sesv2::Client::new(&aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
+            aws_sdk_sesv2::Client::new(&zaqar::app::sdk_config().await)
         })
         .await;
     let content = |text: String| Content::builder().data(text).charset("UTF-8").build();
