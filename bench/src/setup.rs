@@ -18,7 +18,7 @@ fn endpoint() -> String {
 
 /// A DynamoDB client for DynamoDB Local, metered by `meter` when given.
 pub async fn client(meter: Option<Recorder>) -> aws_sdk_dynamodb::Client {
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    let sdk = zaqar::app::sdk_loader()
         .endpoint_url(endpoint())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("local", "local", None, None, "bench"))

@@ -36,7 +36,7 @@ impl App {
     /// `ZAQAR_*` value is an error, which the binaries print before exiting.
     pub async fn from_env() -> Result<Self, ConfigError> {
         let mut config = Config::from_env()?;
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let sdk = sdk_config().await;
         let client = dynamodb_client(&sdk);
         if config.secret_key.is_none() {
             if let Some(arn) = &config.secret_arn {
@@ -52,6 +52,39 @@ impl App {
     pub fn limits(&self) -> &crate::config::Limits {
         &self.config.limits
     }
+}
+
+/// The AWS SDK configuration from the environment, as `aws_config::load_defaults` gives it, with the HTTPS
+/// client of [`https_client`].
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    sdk_loader().load().await
+}
+
+/// The loader behind [`sdk_config`] (`aws_config::defaults` at the latest behaviour version with
+/// [`https_client`]), for callers that override settings (tests and bench: endpoint, credentials). Every
+/// SDK client of the workspace starts here: the SDK's own default client is compiled out.
+pub fn sdk_loader() -> aws_config::ConfigLoader {
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(https_client())
+}
+
+/// The SDK's default HTTPS client (hyper 1 + rustls, proxy settings from the environment, the system's
+/// trust roots) with rustls over ring instead of aws-lc: ring is the crypto reqwest (webhooks, Keystone)
+/// already links, so each binary carries one TLS crypto library, not two (sizes: bench/SIZES.md). The
+/// workspace turns the SDK's `default-https-client` feature off; this mirrors what that feature builds
+/// (aws-smithy-runtime's `default_https_client`) but for the crypto provider.
+pub fn https_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
+    use aws_smithy_http_client::proxy::ProxyConfig;
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    aws_smithy_http_client::Builder::new().build_with_connector_fn(|settings, components| {
+        let mut connector =
+            aws_smithy_http_client::ConnectorBuilder::default().tls_provider(Provider::Rustls(CryptoMode::Ring));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
 }
 
 /// The DynamoDB client every process uses: `sdk` plus the storage deadlines and retries of
@@ -95,10 +128,11 @@ pub fn refuse_to_start(reason: &str) -> ! {
 /// files) elsewhere; `AWS_LAMBDA_LOG_LEVEL` (Lambda's logging control) or `RUST_LOG` filters.
 pub fn init_tracing() {
     let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().map(|l| l.to_lowercase());
-    let filter = match level.and_then(|l| tracing_subscriber::EnvFilter::try_new(l).ok()) {
+    let filter = match level.as_deref().and_then(log_filter) {
         Some(filter) => filter,
-        None => tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        None => std::env::var("RUST_LOG").ok().as_deref().and_then(log_filter).unwrap_or_else(|| {
+            log_filter("info").unwrap_or_default() // "info" parses
+        }),
     };
     // Lambda's log controls: AWS_LAMBDA_LOG_FORMAT (the template sets JSON) and AWS_LAMBDA_LOG_LEVEL.
     // Our own subscriber rather than lambda_runtime's default one, so tests can capture the exact format.
@@ -109,22 +143,37 @@ pub fn init_tracing() {
     let _ = tracing::subscriber::set_global_default(log_subscriber(json, filter, std::io::stdout));
 }
 
+/// A log filter from `RUST_LOG`-style directives: comma-separated `level`, `target` or `target=level`
+/// (`info`, `zaqar=debug,warn`); `None` when one is invalid. Empty pieces are skipped and an empty text
+/// logs nothing, as `EnvFilter` does. This is tracing-subscriber's `Targets` rather than its `EnvFilter`,
+/// which links a regex engine for span and field filters (`target[span{field=value}]=level`) the service
+/// has no use for; such a directive is invalid here (the caller falls back to `info`).
+pub fn log_filter(directives: &str) -> Option<tracing_subscriber::filter::Targets> {
+    let pieces: Vec<&str> = directives.split(',').filter(|d| !d.is_empty()).collect();
+    if pieces.is_empty() {
+        return Some(tracing_subscriber::filter::Targets::new());
+    }
+    pieces.join(",").parse().ok()
+}
+
 /// The service's log format, writing to `writer` (tests capture it). Events carry the fields of their
 /// spans, so each line of a request names its `request_id`; JSON puts them under `span`/`spans`.
 pub fn log_subscriber<W>(
     json: bool,
-    filter: tracing_subscriber::EnvFilter,
+    filter: tracing_subscriber::filter::Targets,
     writer: W,
 ) -> Box<dyn tracing::Subscriber + Send + Sync>
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(false).with_writer(writer);
+    use tracing_subscriber::layer::SubscriberExt;
+    // The layers `tracing_subscriber::fmt().with_env_filter(..).finish()` stacks, with `Targets` as the filter.
+    let layer = tracing_subscriber::fmt::layer().with_target(false).with_ansi(false).with_writer(writer);
+    let registry = tracing_subscriber::registry();
     if json {
-        Box::new(builder.json().without_time().finish())
+        Box::new(registry.with(layer.json().without_time()).with(filter))
     } else {
-        Box::new(builder.finish())
+        Box::new(registry.with(layer).with(filter))
     }
 }
 
@@ -149,4 +198,27 @@ where
         }
     }))
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+    use tracing::Level;
+
+    #[test]
+    fn log_filters_read_rust_log_directives() {
+        let info = log_filter("info").unwrap();
+        assert!(info.would_enable("zaqar::transport", &Level::INFO));
+        assert!(!info.would_enable("zaqar::transport", &Level::DEBUG));
+        // Lambda's AWS_LAMBDA_LOG_LEVEL, lower-cased by init_tracing.
+        assert!(log_filter("debug").unwrap().would_enable("aws_smithy_runtime", &Level::DEBUG));
+        let mixed = log_filter("warn,zaqar=debug,,").unwrap();
+        assert!(mixed.would_enable("zaqar::store", &Level::DEBUG));
+        assert!(!mixed.would_enable("hyper", &Level::INFO));
+        assert!(mixed.would_enable("hyper", &Level::WARN));
+        // Empty: nothing (as EnvFilter); invalid or span/field filters: None (the caller uses `info`).
+        assert!(!log_filter("").unwrap().would_enable("zaqar", &Level::ERROR));
+        assert!(log_filter("zaqar=loud").is_none());
+        assert!(log_filter("zaqar[request{id=1}]=debug").is_none());
+    }
 }

@@ -30,7 +30,7 @@ pub fn endpoint() -> String {
 
 /// SDK settings for `endpoint` with local credentials (every client the tests build starts here).
 pub fn local_sdk(endpoint: &str) -> aws_config::ConfigLoader {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
+    zaqar::app::sdk_loader()
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("local", "local", None, None, "tests"))

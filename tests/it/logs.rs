@@ -6,8 +6,7 @@ use harness::*;
 use serde_json::Value;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use tracing_subscriber::EnvFilter;
-use zaqar::app::log_subscriber;
+use zaqar::app::{log_filter, log_subscriber};
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -49,7 +48,7 @@ impl Captured {
 #[tokio::test]
 async fn a_503_is_logged_with_its_request_id_on_every_line() {
     let logs = Captured::default();
-    let _guard = tracing::subscriber::set_default(log_subscriber(false, EnvFilter::new("info"), logs.clone()));
+    let _guard = tracing::subscriber::set_default(log_subscriber(false, log_filter("info").unwrap(), logs.clone()));
     let app = app_without_storage().await;
     let c = Client::new(&app);
     let r = c.get("/v2/queues/q1/stats").await;
@@ -70,7 +69,7 @@ async fn a_503_is_logged_with_its_request_id_on_every_line() {
 #[tokio::test]
 async fn json_lines_carry_request_id_route_project_and_status() {
     let logs = Captured::default();
-    let _guard = tracing::subscriber::set_default(log_subscriber(true, EnvFilter::new("debug"), logs.clone()));
+    let _guard = tracing::subscriber::set_default(log_subscriber(true, log_filter("debug").unwrap(), logs.clone()));
     let app = app().await;
     let c = Client::new(&app);
     let r = c.get("/v2/queues/q1/messages?limit=0").await;

@@ -1436,7 +1436,7 @@ async fn presigned_requests() {
 
 #[tokio::test]
 async fn storage_failures_are_503() {
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    let sdk = zaqar::app::sdk_loader()
         .endpoint_url("http://127.0.0.1:1")
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("local", "local", None, None, "tests"))

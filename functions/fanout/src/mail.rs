@@ -117,11 +117,7 @@ async fn send_ses(mail: Mail) -> Result<(), MailError> {
     use aws_sdk_sesv2::error::ProvideErrorMetadata;
     use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
     static SES: tokio::sync::OnceCell<aws_sdk_sesv2::Client> = tokio::sync::OnceCell::const_new();
-    let client = SES
-        .get_or_init(|| async {
-            aws_sdk_sesv2::Client::new(&aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
-        })
-        .await;
+    let client = SES.get_or_init(|| async { aws_sdk_sesv2::Client::new(&zaqar::app::sdk_config().await) }).await;
     let content = |text: String| Content::builder().data(text).charset("UTF-8").build();
     let (subject, text) = match (content(mail.subject), content(mail.text)) {
         (Ok(s), Ok(t)) => (s, t),

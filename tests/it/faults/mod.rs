@@ -498,7 +498,7 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(2500);
 /// An app whose DynamoDB client goes through the proxy at `proxy_url` with `injector` installed. The
 /// table must exist (create it with a plain [`crate::app_with`] first).
 pub async fn faulty_app(config: Config, proxy_url: &str, injector: Arc<Injector>) -> App {
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    let sdk = zaqar::app::sdk_loader()
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("local", "local", None, None, "tests"))
         .load()

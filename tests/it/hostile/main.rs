@@ -25,7 +25,7 @@ pub fn upstream() -> String {
 
 /// The SDK configuration the harness uses, aimed at `endpoint`.
 pub async fn sdk_for(endpoint: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
+    zaqar::app::sdk_loader()
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("local", "local", None, None, "tests"))
