@@ -130,9 +130,11 @@ pub fn init_tracing() {
     let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().map(|l| l.to_lowercase());
     let filter = match level.as_deref().and_then(log_filter) {
         Some(filter) => filter,
-        None => std::env::var("RUST_LOG").ok().as_deref().and_then(log_filter).unwrap_or_else(|| {
-            log_filter("info").unwrap_or_default() // "info" parses
-        }),
+        None => std::env::var("RUST_LOG")
+            .ok()
+            .as_deref()
+            .and_then(log_filter)
+            .unwrap_or_else(|| tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)),
     };
     // Lambda's log controls: AWS_LAMBDA_LOG_FORMAT (the template sets JSON) and AWS_LAMBDA_LOG_LEVEL.
     // Our own subscriber rather than lambda_runtime's default one, so tests can capture the exact format.

@@ -137,12 +137,7 @@ async fn patch(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiResponse
     // update makes us read and patch again, so neither change is lost.
     for attempt in 0..PATCH_ATTEMPTS {
         if attempt > 0 {
-            // Spread the contenders out: jittered, growing pauses (at most ~0.5 s in all).
-            let jitter = u64::from(
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos()
-                    % 10,
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(jitter + 10 * attempt as u64)).await;
+            zaqar::store::contention_pause(attempt).await;
         }
         let current = app.store.fresh_queue_info(&ctx.project, queue).await?.ok_or_else(|| not_found(queue, ctx))?;
         let mut metadata = current.metadata.clone();
@@ -170,7 +165,7 @@ async fn patch(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiResponse
 }
 
 /// Read-patch-write rounds a PATCH tries when other updates keep changing the metadata under it.
-const PATCH_ATTEMPTS: usize = 8;
+const PATCH_ATTEMPTS: u32 = 8;
 
 async fn stats(app: &App, ctx: &Context) -> Result<ApiResponse, ApiError> {
     let queue = ctx.queue()?;

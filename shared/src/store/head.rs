@@ -404,7 +404,7 @@ impl Store {
                     }
                     known = head.exists.then_some(head.next_k);
                     if attempt > 4 {
-                        tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % (2 << attempt.min(6)))).await;
+                        super::contention_pause(attempt).await;
                     }
                 }
             }

@@ -287,6 +287,13 @@ impl StoreError {
     }
 }
 
+/// A random pause before trying again after losing a race (`attempt` 1, 2, ...): up to 4, 8, ... 128 ms,
+/// so contenders that collided do not collide again in step.
+pub async fn contention_pause(attempt: u32) {
+    let ceiling = 2u64 << attempt.clamp(1, 6);
+    tokio::time::sleep(std::time::Duration::from_millis(rand::random::<u64>() % ceiling)).await;
+}
+
 /// Whether an SDK error is a failed condition (a lost race or a missing item, not a fault).
 pub fn is_condition_failed<E, R>(err: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
 where
