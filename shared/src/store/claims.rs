@@ -24,7 +24,7 @@ use super::head::{scan_start, Counts, Head};
 use super::messages::{Message, MAX_SCAN_ITEMS};
 use super::queues::QueueInfo;
 use super::StoreError;
-use super::{get_i64, is_condition_failed, ttl_epoch, unavailable, Store};
+use super::{get_i64, get_s, is_condition_failed, ttl_epoch, unavailable, Store};
 use crate::keys::{self, cond, n, s, Item, Shard};
 use crate::types::{ProjectId, QueueName};
 use aws_sdk_dynamodb::types::{
@@ -36,6 +36,24 @@ pub struct ClaimParams {
     pub ttl_s: i64,
     pub grace_s: i64,
 }
+
+/// `m` as a claim write leaves it (see `claim_one`).
+fn claimed_version(m: &Message, cid: &str, until: i64, params: ClaimParams) -> Message {
+    let mut c = Message {
+        claim_id: Some(cid.to_string()),
+        claim_until_ms: Some(until),
+        claim_count: m.claim_count + 1,
+        ..m.clone()
+    };
+    if m.expires_ms < until {
+        c.expires_ms = until + params.grace_s * 1000;
+        c.ttl_s = params.ttl_s + params.grace_s;
+    }
+    c
+}
+
+/// A claim write's condition that the claim id was not fenced (see `Store::unclaim_later`).
+const NOT_FENCED: &str = "(attribute_not_exists(fenced) OR fenced <> :cid)";
 
 /// Dead-letter settings of the claimed queue.
 #[derive(Debug, Clone)]
@@ -91,6 +109,21 @@ impl Store {
     /// Claims up to `limit` messages in posting order; returns the claim id and its messages
     /// (`None` when nothing was claimable).
     pub async fn create_claim(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        limit: usize,
+        params: ClaimParams,
+        dead_letter: Option<&DeadLetter>,
+    ) -> Result<Option<(String, Vec<Message>)>, StoreError> {
+        let (store, project, queue, dead_letter) = (self.clone(), project.clone(), queue.clone(), dead_letter.cloned());
+        super::detached("Claim", async move {
+            store.create_claim_inner(&project, &queue, limit, params, dead_letter.as_ref()).await
+        })
+        .await
+    }
+
+    async fn create_claim_inner(
         &self,
         project: &ProjectId,
         queue: &QueueName,
@@ -186,12 +219,20 @@ impl Store {
 
         'scan: while claimed.len() < limit && from <= head.committed_k && read < MAX_SCAN_ITEMS {
             let mut batch = Vec::new();
-            let (last, _) = self
+            let scanned = self
                 .scan_shard(shard, from, head.committed_k, page, page as usize, |m| {
                     batch.push(m);
                     true
                 })
-                .await?;
+                .await;
+            // A failed page ends the claim; what earlier pages claimed is still counted below.
+            let (last, _) = match scanned {
+                Ok(found) => found,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            };
             let Some(last) = last else { break };
             read += batch.len();
             let eligible = |m: &Message| head.visible(m.k) && m.alive(now) && !m.claimed(now) && !m.delayed(now);
@@ -231,6 +272,7 @@ impl Store {
                         match outcome {
                             Err(e) => {
                                 failure.get_or_insert(e);
+                                self.unclaim_later(shard, m, record.cid, until, record.params, now);
                                 None
                             }
                             Ok(Ok(mine)) => {
@@ -279,16 +321,20 @@ impl Store {
             from = last + 1;
         }
 
-        // The messages are claimed whatever happens next: their counts must follow.
-        if let Err(e) = self.write_counts(shard, &counts, Some(&head)).await {
-            failure.get_or_insert(e);
-        }
+        // The messages are claimed whatever happens next: their counts follow (owed if storage fails).
+        self.write_counts(shard, &counts, Some(&head)).await;
         if failure.is_none() && floor > start && skipped >= FLOOR_STEP && floor_until > now {
-            if floor_until == i64::MAX {
-                // Everything passed was dead: the live floor can move too.
-                self.raise_live_floor(shard, &head, floor).await?;
+            // The floors only save later scans: failing to move them must not lose what was claimed.
+            let moved = async {
+                if floor_until == i64::MAX {
+                    // Everything passed was dead: the live floor can move too.
+                    self.raise_live_floor(shard, &head, floor).await?;
+                }
+                self.move_floor(shard, &head, floor, floor_until).await
+            };
+            if let Err(e) = moved.await {
+                tracing::warn!(error = %e, "claim could not move the shard's floors");
             }
-            self.move_floor(shard, &head, floor, floor_until).await?;
         }
         let _ = info;
         Ok((claimed, failure))
@@ -355,7 +401,7 @@ impl Store {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(shard.message_key(m.k)))
-            .condition_expression(format!("id = :id AND {}", cond::CLAIMABLE))
+            .condition_expression(format!("id = :id AND {} AND {NOT_FENCED}", cond::CLAIMABLE))
             .expression_attribute_values(":id", s(m.id.clone()))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":cid", s(cid))
@@ -370,7 +416,10 @@ impl Store {
             let new_exp = until + params.grace_s * 1000;
             update = "SET claim_id = :cid, claim_until_ms = :until, expires_ms = :newexp, ttl_s = :newttl, #ttl = :epoch ADD claim_count :one".into();
             req = req
-                .condition_expression(format!("id = :id AND expires_ms = :exp AND {}", cond::CLAIMABLE))
+                .condition_expression(format!(
+                    "id = :id AND expires_ms = :exp AND {} AND {NOT_FENCED}",
+                    cond::CLAIMABLE
+                ))
                 .expression_attribute_values(":exp", n(m.expires_ms))
                 .expression_attribute_values(":newexp", n(new_exp))
                 .expression_attribute_values(":newttl", n(params.ttl_s + params.grace_s))
@@ -435,8 +484,18 @@ impl Store {
         self.conditional(r, "Claim").map(drop)
     }
 
+    /// [`Store::reset_floor`] in the background, until storage answers (a message released or restored
+    /// below the floor would otherwise stay invisible to claims until the floor's time runs out).
+    pub(crate) fn reset_floor_later(&self, shard: &Shard) {
+        let shard = shard.clone();
+        self.settle_later("Claim", move |store| {
+            let shard = shard.clone();
+            async move { store.reset_floor(&shard).await }
+        });
+    }
+
     /// Forgets the floor after claims ended early (release, renew to a shorter ttl).
-    async fn reset_floor(&self, shard: &Shard) -> Result<(), StoreError> {
+    pub(crate) async fn reset_floor(&self, shard: &Shard) -> Result<(), StoreError> {
         let r = self
             .client
             .update_item()
@@ -521,6 +580,18 @@ impl Store {
         cid: &str,
         params: ClaimParams,
     ) -> Result<bool, StoreError> {
+        let (store, project, queue, cid) = (self.clone(), project.clone(), queue.clone(), cid.to_string());
+        super::detached("Claim renewal", async move { store.renew_claim_inner(&project, &queue, &cid, params).await })
+            .await
+    }
+
+    async fn renew_claim_inner(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        cid: &str,
+        params: ClaimParams,
+    ) -> Result<bool, StoreError> {
         let Some((info, home)) = self.claim_home(project, queue, cid).await? else { return Ok(false) };
         // How crowded the home head's claim ends are, read alongside the claim (no extra round trip).
         let heads = self.read_heads_with(std::slice::from_ref(&home), false);
@@ -533,33 +604,29 @@ impl Store {
         let renewed =
             Claim { ttl_s: params.ttl_s, grace_s: params.grace_s, updated_ms: now, until_ms: until, ..claim.clone() };
         self.put_claim(&home, &renewed).await?;
+        let op = uuid::Uuid::new_v4().simple().to_string();
         let renewals = messages.iter().map(|m| {
             let shard = info.shard(project, queue, m.shard);
-            let mut update = String::from("SET claim_until_ms = :until");
-            let mut req = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(shard.message_key(m.k)))
-                .condition_expression(cond::HELD_BY)
-                .expression_attribute_values(":cid", s(cid))
-                .expression_attribute_values(":until", n(until))
-                .return_values(ReturnValue::AllNew)
-                .return_consumed_capacity(ReturnConsumedCapacity::Total);
-            if m.expires_ms < until {
-                let new_exp = until + params.grace_s * 1000;
-                update.push_str(", expires_ms = :newexp, ttl_s = :newttl, #ttl = :epoch");
-                req = req
-                    .expression_attribute_values(":newexp", n(new_exp))
-                    .expression_attribute_values(":newttl", n(params.ttl_s + params.grace_s))
-                    .expression_attribute_values(":epoch", ttl_epoch(new_exp))
-                    .expression_attribute_names("#ttl", keys::TTL_ATTR);
-            }
+            let op = op.as_str();
             async move {
-                let out = self.conditional(req.update_expression(update).send().await, "Claim renewal")?;
-                Ok::<_, StoreError>(
-                    out.and_then(|o| o.attributes().and_then(Message::from_item)).map(|new| (m.clone(), new)),
-                )
+                let r = self.renew_one(&shard, m, cid, op, until, params).await;
+                if r.is_err() {
+                    // Unknown outcome: renewing is repeatable, so it is completed in the background and counted.
+                    let (shard, m, cid, op) = (shard.clone(), m.clone(), cid.to_string(), op.to_string());
+                    self.settle_later("Claim renewal", move |store| {
+                        let (shard, m, cid, op) = (shard.clone(), m.clone(), cid.clone(), op.clone());
+                        async move {
+                            if let Some(new) = store.renew_one(&shard, &m, &cid, &op, until, params).await? {
+                                let mut counts = Counts::default();
+                                m.count_into(&mut counts, now, -1);
+                                new.count_into(&mut counts, now, 1);
+                                store.write_counts(&shard, &counts, None).await;
+                            }
+                            Ok(())
+                        }
+                    });
+                }
+                Ok::<_, StoreError>(r?.map(|new| (m.clone(), new)))
             }
         });
         let results = futures::future::join_all(renewals).await;
@@ -573,16 +640,184 @@ impl Store {
         let writes = per_shard.iter().map(|(sh, c)| {
             let shard = info.shard(project, queue, *sh);
             async move {
-                self.write_counts(&shard, c, None).await?;
+                self.write_counts(&shard, c, None).await;
                 // A shorter renewal can end claims before the floor's recorded minimum.
-                if shorter {
-                    self.reset_floor(&shard).await?;
+                if shorter && self.reset_floor(&shard).await.is_err() {
+                    self.reset_floor_later(&shard);
                 }
-                Ok::<_, StoreError>(())
             }
         });
-        futures::future::try_join_all(writes).await?;
+        futures::future::join_all(writes).await;
         results.into_iter().find_map(Result::err).map_or(Ok(true), Err)
+    }
+
+    /// Renews one message held by `cid` (`m` as read before): `Some(message as renewed)`, `None` when `cid`
+    /// no longer holds it. Tagged with `op`, so that a retry finds out that an earlier attempt of it was
+    /// applied even after the message has changed again (deleted, released).
+    async fn renew_one(
+        &self,
+        shard: &Shard,
+        m: &Message,
+        cid: &str,
+        op: &str,
+        until: i64,
+        params: ClaimParams,
+    ) -> Result<Option<Message>, StoreError> {
+        let mut update = String::from("SET claim_until_ms = :until, renewed = :op");
+        let mut renewed = Message { claim_until_ms: Some(until), ..m.clone() };
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(shard.message_key(m.k)))
+            // Alive: a removed or expired message keeps its claim id, and must not be brought back.
+            .condition_expression(format!("{} AND expires_ms > :now", cond::HELD_BY))
+            .expression_attribute_values(":cid", s(cid))
+            .expression_attribute_values(":op", s(op))
+            .expression_attribute_values(":now", n(self.now_ms()))
+            .expression_attribute_values(":until", n(until))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total);
+        if m.expires_ms < until {
+            let new_exp = until + params.grace_s * 1000;
+            renewed.expires_ms = new_exp;
+            renewed.ttl_s = params.ttl_s + params.grace_s;
+            update.push_str(", expires_ms = :newexp, ttl_s = :newttl, #ttl = :epoch");
+            req = req
+                .expression_attribute_values(":newexp", n(new_exp))
+                .expression_attribute_values(":newttl", n(params.ttl_s + params.grace_s))
+                .expression_attribute_values(":epoch", ttl_epoch(new_exp))
+                .expression_attribute_names("#ttl", keys::TTL_ATTR);
+        }
+        match req.update_expression(update).send().await {
+            Ok(out) => {
+                self.usage.write(out.consumed_capacity());
+                Ok(Some(out.attributes().and_then(Message::from_item).unwrap_or(renewed)))
+            }
+            Err(e) => match self.failed_condition_item(&e) {
+                Some(Some(item)) if get_s(&item, "renewed") == Some(op) => Ok(Some(renewed)),
+                Some(_) => Ok(None),
+                None => Err(unavailable("Claim renewal")(e)),
+            },
+        }
+    }
+
+    /// Releases one message held by `cid`: `Some(message as it was)` when this release (tagged `op`) did it.
+    /// The tag lets a retried attempt whose first answer was lost recognise its own work: the claim id is
+    /// gone either way, and without the tag its count would be lost. The message keeps its last two
+    /// releases (tag, claim id, claim end), so a retry still recognises its own after another consumer
+    /// claimed and released the message in between.
+    async fn release_one(&self, shard: &Shard, k: u64, cid: &str, op: &str) -> Result<Option<Message>, StoreError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(shard.message_key(k)))
+            .update_expression(
+                "SET released2 = if_not_exists(released, :none), was_until2 = if_not_exists(was_until, :zero), \
+                 was_cid2 = if_not_exists(was_cid, :none), \
+                 released = :op, was_until = claim_until_ms, was_cid = claim_id REMOVE claim_id, claim_until_ms",
+            )
+            .condition_expression(cond::HELD_BY)
+            .expression_attribute_values(":cid", s(cid))
+            .expression_attribute_values(":op", s(op))
+            .expression_attribute_values(":none", s(""))
+            .expression_attribute_values(":zero", n(0))
+            .return_values(ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        match r {
+            Ok(out) => {
+                self.usage.write(out.consumed_capacity());
+                Ok(out.attributes().and_then(Message::from_item))
+            }
+            Err(e) => match self.failed_condition_item(&e) {
+                Some(Some(item)) => {
+                    let until = if get_s(&item, "released") == Some(op) {
+                        get_i64(&item, "was_until")
+                    } else if get_s(&item, "released2") == Some(op) {
+                        get_i64(&item, "was_until2")
+                    } else {
+                        return Ok(None);
+                    };
+                    Ok(Message::from_item(&item).map(|m| Message {
+                        claim_id: Some(cid.to_string()),
+                        claim_until_ms: until,
+                        ..m
+                    }))
+                }
+                Some(None) => Ok(None),
+                None => Err(unavailable("Claim release")(e)),
+            },
+        }
+    }
+
+    /// Settles, in the background, a claim write whose outcome is unknown (`before`: the message as the
+    /// claim read it). First the claim id is fenced on the message, so an attempt held up in the network
+    /// cannot land later. The fence's answer shows whether the claim was applied: the message carries the
+    /// claim id, or one of its last two releases left it in `was_cid`/`was_cid2`. If so, its counts are
+    /// written as the claim would have (whatever happened to the message since was counted from the
+    /// claimed state). Then, if the claim
+    /// still holds the message, it is released, so that it is not hidden by a claim its client may never
+    /// have heard of.
+    fn unclaim_later(&self, shard: &Shard, before: &Message, cid: &str, until: i64, params: ClaimParams, now: i64) {
+        let (shard, before, cid) = (shard.clone(), before.clone(), cid.to_string());
+        self.settle_later("Claim", move |store| {
+            let (shard, before, cid) = (shard.clone(), before.clone(), cid.clone());
+            async move {
+                let fence = store
+                    .client
+                    .update_item()
+                    .table_name(&store.table)
+                    .set_key(Some(shard.message_key(before.k)))
+                    .update_expression("SET fenced = :cid")
+                    .condition_expression("attribute_exists(pk)")
+                    .expression_attribute_values(":cid", s(&cid))
+                    .return_values(ReturnValue::AllNew)
+                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                    .send()
+                    .await;
+                let Some(item) = store.conditional(fence, "Claim")?.and_then(|o| o.attributes().cloned()) else {
+                    return Ok(());
+                };
+                let held = get_s(&item, "claim_id") == Some(&cid);
+                if !held && get_s(&item, "was_cid") != Some(&cid) && get_s(&item, "was_cid2") != Some(&cid) {
+                    return Ok(());
+                }
+                let claimed = claimed_version(&before, &cid, until, params);
+                let mut counts = Counts::default();
+                before.count_into(&mut counts, now, -1);
+                claimed.count_into(&mut counts, now, 1);
+                store.write_counts(&shard, &counts, None).await;
+                if held {
+                    store.release_later(&shard, before.k, &cid, store.now_ms());
+                }
+                Ok(())
+            }
+        });
+    }
+
+    /// Releases one message held by `cid` in the background, and counts it.
+    fn release_later(&self, shard: &Shard, k: u64, cid: &str, now: i64) {
+        let (shard, cid) = (shard.clone(), cid.to_string());
+        let op = uuid::Uuid::new_v4().simple().to_string();
+        self.settle_later("Claim release", move |store| {
+            let (shard, cid, op) = (shard.clone(), cid.clone(), op.clone());
+            async move {
+                if let Some(old) = store.release_one(&shard, k, &cid, &op).await? {
+                    let mut counts = Counts::default();
+                    if let Some(until) = old.claim_until_ms.filter(|u| *u > now && old.alive(now)) {
+                        counts.claim(until, -1);
+                    }
+                    store.write_counts(&shard, &counts, None).await;
+                    store.reset_floor_later(&shard);
+                }
+                Ok(())
+            }
+        });
     }
 
     async fn put_claim(&self, shard: &Shard, claim: &Claim) -> Result<(), StoreError> {
@@ -598,6 +833,11 @@ impl Store {
 
     /// Releases a claim: its messages become claimable at once. Unknown claims are fine.
     pub async fn release_claim(&self, project: &ProjectId, queue: &QueueName, cid: &str) -> Result<(), StoreError> {
+        let (store, project, queue, cid) = (self.clone(), project.clone(), queue.clone(), cid.to_string());
+        super::detached("Claim release", async move { store.release_claim_inner(&project, &queue, &cid).await }).await
+    }
+
+    async fn release_claim_inner(&self, project: &ProjectId, queue: &QueueName, cid: &str) -> Result<(), StoreError> {
         let Some((info, home)) = self.claim_home(project, queue, cid).await? else { return Ok(()) };
         // The record goes last: while any message may still carry this claim id, the claim exists.
         let Some(record) = self.get_consistent(home.claim_key(cid), "Claim release").await? else { return Ok(()) };
@@ -608,29 +848,39 @@ impl Store {
             }
             _ => return self.delete_claim_record(&home, cid).await.map(drop),
         };
+        // Each release is tagged with this operation (see `release_one`).
+        let op = uuid::Uuid::new_v4().simple().to_string();
         let releases = ks.iter().map(|(sh, k)| {
             let shard = info.shard(project, queue, *sh);
+            let op = op.as_str();
             async move {
-                let r = self
-                    .client
-                    .update_item()
-                    .table_name(&self.table)
-                    .set_key(Some(shard.message_key(*k)))
-                    .update_expression("REMOVE claim_id, claim_until_ms")
-                    .condition_expression(cond::HELD_BY)
-                    .expression_attribute_values(":cid", s(cid))
-                    .return_values(ReturnValue::AllOld)
-                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                    .send()
-                    .await;
-                Ok::<_, StoreError>(
-                    self.conditional(r, "Claim release")?.and_then(|o| o.attributes().and_then(Message::from_item)),
-                )
+                let r = self.release_one(&shard, *k, cid, op).await;
+                if r.is_err() {
+                    // Unknown outcome: the release is completed in the background, then counted.
+                    let (shard, k, cid, op) = (shard.clone(), *k, cid.to_string(), op.to_string());
+                    self.settle_later("Claim release", move |store| {
+                        let (shard, cid, op) = (shard.clone(), cid.clone(), op.clone());
+                        async move {
+                            if let Some(old) = store.release_one(&shard, k, &cid, &op).await? {
+                                let mut counts = Counts::default();
+                                if let Some(until) = old.claim_until_ms.filter(|u| *u > now && old.alive(now)) {
+                                    counts.claim(until, -1);
+                                }
+                                store.write_counts(&shard, &counts, None).await;
+                                store.reset_floor_later(&shard);
+                            }
+                            Ok(())
+                        }
+                    });
+                }
+                r
             }
         });
         let results = futures::future::join_all(releases).await;
         let mut per_shard: std::collections::BTreeMap<u32, Counts> = Default::default();
-        for old in results.iter().filter_map(|r| r.as_ref().ok().cloned().flatten()) {
+        for old in
+            results.iter().filter_map(|r: &Result<Option<Message>, StoreError>| r.as_ref().ok().cloned().flatten())
+        {
             if let Some(until) = old.claim_until_ms.filter(|u| *u > now && old.alive(now)) {
                 per_shard.entry(old.shard).or_default().claim(until, -1);
             }
@@ -640,12 +890,15 @@ impl Store {
             let shard = info.shard(project, queue, sh);
             let counts = per_shard.remove(&sh).unwrap_or_default();
             async move {
-                self.write_counts(&shard, &counts, None).await?;
-                // Released messages sit below the floor: forget it (after the message writes).
-                self.reset_floor(&shard).await
+                self.write_counts(&shard, &counts, None).await;
+                // Released messages sit below the floor: forget it (after the message writes); if storage
+                // does not answer, later, or they would stay hidden from claims until the floor's time.
+                if self.reset_floor(&shard).await.is_err() {
+                    self.reset_floor_later(&shard);
+                }
             }
         });
-        futures::future::try_join_all(writes).await?;
+        futures::future::join_all(writes).await;
         if let Some(e) = results.into_iter().find_map(Result::err) {
             return Err(e);
         }

@@ -17,8 +17,9 @@
 //! **Counters.** `ex` maps an expiry bucket ([`keys::expiry_bucket`]) to the number of messages in it and
 //! `cl` maps a claim end second to the number of messages claimed until then. `total` is the sum of the
 //! buckets that have not ended, `claimed` the sum of the claim seconds still ahead: expiry and claim ends
-//! need no writes. Every post, claim, renewal, release, delete, pop and dead-letter move adjusts them in
-//! the same head write it already makes, or in one more. Ended entries are dropped by later writes.
+//! need no writes. A post adjusts them in its commit; every claim, renewal, release, delete, pop and
+//! dead-letter move in one more write, made exactly once (see `tally.rs`). Ended entries are dropped by
+//! later writes.
 //!
 //! **Expiry floor.** A reservation also records, for each expiry bucket its messages fall in, the first
 //! sequence number ever reserved for that bucket (`xk{bucket}`, set only if absent; reservations are
@@ -74,6 +75,8 @@ pub(crate) struct Head {
     pub cl: BTreeMap<i64, i64>,
     /// Expiry bucket -> first sequence number reserved for it.
     pub exk: BTreeMap<i64, u64>,
+    /// Counter writers -> the newest change of theirs applied (see `tally.rs`).
+    pub writers: BTreeMap<String, i64>,
 }
 
 fn num_map(item: &Item, name: &str) -> BTreeMap<String, i64> {
@@ -130,6 +133,7 @@ impl Head {
                     }
                 })
                 .collect(),
+            writers: super::tally::writers_of(item),
         }
     }
 
@@ -190,6 +194,16 @@ impl Counts {
     /// The expiry buckets messages are added to.
     pub fn buckets(&self) -> Vec<i64> {
         self.ex.iter().filter(|(_, d)| **d > 0).map(|(b, _)| *b).collect()
+    }
+
+    /// Adds another set of changes to these.
+    pub fn merge(&mut self, other: &Counts) {
+        for (b, d) in &other.ex {
+            *self.ex.entry(*b).or_default() += d;
+        }
+        for (c, d) in &other.cl {
+            *self.cl.entry(*c).or_default() += d;
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -511,27 +525,6 @@ impl Store {
                 }
             }
         }
-    }
-
-    /// Applies counter changes (and optional extra clauses) to a head in one write. Retried a few times:
-    /// the operation it accounts for has already happened.
-    pub(crate) async fn write_counts(
-        &self,
-        shard: &Shard,
-        counts: &Counts,
-        head: Option<&Head>,
-    ) -> Result<(), StoreError> {
-        if counts.is_empty() {
-            return Ok(());
-        }
-        let mut e = Expr::default();
-        counts.write_into(&mut e, head, self.now_ms());
-        e.condition("attribute_exists(ex) AND attribute_exists(cl)".to_string());
-        let req =
-            self.client.update_item().table_name(&self.table).return_consumed_capacity(ReturnConsumedCapacity::Total);
-        let r = e.apply(req, shard.head_key()).send().await;
-        // A missing or tombstoned head has no counters left to keep.
-        self.conditional(r, "Queue counters").map(drop)
     }
 
     /// Tombstones the heads of a deleted or purged generation (one write each, concurrently): new

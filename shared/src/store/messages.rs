@@ -153,6 +153,26 @@ pub enum DeleteOutcome {
     NotClaimed,
 }
 
+/// Who may remove a message (see `Store::remove_tagged`).
+#[derive(Debug, Clone)]
+enum Rule {
+    /// Anyone (bulk delete by id ignores claims, as in Zaqar).
+    Any,
+    /// Nobody while a live claim holds it.
+    Unclaimed,
+    /// The holder of this claim id.
+    HeldBy(String),
+}
+
+/// What a tagged removal did.
+#[derive(Debug)]
+enum Removal {
+    /// Removed by this operation: the message as it was.
+    Removed(Message),
+    /// The rule refused it, or it is gone: the message as it is, if stored.
+    Refused(Option<Message>),
+}
+
 /// A listing marker: the last sequence number shown per shard. One shard: the number itself (`"42"`);
 /// several: the numbers joined by `-` (`"42-0-17"`). A queue whose shards were raised pads with zeros.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -661,45 +681,36 @@ impl Store {
         id: &str,
         claim_id: Option<&str>,
     ) -> Result<DeleteOutcome, StoreError> {
+        let (store, project, queue) = (self.clone(), project.clone(), queue.clone());
+        let (id, claim_id) = (id.to_string(), claim_id.map(str::to_string));
+        super::detached("Message deletion", async move {
+            store.delete_message_inner(&project, &queue, &id, claim_id.as_deref()).await
+        })
+        .await
+    }
+
+    async fn delete_message_inner(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        id: &str,
+        claim_id: Option<&str>,
+    ) -> Result<DeleteOutcome, StoreError> {
         let Some((shard, k)) = self.shard_of(project, queue, id).await? else { return Ok(DeleteOutcome::Absent) };
         let now = self.now_ms();
-        let mut req = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(shard.message_key(k)))
-            .expression_attribute_values(":id", s(id))
-            .return_values(ReturnValue::AllOld)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total);
-        req = match claim_id {
-            None => req
-                .condition_expression(format!("id = :id AND ({})", cond::UNCLAIMED))
-                .expression_attribute_values(":now", n(now)),
-            Some(cid) => req
-                .condition_expression(format!("id = :id AND {}", cond::HELD_BY))
-                .expression_attribute_values(":cid", s(cid)),
+        let op = uuid::Uuid::new_v4().simple().to_string();
+        let rule = match claim_id {
+            None => Rule::Unclaimed,
+            Some(cid) => Rule::HeldBy(cid.to_string()),
         };
-        match req.send().await {
-            Ok(out) => {
-                self.usage.write(out.consumed_capacity());
-                if let Some(old) = out.attributes().and_then(Message::from_item) {
-                    let mut counts = Counts::default();
-                    if old.alive(now) {
-                        old.count_into(&mut counts, now, -1);
-                    }
-                    self.write_counts(&shard, &counts, None).await?;
-                }
+        match self.remove_or_settle(&shard, k, id, &op, rule, now).await? {
+            Removal::Removed(old) => {
+                let mut counts = Counts::default();
+                old.count_into(&mut counts, now, -1);
+                self.write_counts(&shard, &counts, None).await;
                 Ok(DeleteOutcome::Deleted)
             }
-            Err(e) if is_condition_failed(&e) => {
-                self.usage.failed_write();
-                let current = e.as_service_error().and_then(|se| match se {
-                    aws_sdk_dynamodb::operation::delete_item::DeleteItemError::ConditionalCheckFailedException(c) => {
-                        c.item().and_then(Message::from_item)
-                    }
-                    _ => None,
-                });
+            Removal::Refused(current) => {
                 let Some(m) = current.filter(|m| m.id == id && m.alive(now)) else {
                     return Ok(DeleteOutcome::Absent);
                 };
@@ -707,6 +718,101 @@ impl Store {
                     None => DeleteOutcome::Claimed,
                     Some(_) if m.claimed(now) => DeleteOutcome::Claimed,
                     Some(_) => DeleteOutcome::NotClaimed,
+                })
+            }
+        }
+    }
+
+    /// [`Store::remove_tagged`]; when storage does not answer, the removal is completed (or found
+    /// refused) in the background and its counts written then: the client was told 503 and may retry,
+    /// which a completed removal answers as a delete of an absent message does.
+    async fn remove_or_settle(
+        &self,
+        shard: &Shard,
+        k: u64,
+        id: &str,
+        op: &str,
+        rule: Rule,
+        now: i64,
+    ) -> Result<Removal, StoreError> {
+        let r = self.remove_tagged(shard, k, id, op, &rule, now).await;
+        if r.is_err() {
+            let (shard, id, op) = (shard.clone(), id.to_string(), op.to_string());
+            self.settle_later("Message deletion", move |store| {
+                let (shard, id, op, rule) = (shard.clone(), id.clone(), op.clone(), rule.clone());
+                async move {
+                    if let Removal::Removed(old) = store.remove_tagged(&shard, k, &id, &op, &rule, now).await? {
+                        let mut counts = Counts::default();
+                        old.count_into(&mut counts, now, -1);
+                        store.write_counts(&shard, &counts, None).await;
+                    }
+                    Ok(())
+                }
+            });
+        }
+        r
+    }
+
+    /// Removes a live message if `rule` allows, in one conditional update: it expires at once (TTL
+    /// removes the item later, for free), loses its body and carries `op`. The tag is what makes the
+    /// removal safe to retry: a retried attempt whose first answer was lost finds its own tag and knows
+    /// the message was removed by this operation, as it was (a delete would find nothing, and could not
+    /// tell "we removed it" from "someone else did", so its counts would be lost).
+    async fn remove_tagged(
+        &self,
+        shard: &Shard,
+        k: u64,
+        id: &str,
+        op: &str,
+        rule: &Rule,
+        now: i64,
+    ) -> Result<Removal, StoreError> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(shard.message_key(k)))
+            .update_expression(
+                "SET removed = :op, was_exp = expires_ms, expires_ms = :gone, #ttl = :epoch REMOVE body, checksum",
+            )
+            .expression_attribute_names("#ttl", keys::TTL_ATTR)
+            .expression_attribute_values(":id", s(id))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":op", s(op))
+            .expression_attribute_values(":gone", n(0))
+            .expression_attribute_values(":epoch", ttl_epoch(now))
+            .return_values(ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total);
+        req = match rule {
+            Rule::Any => req.condition_expression("id = :id AND expires_ms > :now"),
+            Rule::Unclaimed => {
+                req.condition_expression(format!("id = :id AND expires_ms > :now AND ({})", cond::UNCLAIMED))
+            }
+            Rule::HeldBy(cid) => req
+                .condition_expression(format!("id = :id AND expires_ms > :now AND {}", cond::HELD_BY))
+                .expression_attribute_values(":cid", s(cid)),
+        };
+        match req.send().await {
+            Ok(out) => {
+                self.usage.write(out.consumed_capacity());
+                Ok(match out.attributes().and_then(Message::from_item) {
+                    Some(old) => Removal::Removed(old),
+                    None => Removal::Refused(None),
+                })
+            }
+            Err(e) if is_condition_failed(&e) => {
+                let current = self.failed_condition_item(&e).flatten();
+                Ok(match current {
+                    // Our own removal, applied by an attempt whose answer was lost: the message as it was.
+                    Some(item) if get_s(&item, "removed") == Some(op) => {
+                        let was = get_i64(&item, "was_exp");
+                        match Message::from_item(&item) {
+                            Some(m) => Removal::Removed(Message { expires_ms: was.unwrap_or(m.expires_ms), ..m }),
+                            None => Removal::Refused(None),
+                        }
+                    }
+                    other => Removal::Refused(other.as_ref().and_then(Message::from_item)),
                 })
             }
             Err(e) => Err(unavailable("Message deletion")(e)),
@@ -720,29 +826,32 @@ impl Store {
         queue: &QueueName,
         ids: &[String],
     ) -> Result<(), StoreError> {
+        let (store, project, queue, ids) = (self.clone(), project.clone(), queue.clone(), ids.to_vec());
+        super::detached("Message deletion", async move { store.delete_messages_inner(&project, &queue, &ids).await })
+            .await
+    }
+
+    async fn delete_messages_inner(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        ids: &[String],
+    ) -> Result<(), StoreError> {
         let Some(info) = self.info(project, queue).await? else { return Ok(()) };
         let now = self.now_ms();
+        let op = uuid::Uuid::new_v4().simple().to_string();
         let targets = ids
             .iter()
             .filter_map(|id| keys::message_id_k(id).map(|k| (id, k)))
             .filter(|(_, (sh, _))| *sh < info.shards);
         let deletes = targets.map(|(id, (sh, k))| {
             let shard = info.shard(project, queue, sh);
+            let op = op.as_str();
             async move {
-                let r = self
-                    .client
-                    .delete_item()
-                    .table_name(&self.table)
-                    .set_key(Some(shard.message_key(k)))
-                    .condition_expression("id = :id")
-                    .expression_attribute_values(":id", s(id))
-                    .return_values(ReturnValue::AllOld)
-                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                    .send()
-                    .await;
-                Ok::<_, StoreError>(
-                    self.conditional(r, "Message deletion")?.and_then(|o| o.attributes().and_then(Message::from_item)),
-                )
+                Ok::<_, StoreError>(match self.remove_or_settle(&shard, k, id, op, Rule::Any, now).await? {
+                    Removal::Removed(old) => Some(old),
+                    Removal::Refused(_) => None,
+                })
             }
         });
         let results = futures::future::join_all(deletes).await;
@@ -768,11 +877,22 @@ impl Store {
             let shard = info.shard(project, queue, *sh);
             async move { self.write_counts(&shard, c, None).await }
         });
-        futures::future::try_join_all(writes).await.map(drop)
+        futures::future::join_all(writes).await;
+        Ok(())
     }
 
     /// Removes up to `count` unclaimed messages, oldest first per shard, each atomically. Delay is ignored.
     pub async fn pop_messages(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        count: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let (store, project, queue) = (self.clone(), project.clone(), queue.clone());
+        super::detached("Message pop", async move { store.pop_messages_inner(&project, &queue, count).await }).await
+    }
+
+    async fn pop_messages_inner(
         &self,
         project: &ProjectId,
         queue: &QueueName,
@@ -837,7 +957,7 @@ impl Store {
         if exhausted {
             dead.exhausted(&head);
         }
-        let (counted, settled) =
+        let ((), settled) =
             futures::future::join(self.write_counts(shard, &counts, Some(&head)), dead.settle(self, shard, &head))
                 .await;
         if let Err(e) = settled {
@@ -847,10 +967,6 @@ impl Store {
             if let Some(e) = results.into_iter().find_map(Result::err) {
                 return Err(e);
             }
-            counted?;
-        } else if let Err(e) = counted {
-            // The messages are gone either way: the caller must get them.
-            tracing::warn!(error = %e, popped = popped.len(), "pop could not update the queue counters");
         }
         Ok(popped)
     }
@@ -901,8 +1017,15 @@ impl Store {
             }
             Err(e) => {
                 // Unknown outcome: the pop may have been applied with its answer lost. Put the message back
-                // if so, so that a pop that reports failure removed nothing (the un-pop only matches our tag).
-                self.unpop(shard, m, op).await;
+                // if so, so that a pop that reports failure removed nothing (the un-pop only matches our tag);
+                // when storage does not answer that either, it is done in the background.
+                if self.unpop(shard, m, op).await.is_err() {
+                    let (shard, m, op) = (shard.clone(), m.clone(), op.to_string());
+                    self.settle_later("Message pop", move |store| {
+                        let (shard, m, op) = (shard.clone(), m.clone(), op.clone());
+                        async move { store.unpop(&shard, &m, &op).await }
+                    });
+                }
                 Err(unavailable("Message pop")(e))
             }
         }
@@ -911,8 +1034,8 @@ impl Store {
     /// Undoes a pop whose outcome is unknown: first fences it (`unpopped`, so that an attempt of it held
     /// up in the network cannot land later and take the message), then, if it had been applied, restores
     /// the message with the body the pop removed (bodies never change, so the one read before the pop is
-    /// the one). Best effort: a failure is logged.
-    async fn unpop(&self, shard: &Shard, m: &Message, op: &str) {
+    /// the one). Repeatable: an error means storage did not answer, and it is tried again.
+    async fn unpop(&self, shard: &Shard, m: &Message, op: &str) -> Result<(), StoreError> {
         let fence = self
             .client
             .update_item()
@@ -926,16 +1049,18 @@ impl Store {
             .send()
             .await;
         // Restore when the fence saw the pop applied, or could not tell (the restore is conditional).
-        let restore_needed = match self.conditional(fence, "Message pop") {
-            Ok(out) => out.and_then(|o| o.attributes().cloned()).is_some_and(|item| get_s(&item, "popped") == Some(op)),
-            Err(e) => {
-                tracing::warn!(error = %e, id = %m.id, "a failed pop could not be fenced");
-                true
+        let fenced = self.conditional(fence, "Message pop");
+        let fence_error = match fenced {
+            Ok(out) => {
+                let popped_by_us =
+                    out.and_then(|o| o.attributes().cloned()).is_some_and(|i| get_s(&i, "popped") == Some(op));
+                if !popped_by_us {
+                    return Ok(());
+                }
+                None
             }
+            Err(e) => Some(e),
         };
-        if !restore_needed {
-            return;
-        }
         let mut restore = String::from("SET expires_ms = was_exp, #ttl = was_ttl, body = :body");
         let mut req = self
             .client
@@ -953,9 +1078,12 @@ impl Store {
         }
         restore.push_str(" REMOVE popped, was_exp, was_ttl");
         let r = req.update_expression(restore).send().await;
-        if let Err(e) = self.conditional(r, "Message pop") {
-            tracing::warn!(error = %e, id = %m.id, "a failed pop could not be undone; the message may be gone");
+        if self.conditional(r, "Message pop")?.is_some() {
+            // Claims may have moved the floor past the message while it was popped.
+            self.reset_floor_later(shard);
         }
+        // Restored, or not popped: settled only once the fence is known to be in place.
+        fence_error.map_or(Ok(()), Err)
     }
 
     /// Counts for `GET .../stats`: (total, claimed, oldest, newest). Counts come from the heads (one read

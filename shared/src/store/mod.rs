@@ -12,6 +12,7 @@ pub mod messages;
 pub mod queues;
 pub mod schema;
 pub mod subscriptions;
+mod tally;
 
 use crate::clock::Clock;
 use crate::keys::Item;
@@ -114,6 +115,7 @@ pub struct Store {
     pub usage: Arc<Usage>,
     queues: Arc<queues::QueueCache>,
     hints: Arc<head::NextHints>,
+    tallies: Arc<tally::Tallies>,
 }
 
 impl Store {
@@ -125,6 +127,7 @@ impl Store {
             usage: Arc::new(Usage::default()),
             queues: Arc::new(queues::QueueCache::default()),
             hints: Arc::new(head::NextHints::default()),
+            tallies: Arc::new(tally::Tallies::default()),
         }
     }
 
@@ -284,6 +287,55 @@ impl StoreError {
         match self {
             StoreError::Request { operation, .. } | StoreError::Exhausted { operation } => operation,
         }
+    }
+}
+
+/// Runs an operation that changes messages as a task of its own, so that it finishes even when the
+/// request that started it is dropped midway (a client that hangs up on the local server, a caller's
+/// timeout): its tags and its counter changes are written whatever the caller does. Only a process that
+/// dies can still stop it between the two.
+pub(crate) async fn detached<T, F>(what: &'static str, operation: F) -> Result<T, StoreError>
+where
+    F: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::spawn(operation).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Cancelled: the runtime is shutting down.
+        Err(_) => Err(StoreError::exhausted(what)),
+    }
+}
+
+/// How long [`Store::settle_later`] keeps trying.
+const SETTLE_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Store {
+    /// Re-drives, in the background, a message write whose outcome is unknown (storage never answered
+    /// it): `attempt` repeats it idempotently (its tag or condition recognises an earlier attempt that
+    /// was applied) and writes the counts of whatever it finds it did. Tried after 100 ms, 200 ms, ...
+    /// (at most 2 s apart) until it answers, for at most [`SETTLE_FOR`]; then the failure is logged.
+    pub(crate) fn settle_later<F, Fut>(&self, what: &'static str, attempt: F)
+    where
+        F: Fn(Store) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), StoreError>> + Send,
+    {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let mut pause = std::time::Duration::from_millis(100);
+            loop {
+                tokio::time::sleep(pause).await;
+                match attempt(store.clone()).await {
+                    Ok(()) => return,
+                    Err(e) if started.elapsed() > SETTLE_FOR => {
+                        tracing::error!(error = %e, what, "a write with an unknown outcome could not be settled");
+                        return;
+                    }
+                    Err(_) => pause = (pause * 2).min(std::time::Duration::from_secs(2)),
+                }
+            }
+        });
     }
 }
 
