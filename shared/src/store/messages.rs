@@ -426,6 +426,11 @@ impl Store {
         let mut start: Option<Item> = None;
         let mut read = 0usize;
         let mut last = None;
+        // Removed messages stay until TTL takes them: after a page of nothing but dead items the next page is
+        // twice as long (up to 100), so a run of them costs few round trips, while live items are never
+        // read further ahead than the caller asked.
+        let mut page = page;
+        let now = self.now_ms();
         loop {
             let out = self
                 .client
@@ -443,17 +448,24 @@ impl Store {
                 .await
                 .map_err(unavailable("Message listing"))?;
             self.usage.read(out.consumed_capacity());
+            let mut all_dead = true;
             for item in out.items() {
                 read += 1;
                 if let Some(m) = Message::from_item(item) {
                     last = Some(m.k);
+                    all_dead &= !m.alive(now);
                     if !visit(m) {
                         return Ok((last, false));
                     }
                 }
             }
             match out.last_evaluated_key() {
-                Some(k) if read < max_items => start = Some(k.clone()),
+                Some(k) if read < max_items => {
+                    start = Some(k.clone());
+                    if all_dead {
+                        page = page.saturating_mul(2).min(page.max(100));
+                    }
+                }
                 Some(_) => return Ok((last, false)),
                 None => return Ok((last, true)),
             }
