@@ -921,3 +921,62 @@ async fn expired_messages_are_invisible() {
     // Deleting an expired message is a no-op 204.
     assert_eq!(c.delete(&format!("/v2/queues/q1/messages/{}", short[0])).await.status, 204);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Counters written exactly once (shared/src/store/tally.rs)
+
+/// A delete expires the message with its own tag instead of removing the item; deleting it again
+/// changes nothing, and stats count it once.
+#[tokio::test]
+async fn deletes_leave_a_tagged_dead_item_and_count_once() {
+    let app = app().await;
+    let c = Client::new(&app);
+    let ids = post_n(&c, "q1", 3).await;
+    assert_eq!(c.delete(&format!("/v2/queues/q1/messages/{}", ids[0])).await.status, 204);
+    let p = ProjectId::parse(&c.project).unwrap();
+    let q = QueueName::parse("q1").unwrap();
+    let key = app.store.message_key_of(&p, &q, &ids[0]).await.unwrap().unwrap();
+    let item = raw_item(&app, key).await.expect("the item stays until TTL takes it");
+    assert_eq!(raw_i64(&item, "expires_ms"), Some(0), "expired at once");
+    assert!(raw_i64(&item, "was_exp").is_some_and(|e| e > 0), "keeps the expiry it had, for a retry to count");
+    assert!(matches!(item.get("removed"), Some(aws_sdk_dynamodb::types::AttributeValue::S(t)) if t.len() == 32));
+    assert!(!item.contains_key("body"), "the body goes at once");
+    for _ in 0..2 {
+        assert_eq!(c.delete(&format!("/v2/queues/q1/messages/{}", ids[0])).await.status, 204);
+        assert_eq!(c.delete(&format!("/v2/queues/q1/messages?ids={}", ids[0])).await.status, 204);
+    }
+    assert_eq!(c.get(&format!("/v2/queues/q1/messages/{}", ids[0])).await.status, 404);
+    let stats = c.get("/v2/queues/q1/stats").await.json_body();
+    assert_eq!(stats["messages"]["total"], json!(2), "{stats}");
+    let listed = ids_of(&list(&c, "q1", "?echo=true").await);
+    assert_eq!(listed, ids[1..].to_vec());
+}
+
+/// Each counter writer leaves its newest change number on the head (`wr{writer}`). Attributes of
+/// writers gone quiet for a minute are pruned once a head carries four of them; recent ones stay.
+#[tokio::test]
+async fn stale_counter_writers_are_pruned_and_recent_ones_kept() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let app = app().await;
+    let c = Client::new(&app);
+    let ids = post_n(&c, "q1", 4).await;
+    assert_eq!(c.delete(&format!("/v2/queues/q1/messages/{}", ids[0])).await.status, 204);
+    let mut head = raw_head(&app, &c.project, "q1", 0).await.expect("head");
+    let ours: Vec<String> = head.keys().filter(|k| k.starts_with("wr")).cloned().collect();
+    assert_eq!(ours.len(), 1, "the delete's writer: {ours:?}");
+    let wall_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    for i in 0..5 {
+        head.insert(format!("wrstale{i}"), AttributeValue::N((wall_ms - 120_000).to_string()));
+    }
+    head.insert("wrrecent".into(), AttributeValue::N((wall_ms - 5_000).to_string()));
+    put_raw_item(&app, head).await;
+    // The next counter write sees them on the head it gets back, and prunes.
+    assert_eq!(c.delete(&format!("/v2/queues/q1/messages/{}", ids[1])).await.status, 204);
+    let head = raw_head(&app, &c.project, "q1", 0).await.expect("head");
+    let left: Vec<&String> = head.keys().filter(|k| k.starts_with("wr")).collect();
+    assert!(left.iter().all(|k| !k.starts_with("wrstale")), "stale writers pruned: {left:?}");
+    assert!(head.contains_key("wrrecent"), "a writer seen 5 s ago is kept");
+    assert!(head.contains_key(&ours[0]), "our own writer is kept");
+    let stats = c.get("/v2/queues/q1/stats").await.json_body();
+    assert_eq!(stats["messages"]["total"], json!(2), "{stats}");
+}
