@@ -27,6 +27,7 @@ use super::StoreError;
 use super::{get_i64, get_s, is_condition_failed, ttl_epoch, unavailable, Store};
 use crate::keys::{self, cond, n, s, Item, Shard};
 use crate::types::{ProjectId, QueueName};
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{
     AttributeValue, ReturnConsumedCapacity, ReturnValue, ReturnValuesOnConditionCheckFailure,
 };
@@ -45,11 +46,35 @@ fn claimed_version(m: &Message, cid: &str, until: i64, params: ClaimParams) -> M
         claim_count: m.claim_count + 1,
         ..m.clone()
     };
-    if m.expires_ms < until {
-        c.expires_ms = until + params.grace_s * 1000;
-        c.ttl_s = params.ttl_s + params.grace_s;
+    if let Some(life) = Life::extended(m, until, params) {
+        (c.expires_ms, c.ttl_s) = (life.expires_ms, life.ttl_s);
     }
     c
+}
+
+/// Lifetime extension: a message that would die before its claim ends lives until the claim end + grace,
+/// with the claim TTL + grace as its TTL (claims and renewals alike).
+#[derive(Debug, Clone, Copy)]
+struct Life {
+    expires_ms: i64,
+    ttl_s: i64,
+}
+
+impl Life {
+    fn extended(m: &Message, until: i64, params: ClaimParams) -> Option<Life> {
+        (m.expires_ms < until)
+            .then(|| Life { expires_ms: until + params.grace_s * 1000, ttl_s: params.ttl_s + params.grace_s })
+    }
+
+    /// The update clause setting it, and the request with its values (`:newexp`, `:newttl`, `:epoch`).
+    fn apply(self, req: UpdateItemFluentBuilder) -> (&'static str, UpdateItemFluentBuilder) {
+        let req = req
+            .expression_attribute_values(":newexp", n(self.expires_ms))
+            .expression_attribute_values(":newttl", n(self.ttl_s))
+            .expression_attribute_values(":epoch", ttl_epoch(self.expires_ms))
+            .expression_attribute_names("#ttl", keys::TTL_ATTR);
+        ("expires_ms = :newexp, ttl_s = :newttl, #ttl = :epoch", req)
+    }
 }
 
 /// A claim write's condition that the claim id was not fenced (see `Store::unclaim_later`).
@@ -397,10 +422,7 @@ impl Store {
     ) -> Result<Result<Message, Option<Message>>, StoreError> {
         let mut update = String::from("SET claim_id = :cid, claim_until_ms = :until ADD claim_count :one");
         let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(shard.message_key(m.k)))
+            .update_message(shard, m.k)
             .condition_expression(format!("id = :id AND {} AND {NOT_FENCED}", cond::CLAIMABLE))
             .expression_attribute_values(":id", s(m.id.clone()))
             .expression_attribute_values(":now", n(now))
@@ -408,23 +430,17 @@ impl Store {
             .expression_attribute_values(":until", n(until))
             .expression_attribute_values(":one", n(1))
             .return_values(ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total);
-        // Lifetime extension: a message that would die before the claim ends lives until claim end +
-        // grace. Checked against the expiry we read; `:exp` guards that it is unchanged.
-        if m.expires_ms < until {
-            let new_exp = until + params.grace_s * 1000;
-            update = "SET claim_id = :cid, claim_until_ms = :until, expires_ms = :newexp, ttl_s = :newttl, #ttl = :epoch ADD claim_count :one".into();
-            req = req
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        // Lifetime extension, checked against the expiry we read; `:exp` guards that it is unchanged.
+        if let Some(life) = Life::extended(m, until, params) {
+            let (clause, with) = life.apply(req);
+            update = format!("SET claim_id = :cid, claim_until_ms = :until, {clause} ADD claim_count :one");
+            req = with
                 .condition_expression(format!(
                     "id = :id AND expires_ms = :exp AND {} AND {NOT_FENCED}",
                     cond::CLAIMABLE
                 ))
-                .expression_attribute_values(":exp", n(m.expires_ms))
-                .expression_attribute_values(":newexp", n(new_exp))
-                .expression_attribute_values(":newttl", n(params.ttl_s + params.grace_s))
-                .expression_attribute_values(":epoch", ttl_epoch(new_exp))
-                .expression_attribute_names("#ttl", keys::TTL_ATTR);
+                .expression_attribute_values(":exp", n(m.expires_ms));
         }
         match req.update_expression(update).send().await {
             Ok(out) => {
@@ -666,10 +682,7 @@ impl Store {
         let mut update = String::from("SET claim_until_ms = :until, renewed = :op");
         let mut renewed = Message { claim_until_ms: Some(until), ..m.clone() };
         let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(shard.message_key(m.k)))
+            .update_message(shard, m.k)
             // Alive: a removed or expired message keeps its claim id, and must not be brought back.
             .condition_expression(format!("{} AND expires_ms > :now", cond::HELD_BY))
             .expression_attribute_values(":cid", s(cid))
@@ -677,18 +690,12 @@ impl Store {
             .expression_attribute_values(":now", n(self.now_ms()))
             .expression_attribute_values(":until", n(until))
             .return_values(ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total);
-        if m.expires_ms < until {
-            let new_exp = until + params.grace_s * 1000;
-            renewed.expires_ms = new_exp;
-            renewed.ttl_s = params.ttl_s + params.grace_s;
-            update.push_str(", expires_ms = :newexp, ttl_s = :newttl, #ttl = :epoch");
-            req = req
-                .expression_attribute_values(":newexp", n(new_exp))
-                .expression_attribute_values(":newttl", n(params.ttl_s + params.grace_s))
-                .expression_attribute_values(":epoch", ttl_epoch(new_exp))
-                .expression_attribute_names("#ttl", keys::TTL_ATTR);
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if let Some(life) = Life::extended(m, until, params) {
+            (renewed.expires_ms, renewed.ttl_s) = (life.expires_ms, life.ttl_s);
+            let (clause, with) = life.apply(req);
+            update = format!("{update}, {clause}");
+            req = with;
         }
         match req.update_expression(update).send().await {
             Ok(out) => {
@@ -710,10 +717,7 @@ impl Store {
     /// claimed and released the message in between.
     async fn release_one(&self, shard: &Shard, k: u64, cid: &str, op: &str) -> Result<Option<Message>, StoreError> {
         let r = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(shard.message_key(k)))
+            .update_message(shard, k)
             .update_expression(
                 "SET released2 = if_not_exists(released, :none), was_until2 = if_not_exists(was_until, :zero), \
                  was_cid2 = if_not_exists(was_cid, :none), \
@@ -726,7 +730,6 @@ impl Store {
             .expression_attribute_values(":zero", n(0))
             .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
         match r {
@@ -769,15 +772,11 @@ impl Store {
             let (shard, before, cid) = (shard.clone(), before.clone(), cid.clone());
             async move {
                 let fence = store
-                    .client
-                    .update_item()
-                    .table_name(&store.table)
-                    .set_key(Some(shard.message_key(before.k)))
+                    .update_message(&shard, before.k)
                     .update_expression("SET fenced = :cid")
                     .condition_expression("attribute_exists(pk)")
                     .expression_attribute_values(":cid", s(&cid))
                     .return_values(ReturnValue::AllNew)
-                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
                     .send()
                     .await;
                 let Some(item) = store.conditional(fence, "Claim")?.and_then(|o| o.attributes().cloned()) else {
@@ -793,17 +792,18 @@ impl Store {
                 claimed.count_into(&mut counts, now, 1);
                 store.write_counts(&shard, &counts, None).await;
                 if held {
-                    store.release_later(&shard, before.k, &cid, store.now_ms());
+                    let op = uuid::Uuid::new_v4().simple().to_string();
+                    store.release_later(&shard, before.k, &cid, &op, store.now_ms());
                 }
                 Ok(())
             }
         });
     }
 
-    /// Releases one message held by `cid` in the background, and counts it.
-    fn release_later(&self, shard: &Shard, k: u64, cid: &str, now: i64) {
-        let (shard, cid) = (shard.clone(), cid.to_string());
-        let op = uuid::Uuid::new_v4().simple().to_string();
+    /// Releases one message held by `cid` in the background (tagged `op`: a release whose earlier attempt
+    /// had the same tag recognises it), counts it and resets the floor.
+    fn release_later(&self, shard: &Shard, k: u64, cid: &str, op: &str, now: i64) {
+        let (shard, cid, op) = (shard.clone(), cid.to_string(), op.to_string());
         self.settle_later("Claim release", move |store| {
             let (shard, cid, op) = (shard.clone(), cid.clone(), op.clone());
             async move {
@@ -857,21 +857,7 @@ impl Store {
                 let r = self.release_one(&shard, *k, cid, op).await;
                 if r.is_err() {
                     // Unknown outcome: the release is completed in the background, then counted.
-                    let (shard, k, cid, op) = (shard.clone(), *k, cid.to_string(), op.to_string());
-                    self.settle_later("Claim release", move |store| {
-                        let (shard, cid, op) = (shard.clone(), cid.clone(), op.clone());
-                        async move {
-                            if let Some(old) = store.release_one(&shard, k, &cid, &op).await? {
-                                let mut counts = Counts::default();
-                                if let Some(until) = old.claim_until_ms.filter(|u| *u > now && old.alive(now)) {
-                                    counts.claim(until, -1);
-                                }
-                                store.write_counts(&shard, &counts, None).await;
-                                store.reset_floor_later(&shard);
-                            }
-                            Ok(())
-                        }
-                    });
+                    self.release_later(&shard, *k, cid, op, now);
                 }
                 r
             }

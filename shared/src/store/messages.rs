@@ -780,10 +780,7 @@ impl Store {
         now: i64,
     ) -> Result<Removal, StoreError> {
         let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(shard.message_key(k)))
+            .update_message(shard, k)
             .update_expression(
                 "SET removed = :op, was_exp = expires_ms, expires_ms = :gone, #ttl = :epoch REMOVE body, checksum",
             )
@@ -794,8 +791,7 @@ impl Store {
             .expression_attribute_values(":gone", n(0))
             .expression_attribute_values(":epoch", ttl_epoch(now))
             .return_values(ReturnValue::AllOld)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total);
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         req = match rule {
             Rule::Any => req.condition_expression("id = :id AND expires_ms > :now"),
             Rule::Unclaimed => {
@@ -986,10 +982,7 @@ impl Store {
     /// Pops one message: `Some` (as it was before the pop) when this pop took it.
     async fn pop_one(&self, shard: &Shard, m: &Message, op: &str, now: i64) -> Result<Option<Message>, StoreError> {
         let r = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(shard.message_key(m.k)))
+            .update_message(shard, m.k)
             .update_expression(
                 "SET popped = :op, was_exp = expires_ms, was_ttl = #ttl, expires_ms = :gone, #ttl = :epoch \
                  REMOVE body, checksum",
@@ -1007,7 +1000,6 @@ impl Store {
             .expression_attribute_values(":epoch", ttl_epoch(now))
             .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
         match r {
@@ -1049,15 +1041,11 @@ impl Store {
     /// the one). Repeatable: an error means storage did not answer, and it is tried again.
     async fn unpop(&self, shard: &Shard, m: &Message, op: &str) -> Result<(), StoreError> {
         let fence = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(shard.message_key(m.k)))
+            .update_message(shard, m.k)
             .update_expression("SET unpopped = :op")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":op", s(op))
             .return_values(ReturnValue::AllNew)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
         // Restore when the fence saw the pop applied, or could not tell (the restore is conditional).
@@ -1075,15 +1063,11 @@ impl Store {
         };
         let mut restore = String::from("SET expires_ms = was_exp, #ttl = was_ttl, body = :body");
         let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(shard.message_key(m.k)))
+            .update_message(shard, m.k)
             .condition_expression("popped = :op")
             .expression_attribute_names("#ttl", keys::TTL_ATTR)
             .expression_attribute_values(":op", s(op))
-            .expression_attribute_values(":body", s(m.body.clone()))
-            .return_consumed_capacity(ReturnConsumedCapacity::Total);
+            .expression_attribute_values(":body", s(m.body.clone()));
         if let Some(sum) = &m.checksum {
             restore.push_str(", checksum = :sum");
             req = req.expression_attribute_values(":sum", s(sum.clone()));

@@ -237,6 +237,19 @@ impl Store {
         }
     }
 
+    /// An UpdateItem of message `k` of `shard` (conditions, values and return values still to set).
+    pub(crate) fn update_message(
+        &self,
+        shard: &crate::keys::Shard,
+        k: u64,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(shard.message_key(k)))
+            .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
+    }
+
     /// An unconditional PutItem.
     pub(crate) async fn put(&self, item: Item, what: &'static str) -> Result<(), StoreError> {
         let out = self
