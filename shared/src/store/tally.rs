@@ -16,10 +16,10 @@
 //! or with a background flush that retries with backoff.
 //!
 //! Bounds: a writer owes at most [`MAX_OWED`] changes. A change is given up (and logged) after
-//! [`OWED_FOR_MS`], well before anyone may prune its writer's attribute ([`STALE_AFTER_MS`]), so a change can
-//! never be applied twice because of pruning. Pruning removes stale writer attributes with a condition
-//! of their own, in a separate write made only when a head, as a counter write returns it, carries
-//! [`PRUNE_AT`] of them.
+//! [`OWED_FOR_MS`], well before anyone may prune its writer's attribute ([`STALE_AFTER_MS`]), so no
+//! change can be applied twice because of pruning. Pruning removes stale writer attributes with a
+//! condition of their own, in a separate write made only when a head, as a counter write returns it,
+//! carries [`PRUNE_AT`] of them.
 //!
 //! What this cannot cover: a process that dies while it owes changes (a killed Lambda container, or one
 //! never invoked again before it is reclaimed) loses them.
