@@ -24,7 +24,7 @@ use super::head::{scan_start, Counts, Head};
 use super::messages::{Message, MAX_SCAN_ITEMS};
 use super::queues::QueueInfo;
 use super::StoreError;
-use super::{get_i64, get_s, is_condition_failed, ttl_epoch, unavailable, Store};
+use super::{get_i64, get_s, is_condition_failed, ttl_epoch, unavailable, Store, Updated};
 use crate::keys::{self, cond, n, s, Item, Shard};
 use crate::types::{ProjectId, QueueName};
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
@@ -732,29 +732,23 @@ impl Store {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match r {
-            Ok(out) => {
-                self.usage.write(out.consumed_capacity());
-                Ok(out.attributes().and_then(Message::from_item))
+        match self.updated(r, "Claim release")? {
+            Updated::Applied(old) => Ok(old.as_ref().and_then(Message::from_item)),
+            Updated::Refused(Some(item)) => {
+                let until = if get_s(&item, "released") == Some(op) {
+                    get_i64(&item, "was_until")
+                } else if get_s(&item, "released2") == Some(op) {
+                    get_i64(&item, "was_until2")
+                } else {
+                    return Ok(None);
+                };
+                Ok(Message::from_item(&item).map(|m| Message {
+                    claim_id: Some(cid.to_string()),
+                    claim_until_ms: until,
+                    ..m
+                }))
             }
-            Err(e) => match self.failed_condition_item(&e) {
-                Some(Some(item)) => {
-                    let until = if get_s(&item, "released") == Some(op) {
-                        get_i64(&item, "was_until")
-                    } else if get_s(&item, "released2") == Some(op) {
-                        get_i64(&item, "was_until2")
-                    } else {
-                        return Ok(None);
-                    };
-                    Ok(Message::from_item(&item).map(|m| Message {
-                        claim_id: Some(cid.to_string()),
-                        claim_until_ms: until,
-                        ..m
-                    }))
-                }
-                Some(None) => Ok(None),
-                None => Err(unavailable("Claim release")(e)),
-            },
+            Updated::Refused(None) => Ok(None),
         }
     }
 

@@ -11,7 +11,7 @@
 use super::head::{heads_totals, scan_start, Counts, Head, PostEnd};
 use super::queues::QueueInfo;
 use super::StoreError;
-use super::{get_i64, get_s, is_condition_failed, ttl_epoch, unavailable, Store};
+use super::{get_i64, get_s, ttl_epoch, unavailable, Store, Updated};
 use crate::keys::{self, cond, n, s, Item, Shard};
 use crate::types::{ClientId, ProjectId, QueueName};
 use aws_sdk_dynamodb::types::{
@@ -801,30 +801,21 @@ impl Store {
                 .condition_expression(format!("id = :id AND expires_ms > :now AND {}", cond::HELD_BY))
                 .expression_attribute_values(":cid", s(cid)),
         };
-        match req.send().await {
-            Ok(out) => {
-                self.usage.write(out.consumed_capacity());
-                Ok(match out.attributes().and_then(Message::from_item) {
-                    Some(old) => Removal::Removed(old),
+        Ok(match self.updated(req.send().await, "Message deletion")? {
+            Updated::Applied(old) => match old.as_ref().and_then(Message::from_item) {
+                Some(old) => Removal::Removed(old),
+                None => Removal::Refused(None),
+            },
+            // Our own removal, applied by an attempt whose answer was lost: the message as it was.
+            Updated::Refused(Some(item)) if get_s(&item, "removed") == Some(op) => {
+                let was = get_i64(&item, "was_exp");
+                match Message::from_item(&item) {
+                    Some(m) => Removal::Removed(Message { expires_ms: was.unwrap_or(m.expires_ms), ..m }),
                     None => Removal::Refused(None),
-                })
+                }
             }
-            Err(e) if is_condition_failed(&e) => {
-                let current = self.failed_condition_item(&e).flatten();
-                Ok(match current {
-                    // Our own removal, applied by an attempt whose answer was lost: the message as it was.
-                    Some(item) if get_s(&item, "removed") == Some(op) => {
-                        let was = get_i64(&item, "was_exp");
-                        match Message::from_item(&item) {
-                            Some(m) => Removal::Removed(Message { expires_ms: was.unwrap_or(m.expires_ms), ..m }),
-                            None => Removal::Refused(None),
-                        }
-                    }
-                    other => Removal::Refused(other.as_ref().and_then(Message::from_item)),
-                })
-            }
-            Err(e) => Err(unavailable("Message deletion")(e)),
-        }
+            Updated::Refused(other) => Removal::Refused(other.as_ref().and_then(Message::from_item)),
+        })
     }
 
     /// Deletes messages by id regardless of claims; unknown ids are ignored. One head write per shard.
@@ -1002,13 +993,9 @@ impl Store {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match r {
-            Ok(out) => {
-                self.usage.write(out.consumed_capacity());
-                Ok(out.attributes().and_then(Message::from_item))
-            }
-            Err(e) if is_condition_failed(&e) => {
-                let current = self.failed_condition_item(&e).flatten();
+        match self.updated(r, "Message pop") {
+            Ok(Updated::Applied(old)) => Ok(old.as_ref().and_then(Message::from_item)),
+            Ok(Updated::Refused(current)) => {
                 // Our own pop, applied by an attempt whose answer was lost: the message as we read it (body
                 // and id never change; the pop removed the stored body), with the expiry it had when taken.
                 Ok(current.filter(|item| get_s(item, "popped") == Some(op)).map(|item| Message {
@@ -1030,7 +1017,7 @@ impl Store {
                         async move { store.unpop(&shard, &m, &op).await }
                     });
                 }
-                Err(unavailable("Message pop")(e))
+                Err(e)
             }
         }
     }

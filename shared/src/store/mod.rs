@@ -250,6 +250,31 @@ impl Store {
             .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
     }
 
+    /// Sorts the result of a conditional UpdateItem that returns the old item (when applied, and when its
+    /// condition failed) into [`Updated`], accounting for its capacity; anything else is 503.
+    pub(crate) fn updated<R>(
+        &self,
+        result: Result<
+            aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+            aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError, R>,
+        >,
+        what: &'static str,
+    ) -> Result<Updated, StoreError>
+    where
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        match result {
+            Ok(out) => {
+                self.usage.write(out.consumed_capacity());
+                Ok(Updated::Applied(out.attributes))
+            }
+            Err(e) => match self.failed_condition_item(&e) {
+                Some(current) => Ok(Updated::Refused(current)),
+                None => Err(unavailable(what)(e)),
+            },
+        }
+    }
+
     /// An unconditional PutItem.
     pub(crate) async fn put(&self, item: Item, what: &'static str) -> Result<(), StoreError> {
         let out = self
@@ -264,6 +289,14 @@ impl Store {
         self.usage.write(out.consumed_capacity());
         Ok(())
     }
+}
+
+/// What a conditional UpdateItem did (see [`Store::updated`]).
+pub(crate) enum Updated {
+    /// Applied: the item as it was before.
+    Applied(Option<Item>),
+    /// Its condition failed: the item as it is, if stored.
+    Refused(Option<Item>),
 }
 
 /// Maps any SDK failure to Zaqar's 503; the cause goes to the log, never to the client.
