@@ -24,7 +24,7 @@ use super::head::{scan_start, Counts, Head};
 use super::messages::{Message, MAX_SCAN_ITEMS};
 use super::queues::QueueInfo;
 use super::StoreError;
-use super::{get_i64, get_s, is_condition_failed, ttl_epoch, unavailable, Store, Updated};
+use super::{get_i64, get_s, ttl_epoch, unavailable, Store, Updated};
 use crate::keys::{self, cond, n, s, Item, Shard};
 use crate::types::{ProjectId, QueueName};
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
@@ -442,21 +442,14 @@ impl Store {
                 ))
                 .expression_attribute_values(":exp", n(m.expires_ms));
         }
-        match req.update_expression(update).send().await {
-            Ok(out) => {
-                self.usage.write(out.consumed_capacity());
-                Ok(Ok(out.attributes().and_then(Message::from_item).unwrap_or_else(|| m.clone())))
-            }
-            Err(e) if is_condition_failed(&e) => {
-                let current = self.failed_condition_item(&e).flatten().as_ref().and_then(Message::from_item);
-                Ok(match current {
-                    // Our own write, applied by an attempt whose answer was lost (the SDK retried it).
-                    Some(c) if c.claim_id.as_deref() == Some(cid) => Ok(c),
-                    other => Err(other),
-                })
-            }
-            Err(e) => Err(unavailable("Claim")(e)),
-        }
+        Ok(match self.updated(req.update_expression(update).send().await, "Claim")? {
+            Updated::Applied(new) => Ok(new.as_ref().and_then(Message::from_item).unwrap_or_else(|| m.clone())),
+            Updated::Refused(current) => match current.as_ref().and_then(Message::from_item) {
+                // Our own write, applied by an attempt whose answer was lost (the SDK retried it).
+                Some(c) if c.claim_id.as_deref() == Some(cid) => Ok(c),
+                other => Err(other),
+            },
+        })
     }
 
     /// Moves a just-claimed message to the dead-letter queue: it keeps its claim there. Written there
@@ -628,19 +621,7 @@ impl Store {
                 let r = self.renew_one(&shard, m, cid, op, until, params).await;
                 if r.is_err() {
                     // Unknown outcome: renewing is repeatable, so it is completed in the background and counted.
-                    let (shard, m, cid, op) = (shard.clone(), m.clone(), cid.to_string(), op.to_string());
-                    self.settle_later("Claim renewal", move |store| {
-                        let (shard, m, cid, op) = (shard.clone(), m.clone(), cid.clone(), op.clone());
-                        async move {
-                            if let Some(new) = store.renew_one(&shard, &m, &cid, &op, until, params).await? {
-                                let mut counts = Counts::default();
-                                m.count_into(&mut counts, now, -1);
-                                new.count_into(&mut counts, now, 1);
-                                store.write_counts(&shard, &counts, None).await;
-                            }
-                            Ok(())
-                        }
-                    });
+                    self.renew_later(&shard, m, cid, op, until, params, now);
                 }
                 Ok::<_, StoreError>(r?.map(|new| (m.clone(), new)))
             }
@@ -665,6 +646,24 @@ impl Store {
         });
         futures::future::join_all(writes).await;
         results.into_iter().find_map(Result::err).map_or(Ok(true), Err)
+    }
+
+    /// [`Store::renew_one`] in the background (same tag), then counts the renewal it finds applied.
+    #[allow(clippy::too_many_arguments)]
+    fn renew_later(&self, shard: &Shard, m: &Message, cid: &str, op: &str, until: i64, params: ClaimParams, now: i64) {
+        let (shard, m, cid, op) = (shard.clone(), m.clone(), cid.to_string(), op.to_string());
+        self.settle_later("Claim renewal", move |store| {
+            let (shard, m, cid, op) = (shard.clone(), m.clone(), cid.clone(), op.clone());
+            async move {
+                if let Some(new) = store.renew_one(&shard, &m, &cid, &op, until, params).await? {
+                    let mut counts = Counts::default();
+                    m.count_into(&mut counts, now, -1);
+                    new.count_into(&mut counts, now, 1);
+                    store.write_counts(&shard, &counts, None).await;
+                }
+                Ok(())
+            }
+        });
     }
 
     /// Renews one message held by `cid` (`m` as read before): `Some(message as renewed)`, `None` when `cid`
@@ -697,17 +696,11 @@ impl Store {
             update = format!("{update}, {clause}");
             req = with;
         }
-        match req.update_expression(update).send().await {
-            Ok(out) => {
-                self.usage.write(out.consumed_capacity());
-                Ok(Some(out.attributes().and_then(Message::from_item).unwrap_or(renewed)))
-            }
-            Err(e) => match self.failed_condition_item(&e) {
-                Some(Some(item)) if get_s(&item, "renewed") == Some(op) => Ok(Some(renewed)),
-                Some(_) => Ok(None),
-                None => Err(unavailable("Claim renewal")(e)),
-            },
-        }
+        Ok(match self.updated(req.update_expression(update).send().await, "Claim renewal")? {
+            Updated::Applied(new) => Some(new.as_ref().and_then(Message::from_item).unwrap_or(renewed)),
+            Updated::Refused(Some(item)) if get_s(&item, "renewed") == Some(op) => Some(renewed),
+            Updated::Refused(_) => None,
+        })
     }
 
     /// Releases one message held by `cid`: `Some(message as it was)` when this release (tagged `op`) did it.

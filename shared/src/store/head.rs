@@ -75,8 +75,6 @@ pub(crate) struct Head {
     pub cl: BTreeMap<i64, i64>,
     /// Expiry bucket -> first sequence number reserved for it.
     pub exk: BTreeMap<i64, u64>,
-    /// Counter writers -> the newest change of theirs applied (see `tally.rs`).
-    pub writers: BTreeMap<String, i64>,
 }
 
 fn num_map(item: &Item, name: &str) -> BTreeMap<String, i64> {
@@ -133,7 +131,6 @@ impl Head {
                     }
                 })
                 .collect(),
-            writers: super::tally::writers_of(item),
         }
     }
 

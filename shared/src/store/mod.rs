@@ -252,8 +252,9 @@ impl Store {
             .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
     }
 
-    /// Sorts the result of a conditional UpdateItem that returns the old item (when applied, and when its
-    /// condition failed) into [`Updated`], accounting for its capacity; anything else is 503.
+    /// Sorts the result of a conditional UpdateItem into [`Updated`], accounting for its capacity; anything
+    /// else is 503. The items are those the request asked for (`ReturnValues`, and
+    /// `ReturnValuesOnConditionCheckFailure` for the refused one).
     pub(crate) fn updated<R>(
         &self,
         result: Result<
@@ -295,7 +296,7 @@ impl Store {
 
 /// What a conditional UpdateItem did (see [`Store::updated`]).
 pub(crate) enum Updated {
-    /// Applied: the item as it was before.
+    /// Applied: the item as the request asked it back (as it was, or as it is now).
     Applied(Option<Item>),
     /// Its condition failed: the item as it is, if stored.
     Refused(Option<Item>),

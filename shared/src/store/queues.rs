@@ -8,7 +8,7 @@
 
 use super::head::{heads_totals, Head, RETIRED};
 use super::StoreError;
-use super::{get_json, get_s, is_condition_failed, unavailable, Store};
+use super::{get_json, get_s, unavailable, Store};
 use crate::keys::{self, cond, n, s, Item, Shard};
 use crate::meta::Metadata;
 use crate::types::{ProjectId, QueueName};
@@ -348,17 +348,10 @@ impl Store {
                 .send()
                 .await;
             self.queues.forget(project, queue);
-            return match r {
-                Ok(out) => {
-                    self.usage.write(out.consumed_capacity());
-                    Ok(MetadataUpdate::Updated)
-                }
-                Err(e) if is_condition_failed(&e) => {
-                    let stored = self.failed_condition_item(&e).flatten();
-                    Ok(refused_update(stored.as_ref(), current))
-                }
-                Err(e) => Err(unavailable("Queue update")(e)),
-            };
+            return Ok(match self.updated(r, "Queue update")? {
+                super::Updated::Applied(_) => MetadataUpdate::Updated,
+                super::Updated::Refused(stored) => refused_update(stored.as_ref(), current),
+            });
         }
         let r = self
             .client

@@ -228,14 +228,21 @@ impl Store {
         if indebted {
             self.spawn_flusher();
         }
-        if let Some(head) = written {
-            self.prune_writers(shard, &head).await;
+        if let Some(writers) = written {
+            self.prune_writers(shard, &writers).await;
         }
     }
 
     /// Writes what `w` owes the head `pk`, in up to [`ATTEMPTS`] requests (one that storage does not answer
-    /// ends it); `written` gets the head as the write left it (returned with the write, no extra cost).
-    async fn flush_head(&self, w: &mut Writer, pk: &str, head: Option<&Head>, written: &mut Option<Head>) -> Flushed {
+    /// ends it); `written` gets the writer attributes of the head as the write left it (returned with the
+    /// write, no extra cost).
+    async fn flush_head(
+        &self,
+        w: &mut Writer,
+        pk: &str,
+        head: Option<&Head>,
+        written: &mut Option<BTreeMap<String, i64>>,
+    ) -> Flushed {
         let attr = writer_attr(&w.id);
         for _ in 0..ATTEMPTS {
             let Some(owed) = w.owed.get(pk) else { return Flushed::Done };
@@ -267,7 +274,7 @@ impl Store {
             match e.apply(req, shard_key).send().await {
                 Ok(out) => {
                     self.usage.write(out.consumed_capacity());
-                    *written = out.attributes.as_ref().map(|item| Head::from_item(Some(item)));
+                    *written = out.attributes.as_ref().map(writers_of);
                     w.owed.remove(pk);
                     return Flushed::Done;
                 }
@@ -340,10 +347,9 @@ impl Store {
 
     /// Removes writer attributes not written for [`STALE_AFTER_MS`], once a head carries [`PRUNE_AT`] of
     /// them: one conditional write, so an attribute written meanwhile is kept. Best effort.
-    pub(crate) async fn prune_writers(&self, shard: &Shard, head: &Head) {
+    async fn prune_writers(&self, shard: &Shard, writers: &BTreeMap<String, i64>) {
         let cutoff = wall_ms() - STALE_AFTER_MS;
-        let stale: Vec<&String> =
-            head.writers.iter().filter(|(_, seq)| **seq < cutoff).map(|(w, _)| w).take(16).collect();
+        let stale: Vec<&String> = writers.iter().filter(|(_, seq)| **seq < cutoff).map(|(w, _)| w).take(16).collect();
         if stale.len() < PRUNE_AT {
             return;
         }
@@ -363,7 +369,7 @@ impl Store {
 }
 
 /// The writer attributes of a head item: writer id -> newest sequence number applied.
-pub(crate) fn writers_of(item: &Item) -> BTreeMap<String, i64> {
+fn writers_of(item: &Item) -> BTreeMap<String, i64> {
     item.iter()
         .filter_map(|(name, v)| {
             let id = name.strip_prefix(WRITER_PREFIX)?;
