@@ -35,8 +35,9 @@ impl App {
     /// Builds the app from the environment (`ZAQAR_*`, AWS settings, `AWS_ENDPOINT_URL`); an invalid
     /// `ZAQAR_*` value is an error, which the binaries print before exiting.
     pub async fn from_env() -> Result<Self, ConfigError> {
-        let mut config = Config::from_env()?;
-        let sdk = sdk_config().await;
+        let vars = crate::vars::Vars::from_env();
+        let mut config = Config::from_vars(&vars)?;
+        let sdk = crate::sdk_env::sdk_config(&vars)?;
         let client = dynamodb_client(&sdk);
         if config.secret_key.is_none() {
             if let Some(arn) = &config.secret_arn {
@@ -49,42 +50,41 @@ impl App {
         Ok(App::new(config, client, Clock::System))
     }
 
+    /// [`App::from_env`] without reading secrets, for the functions that neither sign nor verify
+    /// (health, admin: no signable path is theirs) and leave Keystone to the authorizer: they do not
+    /// link the Secrets Manager client. A secret's ARN in their environment is left unread, and said so.
+    pub async fn from_env_without_secrets() -> Result<Self, ConfigError> {
+        let vars = crate::vars::Vars::from_env();
+        let mut config = Config::from_vars(&vars)?;
+        let sdk = crate::sdk_env::sdk_config(&vars)?;
+        if config.secret_arn.take().is_some() {
+            tracing::info!("ZAQAR_SECRET_ARN not read: this function signs and verifies nothing");
+        }
+        Ok(App::new(config, dynamodb_client(&sdk), Clock::System))
+    }
+
     pub fn limits(&self) -> &crate::config::Limits {
         &self.config.limits
     }
 }
 
-/// The AWS SDK configuration from the environment, as `aws_config::load_defaults` gives it, with the HTTPS
-/// client of [`https_client`].
-pub async fn sdk_config() -> aws_config::SdkConfig {
-    sdk_loader().load().await
+/// The AWS SDK configuration of the service's processes, from their environment alone
+/// ([`crate::sdk_env`]: no profile files, STS, ECS or IMDS); a missing region or credential is an error.
+pub fn sdk_config() -> Result<aws_config::SdkConfig, ConfigError> {
+    crate::sdk_env::sdk_config(&crate::vars::Vars::from_env())
 }
 
-/// The loader behind [`sdk_config`] (`aws_config::defaults` at the latest behaviour version with
-/// [`https_client`]), for callers that override settings (tests and bench: endpoint, credentials). Every
-/// SDK client of the workspace starts here: the SDK's own default client is compiled out.
+/// aws-config's whole default chain (`aws_config::defaults` at the latest behaviour version with
+/// [`https_client`]), for tests and benches, which override settings (endpoint, credentials). The
+/// service's own processes use [`sdk_config`]; both use [`https_client`], as the SDK's own default
+/// client is compiled out.
 pub fn sdk_loader() -> aws_config::ConfigLoader {
     aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(https_client())
 }
 
-/// The SDK's default HTTPS client (hyper 1 + rustls, proxy settings from the environment, the system's
-/// trust roots) with rustls over ring instead of aws-lc: ring is the crypto reqwest (webhooks, Keystone)
-/// already links, so each binary carries one TLS crypto library, not two (sizes: bench/SIZES.md). The
-/// workspace turns the SDK's `default-https-client` feature off; this mirrors what that feature builds
-/// (aws-smithy-runtime's `default_https_client`) but for the crypto provider.
+/// The HTTP client every SDK client of the workspace uses ([`crate::https`]).
 pub fn https_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
-    use aws_smithy_http_client::proxy::ProxyConfig;
-    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
-    aws_smithy_http_client::Builder::new().build_with_connector_fn(|settings, components| {
-        let mut connector =
-            aws_smithy_http_client::ConnectorBuilder::default().tls_provider(Provider::Rustls(CryptoMode::Ring));
-        connector.set_connector_settings(settings.cloned());
-        if let Some(components) = components {
-            connector.set_sleep_impl(components.sleep_impl());
-        }
-        connector.set_proxy_config(Some(ProxyConfig::from_env()));
-        connector.build()
-    })
+    crate::https::sdk_http_client()
 }
 
 /// The DynamoDB client every process uses: `sdk` plus the storage deadlines and retries of
@@ -188,8 +188,28 @@ where
     F: Fn(App, crate::ApiRequest) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = crate::ApiResponse> + Send + 'static,
 {
+    run_http_with(App::from_env(), handler).await
+}
+
+/// [`run_http`] for the functions that read no secrets ([`App::from_env_without_secrets`]).
+pub async fn run_http_without_secrets<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
+where
+    F: Fn(App, crate::ApiRequest) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = crate::ApiResponse> + Send + 'static,
+{
+    run_http_with(App::from_env_without_secrets(), handler).await
+}
+
+async fn run_http_with<F, Fut>(
+    app: impl std::future::Future<Output = Result<App, ConfigError>>,
+    handler: F,
+) -> Result<(), lambda_http::Error>
+where
+    F: Fn(App, crate::ApiRequest) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = crate::ApiResponse> + Send + 'static,
+{
     init_tracing();
-    let app = crate::vars::exit_on_error(App::from_env().await);
+    let app = crate::vars::exit_on_error(app.await);
     let _ = app.store.ping().await;
     lambda_http::run_concurrent(lambda_http::service_fn(move |req: lambda_http::Request| {
         let (app, handler) = (app.clone(), handler.clone());

@@ -1,6 +1,6 @@
 //! Configuration from the environment, read and validated once at cold start: a value that does not
 //! parse stops start-up (see [`crate::vars`]) instead of silently becoming a default.
-//! Emulators are reached through `AWS_ENDPOINT_URL` (read by aws-config), never through code branches.
+//! Emulators are reached through `AWS_ENDPOINT_URL` (read by `crate::sdk_env`), never through code branches.
 
 pub use crate::vars::ConfigError;
 use crate::vars::Vars;

@@ -46,6 +46,11 @@ impl Vars {
         self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
     }
 
+    /// Every variable, unordered.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     pub fn string(&self, name: &str, default: &str) -> String {
         self.get(name).unwrap_or(default).to_string()
     }

@@ -45,7 +45,7 @@ pub async fn keystone_from_env() -> Keystone {
     let settings = KeystoneSettings::from_env()
         .unwrap_or_else(|e| refuse_to_start(&e.to_string()))
         .unwrap_or_else(|| refuse_to_start("ZAQAR_KEYSTONE_URL is not set"));
-    let sdk = zaqar::app::sdk_config().await;
+    let sdk = zaqar::app::sdk_config().unwrap_or_else(|e| refuse_to_start(&e.to_string()));
     let settings = settings.with_secret(&sdk).await.unwrap_or_else(|e| refuse_to_start(&e));
     if settings.service.is_none() {
         tracing::warn!("no service credentials: tokens validate themselves");

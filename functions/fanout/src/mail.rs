@@ -117,7 +117,12 @@ async fn send_ses(mail: Mail) -> Result<(), MailError> {
     use aws_sdk_sesv2::error::ProvideErrorMetadata;
     use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
     static SES: tokio::sync::OnceCell<aws_sdk_sesv2::Client> = tokio::sync::OnceCell::const_new();
-    let client = SES.get_or_init(|| async { aws_sdk_sesv2::Client::new(&zaqar::app::sdk_config().await) }).await;
+    // Start-up read the same variables (`App::from_env`), so this cannot fail in a running function.
+    let sdk = || async { zaqar::app::sdk_config().map(|sdk| aws_sdk_sesv2::Client::new(&sdk)) };
+    let client = match SES.get_or_try_init(sdk).await {
+        Ok(client) => client,
+        Err(e) => return Err(MailError::Transient(format!("no SES client: {e}"))),
+    };
     let content = |text: String| Content::builder().data(text).charset("UTF-8").build();
     let (subject, text) = match (content(mail.subject), content(mail.text)) {
         (Ok(s), Ok(t)) => (s, t),

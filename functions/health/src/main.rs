@@ -1,4 +1,4 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    zaqar::app::run_http(|app, req| async move { zaqar_health::handle(&app, req).await }).await
+    zaqar::app::run_http_without_secrets(|app, req| async move { zaqar_health::handle(&app, req).await }).await
 }

@@ -44,7 +44,7 @@ const RETRIES: u32 = 5;
 /// Starts polling in the background; fan-out runs with `settings` as the Lambda function would.
 pub fn spawn(app: App, settings: zaqar_fanout::Settings) {
     tokio::spawn(async move {
-        let sdk = zaqar::app::sdk_config().await;
+        let sdk = zaqar::app::sdk_config().unwrap_or_else(|e| panic!("invalid configuration: {e}"));
         let timeouts =
             zaqar::timeouts::StorageTimeouts::from_env().unwrap_or_else(|e| panic!("invalid configuration: {e}"));
         let sdk = timeouts.apply(&sdk);

@@ -15,6 +15,7 @@
 //! ([`Verdict::to_context`]).
 
 pub mod cache;
+mod client;
 pub mod token;
 
 pub use token::{Identity, Verdict};
@@ -157,7 +158,7 @@ struct ServiceToken {
 /// A Keystone v3 client that validates tokens, with the cache in front of it.
 pub struct Keystone {
     settings: KeystoneSettings,
-    http: reqwest::Client,
+    http: client::KeystoneHttp,
     cache: Mutex<TokenCache>,
     service_token: tokio::sync::Mutex<Option<ServiceToken>>,
 }
@@ -177,12 +178,7 @@ enum Answer {
 
 impl Keystone {
     pub fn new(settings: KeystoneSettings) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(settings.timeout.min(Duration::from_secs(2)))
-            .timeout(settings.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("cannot build the Keystone HTTP client: {e}"))?;
+        let http = client::KeystoneHttp::new(settings.timeout);
         let bound_ms = i64::try_from(settings.cache_seconds).unwrap_or(i64::MAX / 2_000).saturating_mul(1000);
         Ok(Keystone {
             cache: Mutex::new(TokenCache::new(bound_ms, CACHE_CAPACITY)),
@@ -231,24 +227,18 @@ impl Keystone {
             None => token.to_string(),
         };
         let self_validating = self.settings.service.is_none();
-        let resp = self
-            .http
-            .get(format!("{}/auth/tokens?nocatalog", self.settings.url))
-            .header("X-Auth-Token", auth)
-            .header("X-Subject-Token", token)
-            .header("Accept", "application/json")
-            .send()
-            .await;
-        let resp = match resp {
+        let url = format!("{}/auth/tokens?nocatalog", self.settings.url);
+        let headers = [("x-auth-token", auth.as_str()), ("x-subject-token", token)];
+        let resp = match self.http.send(http::Method::GET, &url, &headers, None).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(error = %without_url(e), "cannot reach Keystone");
+                tracing::warn!(error = %e, "cannot reach Keystone");
                 return Answer::Verdict(Verdict::Unavailable);
             }
         };
-        let status = resp.status().as_u16();
+        let status = resp.status;
         match status {
-            200 => match resp.bytes().await.ok().and_then(|b| token::parse_validation(&b)) {
+            200 => match token::parse_validation(&resp.body) {
                 Some(id) => Answer::Verdict(Verdict::Valid(id)),
                 None => {
                     tracing::warn!("Keystone's token document could not be read");
@@ -284,18 +274,16 @@ impl Keystone {
                 "name": creds.username, "password": creds.password, "domain": {"name": creds.domain}}}},
             "scope": {"project": {"name": creds.project, "domain": {"name": creds.domain}}}
         }});
-        let resp = match self.http.post(format!("{}/auth/tokens?nocatalog", self.settings.url)).json(&body).send().await
-        {
+        let url = format!("{}/auth/tokens?nocatalog", self.settings.url);
+        let resp = match self.http.send(http::Method::POST, &url, &[], Some(body.to_string().into_bytes())).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(error = %without_url(e), "cannot reach Keystone for the service token");
+                tracing::warn!(error = %e, "cannot reach Keystone for the service token");
                 return None;
             }
         };
-        let status = resp.status().as_u16();
-        let token = resp.headers().get("x-subject-token").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let identity = resp.bytes().await.ok().and_then(|b| token::parse_validation(&b));
-        match (status, token, identity) {
+        let (status, identity) = (resp.status, token::parse_validation(&resp.body));
+        match (status, resp.subject_token, identity) {
             (201, Some(token), Some(id)) => {
                 *held = Some(ServiceToken { token: token.clone(), expires_at: id.expires_at });
                 Some(token)
@@ -315,11 +303,6 @@ fn verdict_name(v: &Verdict) -> &'static str {
         Verdict::Invalid => "invalid",
         Verdict::Unavailable => "unavailable",
     }
-}
-
-/// reqwest errors print their URL; ours carry no secret, but keep log lines short and uniform.
-fn without_url(e: reqwest::Error) -> String {
-    e.without_url().to_string()
 }
 
 fn now_ms() -> i64 {
