@@ -6,6 +6,9 @@ Run through bench/cpu-vs-zaqar (which installs what is needed); see bench/README
 For each server: start its storage and the server, warm up, read the server process tree's CPU
 (utime+stime from /proc, children included), run N rounds of a fixed request mix from one keep-alive
 client, read the CPU again, check every response, read VmRSS, stop everything it started.
+
+With --scenarios, instead of the mix: four single-request scenarios (ping, list 10, stats, post 1), each
+warmed up and then measured as its own block of N requests, CPU read before and after each block.
 """
 
 import argparse
@@ -91,6 +94,42 @@ def cpu_split(pid):
 
 def cpu_seconds(pid):
     return sum(cpu_split(pid))
+
+
+def sched_ns(pid):
+    """{(pid, tid): ns on CPU} of every thread of pid and its live descendants: the first field of
+    /proc/<pid>/task/<tid>/schedstat (sum_exec_runtime, what utime+stime add up to, in ns instead of
+    10 ms ticks). Threads that have exited are not in it; cpu_sample/cpu_delta detect that."""
+    out = {}
+    for p in tree(pid):
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        for t in tids:
+            try:
+                with open(f"/proc/{p}/task/{t}/schedstat") as f:
+                    out[(p, int(t))] = int(f.read().split()[0])
+            except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+                pass
+    return out
+
+
+def cpu_sample(pid):
+    user, system = cpu_split(pid)
+    return {"user": user, "sys": system, "sched": sched_ns(pid)}
+
+
+def cpu_delta(a, b):
+    """CPU of pid's tree between two cpu_samples. cpu_s is the ns-resolution schedstat sum when it is
+    complete (no thread of the tree exited in between, schedstat populated), else the tick count."""
+    ticks = (b["user"] - a["user"]) + (b["sys"] - a["sys"])
+    exited = sum(1 for k in a["sched"] if k not in b["sched"])
+    sched = sum(ns - a["sched"].get(k, 0) for k, ns in b["sched"].items()) / 1e9  # new threads count from 0
+    usable = exited == 0 and sum(b["sched"].values()) > 0
+    return {"cpu_s": sched if usable else ticks, "cpu_source": "schedstat" if usable else "ticks",
+            "sched_s": sched, "ticks_s": ticks, "user_s": b["user"] - a["user"], "sys_s": b["sys"] - a["sys"],
+            "threads_exited": exited}
 
 
 def rss_kib(pid, field="VmRSS"):
@@ -217,16 +256,24 @@ class Tally:
         return ok, body
 
 
-def one_round(sess, base, name, tally):
-    q = f"{base}/v2/queues/{name}"
-    msgs = {"messages": [{"ttl": 300, "body": {"event": "bench", "n": k, "payload": "x" * 64}}
-                         for k in range(MSGS_PER_ROUND)]}
+def messages(n, ttl=300):
+    """A post body of n messages of ~100 bytes each."""
+    return {"messages": [{"ttl": ttl, "body": {"event": "bench", "n": k, "payload": "x" * 64}} for k in range(n)]}
 
+
+def session_caller(sess):
     def call(method, url, **kw):
         try:
             return sess.request(method, url, timeout=30, **kw)
         except requests.RequestException:
             return None
+    return call
+
+
+def one_round(sess, base, name, tally):
+    q = f"{base}/v2/queues/{name}"
+    msgs = messages(MSGS_PER_ROUND)
+    call = session_caller(sess)
 
     tally.check("create queue", call("PUT", q, headers=HEADERS), 201)
     tally.check("post 10", call("POST", f"{q}/messages", headers=JSON_HEADERS, data=json.dumps(msgs)), 201,
@@ -247,6 +294,18 @@ def one_round(sess, base, name, tally):
     tally.check("delete queue", call("DELETE", q, headers=HEADERS), 204)
 
 
+def idle_cpu(pid, precise=False):
+    """CPU seconds per second of pid's tree while no request arrives (timers, pollers); precise: from
+    schedstat (cpu_delta) instead of 10 ms ticks."""
+    if precise:
+        a, t0 = cpu_sample(pid), time.monotonic()
+        time.sleep(IDLE_SECONDS)
+        return cpu_delta(a, cpu_sample(pid))["cpu_s"] / (time.monotonic() - t0)
+    i0, it0 = cpu_seconds(pid), time.monotonic()
+    time.sleep(IDLE_SECONDS)
+    return (cpu_seconds(pid) - i0) / (time.monotonic() - it0)
+
+
 def run_load(port, pid, storage_pid, rounds, warmup, max_seconds, tag):
     base = f"http://127.0.0.1:{port}"
     sess = requests.Session()
@@ -255,9 +314,7 @@ def run_load(port, pid, storage_pid, rounds, warmup, max_seconds, tag):
     for i in range(warmup):
         one_round(sess, base, f"warm-{run_id}-{i}", wt)
     time.sleep(0.5)  # let any post-warm-up work settle before the first sample
-    i0, it0 = cpu_seconds(pid), time.monotonic()
-    time.sleep(IDLE_SECONDS)  # background work (timers, pollers) while no request arrives
-    idle = (cpu_seconds(pid) - i0) / (time.monotonic() - it0)
+    idle = idle_cpu(pid)
 
     tally = Tally()
     u0, k0 = cpu_split(pid)
@@ -285,6 +342,108 @@ def run_load(port, pid, storage_pid, rounds, warmup, max_seconds, tag):
         "storage_rss_kib": rss_kib(storage_pid) if storage_pid else 0,
         "processes": len(tree(pid)), "threads": threads(pid),
         "truncated_by_time": done < rounds,
+    }
+
+
+# ---------------------------------------------------------------- the per-scenario load (--scenarios)
+
+SCENARIO_DEPTH = 100  # messages in the list and stats queues
+FILL_TTL = 3600  # of those messages: they must outlive the run (post 1 uses ttl 300, as the mix does)
+
+
+def field_is(path, want):
+    """A body check that fails (instead of raising) when the body is not shaped as expected."""
+    def pred(b):
+        try:
+            for k in path[:-1]:
+                b = b[k]
+            got = b[path[-1]]
+            return (len(got) if isinstance(want, int) and isinstance(got, list) else got) == want
+        except (KeyError, IndexError, TypeError):
+            return False
+    return pred
+
+
+def scenario_list(base, run_id):
+    """(name, method, url, kwargs, expected status, body check) in the order they are run and printed.
+    Each scenario has its queue, created and filled by scenario_setup: post 1 adds to its own queue only,
+    so the list and stats queues hold SCENARIO_DEPTH messages throughout. Post 1 runs last, so that
+    stream-poller work on its messages (poller on) cannot spill into another scenario's block."""
+    q = {k: f"{base}/v2/queues/scen-{run_id}-{k}" for k in ("list", "stats", "post")}
+    one = json.dumps(messages(1))
+    return [
+        ("ping", "GET", f"{base}/v2/ping", {"headers": HEADERS}, 204, None),
+        ("list 10", "GET", f"{q['list']}/messages?echo=true&limit=10", {"headers": HEADERS}, 200,
+         field_is(["messages"], 10)),
+        ("stats", "GET", f"{q['stats']}/stats", {"headers": HEADERS}, 200,
+         field_is(["messages", "total"], SCENARIO_DEPTH)),
+        ("post 1", "POST", f"{q['post']}/messages", {"headers": JSON_HEADERS, "data": one}, 201,
+         field_is(["resources"], 1)),
+    ], q
+
+
+def scenario_setup(call, queues, tally):
+    """Create the scenario queues and fill the list and stats queues (checked, not measured)."""
+    fill = json.dumps(messages(10, ttl=FILL_TTL))
+    for url in queues.values():
+        tally.check("setup: create queue", call("PUT", url, headers=HEADERS), 201)
+    for k in ("list", "stats"):
+        for _ in range(SCENARIO_DEPTH // 10):
+            tally.check("setup: post 10", call("POST", f"{queues[k]}/messages", headers=JSON_HEADERS, data=fill),
+                        201, field_is(["resources"], 10))
+    tally.check("setup: stats", call("GET", f"{queues['stats']}/stats", headers=HEADERS), 200,
+                field_is(["messages", "total"], SCENARIO_DEPTH))
+
+
+def run_scenarios(port, pid, storage_pid, n, warmup, max_seconds, tag):
+    """Each scenario: `warmup` requests, then a block of n requests with the server's CPU read right
+    before and right after; one keep-alive client, sequential, every response checked."""
+    base = f"http://127.0.0.1:{port}"
+    sess = requests.Session()
+    call = session_caller(sess)
+    scenarios, queues = scenario_list(base, f"{tag}-{uuid.uuid4().hex[:8]}")
+    st = Tally()
+    scenario_setup(call, queues, st)
+    time.sleep(0.5)  # let any set-up work (stream poller) settle
+    idle = idle_cpu(pid, precise=True)
+    blocks = []
+    for name, method, url, kw, status, pred in scenarios:
+        wt = Tally()
+        for _ in range(warmup):
+            wt.check(f"{name} (warm-up)", call(method, url, **kw), status, pred)
+        time.sleep(0.5)
+        tally = Tally()
+        sample = None
+        a, s0, t0 = cpu_sample(pid), (cpu_seconds(storage_pid) if storage_pid else 0.0), time.monotonic()
+        for _ in range(n):
+            if time.monotonic() - t0 > max_seconds:
+                break
+            resp = call(method, url, **kw)
+            tally.check(name, resp, status, pred)
+            if sample is None:
+                sample = "no response" if resp is None else f"{resp.status_code} {resp.text[:300]}"
+        wall = time.monotonic() - t0
+        b = cpu_sample(pid)
+        s1 = cpu_seconds(storage_pid) if storage_pid else 0.0
+        d = cpu_delta(a, b)
+        k = tally.requests
+        nan = float("nan")
+        blocks.append(dict(
+            d, scenario=name, request=f"{method} {url[len(base):]}", expected=status, requests=k,
+            failures=tally.failures, failure_examples=tally.examples, warmup_requests=wt.requests,
+            warmup_failures=wt.failures, warmup_examples=wt.examples, wall_s=wall,
+            req_per_s=k / wall if wall else nan, cpu_us_per_req=d["cpu_s"] / k * 1e6 if k else nan,
+            ticks_us_per_req=d["ticks_s"] / k * 1e6 if k else nan, storage_cpu_s=s1 - s0,
+            storage_cpu_us_per_req=(s1 - s0) / k * 1e6 if k else nan, truncated_by_time=k < n,
+            first_response=sample))
+    sess.close()
+    return {
+        "blocks": blocks, "setup_requests": st.requests, "setup_failures": st.failures,
+        "setup_examples": st.examples, "idle_cpu_ms_per_s": idle * 1e3,
+        "requests": sum(b["requests"] for b in blocks), "failures": sum(b["failures"] for b in blocks),
+        "rss_kib": rss_kib(pid), "hwm_kib": rss_kib(pid, "VmHWM"),
+        "storage_rss_kib": rss_kib(storage_pid) if storage_pid else 0,
+        "processes": len(tree(pid)), "threads": threads(pid),
     }
 
 
@@ -319,7 +478,7 @@ message_pipeline = zaqar.notification.notifier
 """
 
 
-def bench_zaqar(args, mode):
+def bench_zaqar(mode, load):
     tmp = tempfile.mkdtemp(prefix="zaqar-bench-")
     conf = os.path.join(tmp, "zaqar.conf")
     with open(conf, "w") as f:
@@ -350,7 +509,7 @@ def bench_zaqar(args, mode):
         server = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, cwd=tmp)
         wait_until(lambda: ping(ZAQAR_PORT), 60, f"zaqar ({mode})", server, log)
         print(f"  zaqar ({mode}) pid {server.pid} ready; redis pid {redis.pid}", file=sys.stderr)
-        res = run_load(ZAQAR_PORT, server.pid, redis.pid, args.rounds, args.warmup, args.max_seconds, "zq")
+        res = load(ZAQAR_PORT, server.pid, redis.pid, "zq")
         res["server"] = f"Python Zaqar 23.0.1 ({mode})"
         res["storage"] = "redis-server + sqlite (sqlite is in-process)"
         return res
@@ -368,7 +527,7 @@ def dynamodb(action):
                    stdout=sys.stderr)
 
 
-def bench_ours(args, poller):
+def bench_ours(poller, load):
     binary = os.environ.get("BENCH_ZAQAR_LOCAL") or os.path.join(REPO, "target", "release", "zaqar-local")
     if not os.access(binary, os.X_OK):
         raise SystemExit(f"{binary} missing: cargo build --release -p zaqar-local")
@@ -395,7 +554,7 @@ def bench_ours(args, poller):
                                   stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
         wait_until(lambda: ping(OURS_PORT), 60, "zaqar-local", server, log)
         print(f"  zaqar-local pid {server.pid} ready; DynamoDB Local pid {ddb_pid}", file=sys.stderr)
-        res = run_load(OURS_PORT, server.pid, ddb_pid, args.rounds, args.warmup, args.max_seconds, "rs")
+        res = load(OURS_PORT, server.pid, ddb_pid, "rs")
         res["server"] = "ours: zaqar-local (release), stream poller " + ("on" if poller else "off")
         res["storage"] = "DynamoDB Local (java)"
         return res
@@ -432,12 +591,17 @@ def versions():
     return v
 
 
+def fmt_versions(v):
+    return [
+        f"- date: {v['date']}; machine: nproc {v['nproc']}, `{v['cpu']}`, kernel {v['kernel']}; "
+        f"load average before the run: {v['load']}",
+        f"- Python Zaqar: {v['zaqar']}; Python {v['python']}; {v['redis_server']}",
+        f"- ours: {v['ours']}; {v['rustc']}; DynamoDB Local {v['dynamodb_local']}",
+    ]
+
+
 def fmt(results, v, args, command):
-    lines = []
-    lines.append(f"- date: {v['date']}; machine: nproc {v['nproc']}, `{v['cpu']}`, kernel {v['kernel']}; "
-                 f"load average before the run: {v['load']}")
-    lines.append(f"- Python Zaqar: {v['zaqar']}; Python {v['python']}; {v['redis_server']}")
-    lines.append(f"- ours: {v['ours']}; {v['rustc']}; DynamoDB Local {v['dynamodb_local']}")
+    lines = fmt_versions(v)
     lines.append(f"- load: {args.rounds} rounds x {REQS_PER_ROUND} requests after {args.warmup} warm-up rounds, "
                  f"one keep-alive client (requests.Session), sequential")
     lines.append(f"- command: `{command}`")
@@ -469,11 +633,125 @@ def fmt(results, v, args, command):
     return "\n".join(lines)
 
 
+GOAL = 0.10
+
+
+def fmt_scenarios(results, v, args, command):
+    lines = fmt_versions(v)
+    lines.append(f"- load: per scenario {args.warmup} warm-up requests, then a block of {args.requests} measured "
+                 f"requests with the server's CPU read before and after it; one keep-alive client "
+                 f"(requests.Session), sequential; list and stats queues hold {SCENARIO_DEPTH} messages, "
+                 f"post 1 posts to its own queue")
+    lines.append(f"- command: `{command}`")
+    failed = [(r, b) for r in results for b in r["blocks"] if b["failures"] or b["truncated_by_time"]]
+    setup_failed = [r for r in results if r["setup_failures"]]
+    if failed or setup_failed:
+        lines.append(f"- **THIS RUN HAD FAILURES**: "
+                     + "; ".join([f"{r['server']}, {b['scenario']}: {b['failures']} of {b['requests']} failed"
+                                  + (" (stopped by --max-seconds)" if b["truncated_by_time"] else "")
+                                  for r, b in failed]
+                                 + [f"{r['server']}: {r['setup_failures']} failed set-up requests"
+                                    for r in setup_failed]))
+    else:
+        lines.append("- failures: none (every measured, warm-up and set-up response had the expected status and body)"
+                     if not any(b["warmup_failures"] for r in results for b in r["blocks"])
+                     else "- failures: none measured; some warm-up requests failed, see below")
+
+    ours = [r for r in results if r["server"].startswith("ours")]
+    theirs = [r for r in results if not r["server"].startswith("ours")]
+    for o in ours:
+        for z in theirs:
+            lines.append("")
+            lines.append(f"**{o['server'][6:]} vs {z['server']}**")
+            lines.append("")
+            lines.append(f"| scenario | Zaqar CPU µs/req | ours CPU µs/req | ours/Zaqar | goal (<= {GOAL:.2f}) met? |")
+            lines.append("|---|---|---|---|---|")
+            met = 0
+            for bo, bz in zip(o["blocks"], z["blocks"]):
+                ratio = bo["cpu_us_per_req"] / bz["cpu_us_per_req"] if bz["cpu_us_per_req"] else float("nan")
+                if bo["failures"] or bz["failures"] or bo["truncated_by_time"] or bz["truncated_by_time"]:
+                    verdict = "n/a: failed requests"
+                elif ratio <= GOAL:
+                    verdict, met = "yes", met + 1
+                else:
+                    verdict = "**no**"
+                dz, do = ("" if b["cpu_source"] == "schedstat" else " †" for b in (bz, bo))
+                lines.append(f"| {bo['scenario']} | {bz['cpu_us_per_req']:.0f}{dz} | {bo['cpu_us_per_req']:.1f}{do} "
+                             f"| {ratio:.3f} | {verdict} |")
+            lines.append("")
+            lines.append(f"Goal met in {met} of {len(o['blocks'])} scenarios.")
+    if not (ours and theirs):
+        lines.append("")
+        lines.append("(No ours/Zaqar table: only one side was measured.)")
+
+    lines.append("")
+    lines.append("Raw numbers per server and scenario (CPU = the server process tree's user+sys; "
+                 "`CPU µs/req` from schedstat in ns, `ticks` the same from /proc/<pid>/stat in 10 ms ticks, "
+                 "as a cross-check; † = a thread exited during the block, so ticks were used):")
+    lines.append("")
+    lines.append("| server | scenario | requests | failures | wall s | req/s | CPU s | user+sys s (ticks) "
+                 "| **CPU µs/req** | ticks µs/req | storage CPU µs/req |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        for b in r["blocks"]:
+            dagger = "" if b["cpu_source"] == "schedstat" else " †"
+            lines.append(f"| {r['server']} | {b['scenario']} | {b['requests']} | {b['failures']} | {b['wall_s']:.1f} "
+                         f"| {b['req_per_s']:.0f} | {b['cpu_s']:.3f} | {b['user_s']:.2f}+{b['sys_s']:.2f} "
+                         f"| **{b['cpu_us_per_req']:.1f}**{dagger} | {b['ticks_us_per_req']:.0f} "
+                         f"| {b['storage_cpu_us_per_req']:.0f} |")
+    lines.append("")
+    for r in results:
+        lines.append(f"- {r['server']}: idle CPU {r['idle_cpu_ms_per_s']:.2f} ms/s (in every block, for its wall "
+                     f"time); RSS after {r['rss_kib'] / 1024:.1f} MiB, peak {r['hwm_kib'] / 1024:.1f} MiB; storage "
+                     f"({r['storage']}) RSS {r['storage_rss_kib'] / 1024:.0f} MiB; {r['processes']} process(es), "
+                     f"{r['threads']} threads in the main one; set-up {r['setup_requests']} requests, "
+                     f"{r['setup_failures']} failed")
+    for r in results:
+        if r["setup_failures"]:
+            lines.append(f"\nSet-up failures for {r['server']}: e.g. {'; '.join(r['setup_examples'])}")
+        for b in r["blocks"]:
+            if b["failures"] or b["warmup_failures"]:
+                lines.append(f"\nFailures for {r['server']}, {b['scenario']}: {b['failures']} measured, "
+                             f"{b['warmup_failures']} in warm-up; e.g. "
+                             f"{'; '.join(b['failure_examples'] or b['warmup_examples'])}")
+            if b["truncated_by_time"]:
+                lines.append(f"\n{r['server']}, {b['scenario']}: stopped by --max-seconds after {b['requests']} "
+                             f"requests.")
+    return "\n".join(lines)
+
+
+SCENARIOS_HEADER = """\
+# CPU per request per scenario: ours vs Python Zaqar
+
+What and how: [README.md](README.md), `bench/cpu-vs-zaqar --scenarios`. The goal: in each scenario (ping,
+list 10, stats, post 1), **ours / Zaqar <= 0.10** in server CPU µs per request. Each run below is appended
+by the script as it printed it, newest last.
+"""
+
+
+def record(path, text, v):
+    new = not os.path.exists(path) or os.path.getsize(path) == 0
+    with open(path, "a") as f:
+        if new:
+            f.write(SCENARIOS_HEADER)
+        f.write(f"\n## Run of {v['date']}\n\n{text}\n")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scenarios", action="store_true",
+                    help="per-scenario mode: ping, list 10, stats, post 1, each measured as its own block")
     ap.add_argument("--rounds", type=int, default=200, help="measured rounds per server (16 requests each)")
-    ap.add_argument("--warmup", type=int, default=10, help="warm-up rounds per server, not measured")
-    ap.add_argument("--max-seconds", type=float, default=600, help="stop a server's measured load after this")
+    ap.add_argument("--requests", type=int, default=None,
+                    help="--scenarios: measured requests per scenario and server (default 1000)")
+    ap.add_argument("--warmup", type=int, default=None,
+                    help="warm-up rounds per server (default 10); with --scenarios, warm-up requests per "
+                         "scenario (default 30); not measured")
+    ap.add_argument("--max-seconds", type=float, default=600,
+                    help="stop a server's measured load after this (--scenarios: each scenario's block)")
+    ap.add_argument("--out", default=None,
+                    help="--scenarios: Markdown file the run is appended to (default bench/CPU_SCENARIOS.md)")
+    ap.add_argument("--no-record", action="store_true", help="--scenarios: do not append the run to --out")
     ap.add_argument("--zaqar", default="wsgiref", choices=["wsgiref", "gunicorn", "both", "none"],
                     help="how to run Python Zaqar: stock zaqar-server (wsgiref), gunicorn 1 sync worker, both")
     ap.add_argument("--skip-ours", action="store_true", help="measure Python Zaqar only")
@@ -481,6 +759,19 @@ def main():
                     help="ours with the local DynamoDB-stream poller (fan-out) running, stopped, or both")
     ap.add_argument("--command", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.scenarios:
+        args.requests = 1000 if args.requests is None else args.requests
+        args.warmup = 30 if args.warmup is None else args.warmup
+        if args.requests < 1:
+            ap.error("--requests must be at least 1")
+        load = lambda port, pid, storage_pid, tag: run_scenarios(port, pid, storage_pid, args.requests,
+                                                                 args.warmup, args.max_seconds, tag)
+    else:
+        if args.requests is not None or args.out is not None or args.no_record:
+            ap.error("--requests, --out and --no-record only apply with --scenarios")
+        args.warmup = 10 if args.warmup is None else args.warmup
+        load = lambda port, pid, storage_pid, tag: run_load(port, pid, storage_pid, args.rounds, args.warmup,
+                                                            args.max_seconds, tag)
     os.makedirs(RUN, exist_ok=True)
 
     v = versions()
@@ -489,17 +780,30 @@ def main():
     for mode in modes:
         print(f"== Python Zaqar ({mode}) on 127.0.0.1:{ZAQAR_PORT}", file=sys.stderr)
         try:
-            results.append(bench_zaqar(args, mode))
+            results.append(bench_zaqar(mode, load))
         except SystemExit as e:
             print(f"  Python Zaqar ({mode}) FAILED: {e}", file=sys.stderr)
     if not args.skip_ours:
         for poller in {"on": [True], "off": [False], "both": [False, True]}[args.poller]:
             print(f"== ours: zaqar-local on 127.0.0.1:{OURS_PORT}, stream poller {'on' if poller else 'off'}",
                   file=sys.stderr)
-            results.append(bench_ours(args, poller))
-    text = fmt(results, v, args, args.command or " ".join(sys.argv))
-    print(text)
+            results.append(bench_ours(poller, load))
+    command = args.command or " ".join(sys.argv)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    if args.scenarios:
+        text = fmt_scenarios(results, v, args, command)
+        print(text)
+        with open(os.path.join(RUN, f"scenarios-{stamp}.json"), "w") as f:
+            json.dump({"versions": v, "results": results}, f, indent=1)
+        with open(os.path.join(RUN, "last-scenarios.md"), "w") as f:
+            f.write(text + "\n")
+        if not args.no_record:
+            out_path = args.out or os.path.join(BENCH, "CPU_SCENARIOS.md")
+            record(out_path, text, v)
+            print(f"cpu-vs-zaqar: appended to {out_path}", file=sys.stderr)
+        return
+    text = fmt(results, v, args, command)
+    print(text)
     with open(os.path.join(RUN, f"result-{stamp}.json"), "w") as f:
         json.dump({"versions": v, "results": results}, f, indent=1)
     with open(os.path.join(RUN, "last-result.md"), "w") as f:

@@ -165,6 +165,48 @@ async fn lifecycle(b: &mut Bench, name: &str, queue: &str, posts: usize, per_pos
     b.lines.push(acc.row(name, messages as f64, rt));
 }
 
+/// Calls per row of the SDK floor: single calls are short, so more of them than `samples`.
+const FLOOR_CALLS: usize = 300;
+
+/// The floor under every operation: one DynamoDB call through the SDK client alone (no handler, no
+/// encoding of ours), the same client and HTTP stack the handlers use.
+async fn sdk_floor(b: &mut Bench) {
+    use aws_sdk_dynamodb::types::AttributeValue::S;
+    use aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total;
+    b.lines.push(String::new());
+    b.lines.push(format!(
+        "One DynamoDB call through the SDK client alone (the floor under every row above; mean of {FLOOR_CALLS} calls):"
+    ));
+    b.lines.push(String::new());
+    b.lines.push("| call | requests | sequential round trips | read units | write units | our CPU µs |".into());
+    b.lines.push("|---|---|---|---|---|---|".into());
+    let client = setup::client(Some(b.rec.clone())).await;
+    let key = |i: usize| [(zaqar::keys::PK, S("floor".into())), (zaqar::keys::SK, S(format!("{i:06}")))];
+    let body = S("x".repeat(250));
+    for (name, write) in [("PutItem (about 300 bytes)", true), ("GetItem (consistent, that item)", false)] {
+        let mut acc = Acc::default();
+        for i in 0..FLOOR_CALLS + 10 {
+            let [(pk, p), (sk, s)] = key(i);
+            let (out, calls, cpu): (bool, Vec<Call>, u64) = metered(&b.rec, async {
+                if write {
+                    let put = client.put_item().table_name(setup::TABLE).item(pk, p).item(sk, s);
+                    put.item("body", body.clone()).return_consumed_capacity(Total).send().await.is_ok()
+                } else {
+                    let get = client.get_item().table_name(setup::TABLE).key(pk, p).key(sk, s);
+                    get.consistent_read(true).return_consumed_capacity(Total).send().await.is_ok()
+                }
+            })
+            .await;
+            assert!(out, "{name}: DynamoDB Local must answer");
+            if i >= 10 {
+                acc.add(&calls, cpu); // the first ten warm the connection and the caches
+            }
+        }
+        let rt = format!("{:.2}", acc.round_trips as f64 / acc.n.max(1) as f64);
+        b.lines.push(acc.row(name, acc.n.max(1) as f64, rt));
+    }
+}
+
 pub async fn run(o: Options) {
     let rec = Recorder::default();
     rec.pause(true);
@@ -287,6 +329,8 @@ pub async fn run(o: Options) {
         let path = format!("/v2/queues/{q}/claims?limit=10");
         b.op(&n.to_string(), &[201], |_| c.send(Method::POST, &path, Some(&claim_body))).await;
     }
+
+    sdk_floor(&mut b).await;
 
     let mut md = vec![
         "# DynamoDB cost per operation".to_string(),

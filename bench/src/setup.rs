@@ -10,7 +10,7 @@ use zaqar::config::Config;
 use zaqar::{ApiRequest, ApiResponse, App};
 
 /// The table every benchmark uses (the scripts start a fresh, in-memory DynamoDB Local per run).
-const TABLE: &str = "bench";
+pub const TABLE: &str = "bench";
 
 fn endpoint() -> String {
     std::env::var("ZAQAR_BENCH_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:8000".into())
