@@ -65,12 +65,16 @@ pub(crate) struct Connector {
 
 impl Connector {
     pub(crate) fn new(connect_timeout: Option<Duration>) -> Self {
+        Connector::with_tls(connect_timeout, system_tls_config())
+    }
+
+    fn with_tls(connect_timeout: Option<Duration>, tls: rustls::ClientConfig) -> Self {
         let mut tcp = TcpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(connect_timeout);
         let tls = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config())
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .wrap_connector(tcp);
@@ -99,8 +103,8 @@ impl HttpConnector for Connector {
     }
 }
 
-/// The TLS settings, built once: loading the system's roots reads files.
-fn tls_config() -> rustls::ClientConfig {
+/// The TLS settings with the system's trust roots, built once: loading them reads files.
+fn system_tls_config() -> rustls::ClientConfig {
     static CONFIG: std::sync::LazyLock<rustls::ClientConfig> = std::sync::LazyLock::new(|| {
         let mut roots = rustls::RootCertStore::empty();
         let found = rustls_native_certs::load_native_certs();
@@ -111,29 +115,34 @@ fn tls_config() -> rustls::ClientConfig {
         if valid == 0 {
             tracing::warn!("no trust roots found: HTTPS connections will fail");
         }
-        let provider = rustls::crypto::ring::default_provider();
-        // The suites the SDK's own client allows: AES-GCM and ChaCha20 with forward secrecy.
-        use rustls::CipherSuite::*;
-        let allowed = [
-            TLS13_AES_256_GCM_SHA384,
-            TLS13_AES_128_GCM_SHA256,
-            TLS13_CHACHA20_POLY1305_SHA256,
-            TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-            TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-            TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-            TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-            TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-        ];
-        let suites = provider.cipher_suites.iter().filter(|s| allowed.contains(&s.suite())).copied().collect();
-        let provider = rustls::crypto::CryptoProvider { cipher_suites: suites, ..provider };
-        // ALPN (http/1.1 only) is the connector builder's to set.
-        rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-            .with_safe_default_protocol_versions()
-            .expect("ring supports TLS 1.2 and 1.3")
-            .with_root_certificates(roots)
-            .with_no_client_auth()
+        tls_config(roots)
     });
     CONFIG.clone()
+}
+
+/// TLS 1.2 and 1.3 over ring with the suites the SDK's own client allows (AES-GCM and ChaCha20 with
+/// forward secrecy), trusting `roots`. ALPN is the connector builder's to set (for HTTP/1.1 alone it
+/// offers none, so a server cannot choose HTTP/2).
+fn tls_config(roots: rustls::RootCertStore) -> rustls::ClientConfig {
+    use rustls::CipherSuite::*;
+    let allowed = [
+        TLS13_AES_256_GCM_SHA384,
+        TLS13_AES_128_GCM_SHA256,
+        TLS13_CHACHA20_POLY1305_SHA256,
+        TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ];
+    let provider = rustls::crypto::ring::default_provider();
+    let suites = provider.cipher_suites.iter().filter(|s| allowed.contains(&s.suite())).copied().collect();
+    let provider = rustls::crypto::CryptoProvider { cipher_suites: suites, ..provider };
+    rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
 }
 
 /// What the SDK's retry policy should make of a failed exchange, as its own client decides it: a
@@ -234,8 +243,65 @@ mod tests {
 
     #[test]
     fn tls_offers_no_weak_suites() {
-        let config = tls_config();
+        let config = system_tls_config();
         assert!(!config.crypto_provider().cipher_suites.is_empty());
         assert!(config.crypto_provider().cipher_suites.iter().all(|s| !format!("{:?}", s.suite()).contains("CBC")));
+    }
+
+    /// A TLS server on loopback for `localhost` with a certificate made here; the client trusts it alone.
+    async fn tls_server(answer: &'static [u8]) -> (String, rustls::RootCertStore, tokio::task::JoinHandle<Vec<u8>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.cert.der().clone()).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .unwrap();
+        // The server would rather speak HTTP/2: it gets it if the client offers it.
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://localhost:{}/", listener.local_addr().unwrap().port());
+        let served = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(socket).await.unwrap();
+            let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec).unwrap_or_default();
+            let (mut seen, mut buf) = (Vec::new(), [0u8; 1024]);
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = tls.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the client closed the connection");
+                seen.extend_from_slice(&buf[..n]);
+            }
+            tls.write_all(answer).await.unwrap();
+            tls.shutdown().await.unwrap();
+            alpn
+        });
+        (url, roots, served)
+    }
+
+    #[tokio::test]
+    async fn https_answers_come_back_over_http1_with_tls() {
+        let (url, roots, served) = tls_server(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+        let connector = Connector::with_tls(Some(Duration::from_secs(2)), tls_config(roots));
+        let resp = connector.call(get(&url)).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let body = aws_smithy_types::byte_stream::ByteStream::new(resp.into_body()).collect().await.unwrap();
+        assert_eq!(body.into_bytes().as_ref(), b"ok");
+        // hyper-rustls offers no ALPN at all for an HTTP/1.1-only client: HTTP/2 is never negotiated.
+        assert_ne!(served.await.unwrap(), b"h2");
+    }
+
+    #[tokio::test]
+    async fn an_untrusted_certificate_is_refused() {
+        let (url, _, _served) = tls_server(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+        let connector = Connector::with_tls(Some(Duration::from_secs(2)), tls_config(rustls::RootCertStore::empty()));
+        let err = connector.call(get(&url)).await.unwrap_err();
+        let chain = format!("{:?}", aws_smithy_types::error::display::DisplayErrorContext(&err));
+        assert!(chain.contains("certificate") || chain.contains("Certificate"), "{chain}");
     }
 }
