@@ -12,6 +12,7 @@
 pub mod app;
 pub mod clock;
 pub mod config;
+mod container_credentials;
 pub mod error;
 pub mod http;
 pub mod https;

@@ -1,20 +1,20 @@
 //! The AWS SDK configuration of a function, read from its environment alone.
 //!
 //! Lambda gives a function everything its SDK clients need as variables: the region (`AWS_REGION`), the
-//! execution role's credentials (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), and,
-//! on the local stack, the emulator's address (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`).
-//! aws-config's default chains would also read profile files, SSO, web identity through STS, ECS and
-//! IMDS: none of them applies to a function, and linking them made each function binary about 0.4 MB
-//! bigger (bench/SIZES.md). So the functions and the local stack build their configuration here, and a
-//! missing variable stops start-up with a message that names it. Operator tools (`zaqar-table`, run
-//! from a workstation with a profile), tests and benches keep aws-config's whole chain through
-//! [`crate::app::sdk_loader`].
+//! execution role's credentials (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`; an
+//! environment without them names a container credentials endpoint instead, as SnapStart does) and, on
+//! the local stack, the emulator's address (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`).
+//! aws-config's default chains would also read profile files, SSO, web identity through STS and IMDS:
+//! none of them applies to a function, and linking them made each function binary about 0.4 MB bigger
+//! (bench/SIZES.md). So the functions, the local server and `zaqar-table` build their configuration
+//! here, and a missing variable stops start-up with a message that names it. Tests and benches keep
+//! aws-config's whole chain through [`crate::app::sdk_loader`].
 
 use crate::vars::{ConfigError, Vars};
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region, SharedCredentialsProvider};
 use aws_types::service_config::{LoadServiceConfig, ServiceConfigKey};
 
-/// The SDK configuration for `vars`: region, static credentials, endpoint overrides, the workspace's
+/// The SDK configuration for `vars`: region, credentials, endpoint overrides, the workspace's
 /// HTTPS client ([`crate::app::https_client`]) and the latest behaviour version. Deadlines and retries
 /// are the storage's own ([`crate::timeouts::StorageTimeouts`]).
 pub fn sdk_config(vars: &Vars) -> Result<aws_config::SdkConfig, ConfigError> {
@@ -22,14 +22,10 @@ pub fn sdk_config(vars: &Vars) -> Result<aws_config::SdkConfig, ConfigError> {
         .get("AWS_REGION")
         .or_else(|| vars.get("AWS_DEFAULT_REGION"))
         .ok_or_else(|| ConfigError::new("AWS_REGION", "", "the AWS region (Lambda sets it)"))?;
-    let key_id = required(vars, "AWS_ACCESS_KEY_ID")?;
-    let secret = required(vars, "AWS_SECRET_ACCESS_KEY")?;
-    // Lambda's role credentials last as long as the execution environment: no refresh to schedule.
-    let credentials = Credentials::new(key_id, secret, vars.optional("AWS_SESSION_TOKEN"), None, "environment");
     Ok(aws_config::SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(region.to_string()))
-        .credentials_provider(SharedCredentialsProvider::new(credentials))
+        .credentials_provider(credentials(vars)?)
         .http_client(crate::app::https_client())
         .sleep_impl(aws_smithy_async::rt::sleep::TokioSleep::new())
         .time_source(aws_smithy_async::time::SystemTimeSource::new())
@@ -37,8 +33,23 @@ pub fn sdk_config(vars: &Vars) -> Result<aws_config::SdkConfig, ConfigError> {
         .build())
 }
 
-fn required<'v>(vars: &'v Vars, name: &str) -> Result<&'v str, ConfigError> {
-    vars.get(name).ok_or_else(|| ConfigError::new(name, "", "the execution role's credentials (Lambda sets them)"))
+/// The role's credentials: from `AWS_ACCESS_KEY_ID` and its companions when set (Lambda sets them, and
+/// they last as long as the execution environment: nothing to refresh), else from a container
+/// credentials endpoint ([`crate::container_credentials`]).
+fn credentials(vars: &Vars) -> Result<SharedCredentialsProvider, ConfigError> {
+    let expected = "the execution role's credentials (Lambda sets them)";
+    if let Some(key_id) = vars.get("AWS_ACCESS_KEY_ID") {
+        let secret =
+            vars.get("AWS_SECRET_ACCESS_KEY").ok_or_else(|| ConfigError::new("AWS_SECRET_ACCESS_KEY", "", expected))?;
+        let static_keys = Credentials::new(key_id, secret, vars.optional("AWS_SESSION_TOKEN"), None, "environment");
+        return Ok(SharedCredentialsProvider::new(static_keys));
+    }
+    match crate::container_credentials::ContainerCredentials::from_vars(vars)? {
+        Some(endpoint) => Ok(SharedCredentialsProvider::new(endpoint)),
+        None => {
+            Err(ConfigError::new("AWS_ACCESS_KEY_ID", "", format!("{expected}, or a container credentials endpoint")))
+        }
+    }
 }
 
 /// Endpoint overrides as the SDK documents them: `AWS_ENDPOINT_URL_<SERVICE ID>` (upper case, spaces
@@ -94,6 +105,10 @@ mod tests {
         let err = sdk_config(&vars(&[CREDS[0], CREDS[1]])).unwrap_err();
         assert_eq!(err.name, "AWS_SECRET_ACCESS_KEY");
         assert!(!err.to_string().contains("AKID"));
+        let err = sdk_config(&vars(&[CREDS[0]])).unwrap_err();
+        assert_eq!(err.name, "AWS_ACCESS_KEY_ID");
+        let endpoint = ("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:9/creds");
+        assert!(sdk_config(&vars(&[CREDS[0], endpoint])).unwrap().credentials_provider().is_some());
         let sdk = sdk_config(&vars(&[("AWS_DEFAULT_REGION", "us-west-2"), CREDS[1], CREDS[2]])).unwrap();
         assert_eq!(sdk.region().map(|r| r.as_ref()), Some("us-west-2"));
     }
