@@ -790,24 +790,17 @@ def main():
             results.append(bench_ours(poller, load))
     command = args.command or " ".join(sys.argv)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    if args.scenarios:
-        text = fmt_scenarios(results, v, args, command)
-        print(text)
-        with open(os.path.join(RUN, f"scenarios-{stamp}.json"), "w") as f:
-            json.dump({"versions": v, "results": results}, f, indent=1)
-        with open(os.path.join(RUN, "last-scenarios.md"), "w") as f:
-            f.write(text + "\n")
-        if not args.no_record:
-            out_path = args.out or os.path.join(BENCH, "CPU_SCENARIOS.md")
-            record(out_path, text, v)
-            print(f"cpu-vs-zaqar: appended to {out_path}", file=sys.stderr)
-        return
-    text = fmt(results, v, args, command)
+    kind = "scenarios" if args.scenarios else "result"
+    text = (fmt_scenarios if args.scenarios else fmt)(results, v, args, command)
     print(text)
-    with open(os.path.join(RUN, f"result-{stamp}.json"), "w") as f:
+    with open(os.path.join(RUN, f"{kind}-{stamp}.json"), "w") as f:
         json.dump({"versions": v, "results": results}, f, indent=1)
-    with open(os.path.join(RUN, "last-result.md"), "w") as f:
+    with open(os.path.join(RUN, f"last-{kind}.md"), "w") as f:
         f.write(text + "\n")
+    if args.scenarios and not args.no_record:
+        out_path = args.out or os.path.join(BENCH, "CPU_SCENARIOS.md")
+        record(out_path, text, v)
+        print(f"cpu-vs-zaqar: appended to {out_path}", file=sys.stderr)
 
 
 if __name__ == "__main__":
