@@ -1097,8 +1097,9 @@ impl Store {
                 break;
             }
             let live = shards.iter().zip(&heads).filter(|(_, h)| h.exists && !h.dead && h.committed_k > 0);
+            // Both ends of every shard at once: one round trip after the heads, however many shards.
             let ends = live.map(|(sh, h)| async move {
-                Ok::<_, StoreError>((self.first_alive(sh, h, true).await?, self.first_alive(sh, h, false).await?))
+                futures::try_join!(self.first_alive(sh, h, true), self.first_alive(sh, h, false))
             });
             let ends = futures::future::try_join_all(ends).await?;
             let oldest = ends.iter().filter_map(|(o, _)| o.clone()).min_by_key(|m| (m.created_ms, m.shard, m.k));
