@@ -35,9 +35,7 @@ impl App {
     /// Builds the app from the environment (`ZAQAR_*`, AWS settings, `AWS_ENDPOINT_URL`); an invalid
     /// `ZAQAR_*` value is an error, which the binaries print before exiting.
     pub async fn from_env() -> Result<Self, ConfigError> {
-        let vars = crate::vars::Vars::from_env();
-        let mut config = Config::from_vars(&vars)?;
-        let sdk = crate::sdk_env::sdk_config(&vars)?;
+        let (mut config, sdk) = config_from_env()?;
         let client = dynamodb_client(&sdk);
         if config.secret_key.is_none() {
             if let Some(arn) = &config.secret_arn {
@@ -54,9 +52,7 @@ impl App {
     /// (health, admin: no signable path is theirs) and leave Keystone to the authorizer: they do not
     /// link the Secrets Manager client. A secret's ARN in their environment is left unread, and said so.
     pub async fn from_env_without_secrets() -> Result<Self, ConfigError> {
-        let vars = crate::vars::Vars::from_env();
-        let mut config = Config::from_vars(&vars)?;
-        let sdk = crate::sdk_env::sdk_config(&vars)?;
+        let (mut config, sdk) = config_from_env()?;
         if config.secret_arn.take().is_some() {
             tracing::info!("ZAQAR_SECRET_ARN not read: this function signs and verifies nothing");
         }
@@ -68,8 +64,14 @@ impl App {
     }
 }
 
+/// The service's settings and the SDK's, from one snapshot of the environment.
+fn config_from_env() -> Result<(Config, aws_config::SdkConfig), ConfigError> {
+    let vars = crate::vars::Vars::from_env();
+    Ok((Config::from_vars(&vars)?, crate::sdk_env::sdk_config(&vars)?))
+}
+
 /// The AWS SDK configuration of the service's processes, from their environment alone
-/// ([`crate::sdk_env`]: no profile files, STS, ECS or IMDS); a missing region or credential is an error.
+/// ([`crate::sdk_env`]: no profile files, SSO, STS or IMDS); a missing region or credential is an error.
 pub fn sdk_config() -> Result<aws_config::SdkConfig, ConfigError> {
     crate::sdk_env::sdk_config(&crate::vars::Vars::from_env())
 }

@@ -8,9 +8,10 @@
 //! honoured), the cipher suites the SDK allows, and the SDK's classification of failures, so its
 //! retries behave as with its own client. `HTTPS_PROXY`/`HTTP_PROXY` are not honoured.
 //!
-//! The SDK sets the connect timeout per client ([`HttpConnectorSettings`]); a slow answer is bounded by
-//! the attempt and operation timeouts of [`crate::timeouts::StorageTimeouts`], so no separate read
-//! timeout is kept here.
+//! The SDK sets the connect timeout per client ([`HttpConnectorSettings`]); here it bounds the TCP
+//! connect. Name resolution, the TLS handshake and a slow answer are bounded by the attempt and
+//! operation timeouts of [`crate::timeouts::StorageTimeouts`] (Keystone's and the credentials
+//! endpoint's calls by their own deadline), so no separate read timeout is kept here.
 
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,

@@ -6,6 +6,7 @@ use aws_smithy_runtime_api::client::http::HttpConnector;
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::byte_stream::ByteStream;
+use aws_smithy_types::error::display::DisplayErrorContext;
 use std::time::Duration;
 
 /// What Keystone answered: the status, the `X-Subject-Token` header and the body.
@@ -47,7 +48,7 @@ impl KeystoneHttp {
             .map_err(|_| "the request could not be built (is ZAQAR_KEYSTONE_URL a URL?)".to_string())?;
         let request = HttpRequest::try_from(request).map_err(|e| e.to_string())?;
         let exchange = async {
-            let response = self.connector.call(request).await.map_err(|e| e.to_string())?;
+            let response = self.connector.call(request).await.map_err(|e| DisplayErrorContext(e).to_string())?;
             let status = response.status().as_u16();
             let subject_token = response.headers().get("x-subject-token").map(str::to_string);
             let body = ByteStream::new(response.into_body()).collect().await.map_err(|e| e.to_string())?;
