@@ -346,21 +346,28 @@ impl Store {
             from = last + 1;
         }
 
-        // The messages are claimed whatever happens next: their counts follow (owed if storage fails).
-        self.write_counts(shard, &counts, Some(&head)).await;
-        if failure.is_none() && floor > start && skipped >= FLOOR_STEP && floor_until > now {
-            // The floors only save later scans: failing to move them must not lose what was claimed.
-            let moved = async {
-                if floor_until == i64::MAX {
-                    // Everything passed was dead: the live floor can move too.
-                    self.raise_live_floor(shard, &head, floor).await?;
+        // The messages are claimed whatever happens next: their counts follow (owed if storage fails). The
+        // floors go in the same round trip: each write has a condition of its own on the head (the writer's
+        // sequence number, the floor version, the live floor), so neither depends on the other landing.
+        let floors = async {
+            if failure.is_none() && floor > start && skipped >= FLOOR_STEP && floor_until > now {
+                // Everything passed was dead (`floor_until` unbounded): the live floor can move too. The
+                // claim floor alone is right either way, so the two do not wait for each other.
+                let live = async {
+                    if floor_until == i64::MAX {
+                        self.raise_live_floor(shard, &head, floor).await
+                    } else {
+                        Ok(())
+                    }
+                };
+                // The floors only save later scans: failing to move them must not lose what was claimed.
+                let (live, claim) = futures::join!(live, self.move_floor(shard, &head, floor, floor_until));
+                if let Err(e) = live.and(claim) {
+                    tracing::warn!(error = %e, "claim could not move the shard's floors");
                 }
-                self.move_floor(shard, &head, floor, floor_until).await
-            };
-            if let Err(e) = moved.await {
-                tracing::warn!(error = %e, "claim could not move the shard's floors");
             }
-        }
+        };
+        futures::join!(self.write_counts(shard, &counts, Some(&head)), floors);
         let _ = info;
         Ok((claimed, failure))
     }
@@ -637,11 +644,14 @@ impl Store {
         let writes = per_shard.iter().map(|(sh, c)| {
             let shard = info.shard(project, queue, *sh);
             async move {
-                self.write_counts(&shard, c, None).await;
-                // A shorter renewal can end claims before the floor's recorded minimum.
-                if shorter && self.reset_floor(&shard).await.is_err() {
-                    self.reset_floor_later(&shard);
-                }
+                // A shorter renewal can end claims before the floor's recorded minimum. The floor and the
+                // counts are separate conditional writes on the head, so they go in one round trip.
+                let floor = async {
+                    if shorter && self.reset_floor(&shard).await.is_err() {
+                        self.reset_floor_later(&shard);
+                    }
+                };
+                futures::join!(self.write_counts(&shard, c, None), floor);
             }
         });
         futures::future::join_all(writes).await;
@@ -863,19 +873,28 @@ impl Store {
             let shard = info.shard(project, queue, sh);
             let counts = per_shard.remove(&sh).unwrap_or_default();
             async move {
-                self.write_counts(&shard, &counts, None).await;
                 // Released messages sit below the floor: forget it (after the message writes); if storage
-                // does not answer, later, or they would stay hidden from claims until the floor's time.
-                if self.reset_floor(&shard).await.is_err() {
-                    self.reset_floor_later(&shard);
-                }
+                // does not answer, later, or they would stay hidden from claims until the floor's time. The
+                // counts are a write of their own on the head, so both go in one round trip.
+                let floor = async {
+                    if self.reset_floor(&shard).await.is_err() {
+                        self.reset_floor_later(&shard);
+                    }
+                };
+                futures::join!(self.write_counts(&shard, &counts, None), floor);
             }
         });
-        futures::future::join_all(writes).await;
-        if let Some(e) = results.into_iter().find_map(Result::err) {
-            return Err(e);
-        }
-        self.delete_claim_record(&home, cid).await.map(drop)
+        let failure = results.into_iter().find_map(Result::err);
+        // With every release answered, no message carries this claim id any more, so the record can go in
+        // the same round trip as the head writes; otherwise it stays and explains what may still be held.
+        let record_gone = async {
+            match failure {
+                Some(e) => Err(e),
+                None => self.delete_claim_record(&home, cid).await.map(drop),
+            }
+        };
+        let (_, gone) = futures::join!(futures::future::join_all(writes), record_gone);
+        gone
     }
 }
 
