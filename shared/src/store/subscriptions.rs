@@ -133,9 +133,8 @@ impl Store {
         options: &Value,
         notice: Option<Notice>,
     ) -> Result<Created, StoreError> {
-        if let Some(existing) = self.find_subscriber(project, queue, subscriber).await? {
-            return self.existing(project, queue, existing, notice).await;
-        }
+        // The subscriber's marker names the subscription that holds the URI, if any (two point reads), so
+        // finding a duplicate does not read the queue's other subscriptions.
         let now = self.now_ms();
         let id = keys::new_subscription_id(now);
         let expires = expires_ms(now, ttl_s);
@@ -289,18 +288,6 @@ impl Store {
         self.conditional(r, "Subscription update").map(drop)
     }
 
-    /// The live subscription of the queue with this subscriber URI, if any.
-    pub async fn find_subscriber(
-        &self,
-        project: &ProjectId,
-        queue: &QueueName,
-        subscriber: &str,
-    ) -> Result<Option<Subscription>, StoreError> {
-        let now = self.now_ms();
-        let all = self.scan_subscriptions(project, queue, None, usize::MAX, Some(subscriber)).await?;
-        Ok(all.into_iter().find(|sub| sub.subscriber == subscriber && sub.alive(now)))
-    }
-
     /// One page of live subscriptions after `marker` (a subscription id), in creation order.
     pub async fn list_subscriptions(
         &self,
@@ -309,7 +296,7 @@ impl Store {
         marker: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Subscription>, StoreError> {
-        self.scan_subscriptions(project, queue, marker, limit, None).await
+        self.scan_subscriptions(project, queue, marker, limit).await
     }
 
     /// Every live subscription of the queue (fan-out).
@@ -318,7 +305,7 @@ impl Store {
         project: &ProjectId,
         queue: &QueueName,
     ) -> Result<Vec<Subscription>, StoreError> {
-        self.scan_subscriptions(project, queue, None, usize::MAX, None).await
+        self.scan_subscriptions(project, queue, None, usize::MAX).await
     }
 
     /// Reads live subscriptions in id order after `marker`, up to `limit`, optionally only one subscriber.
@@ -328,7 +315,6 @@ impl Store {
         queue: &QueueName,
         marker: Option<&str>,
         limit: usize,
-        subscriber: Option<&str>,
     ) -> Result<Vec<Subscription>, StoreError> {
         let now = self.now_ms();
         let lower = match marker {
@@ -352,11 +338,6 @@ impl Store {
                 .consistent_read(true)
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .set_exclusive_start_key(start.take());
-            if let Some(sub) = subscriber {
-                q = q
-                    .filter_expression("expires_ms > :now AND subscriber = :u")
-                    .expression_attribute_values(":u", s(sub));
-            }
             if limit != usize::MAX {
                 q = q.limit(((limit - found.len()) as i32).max(1));
             }
