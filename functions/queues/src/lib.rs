@@ -139,7 +139,8 @@ async fn patch(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiResponse
         if attempt > 0 {
             zaqar::store::contention_pause(attempt).await;
         }
-        let current = app.store.fresh_queue_info(&ctx.project, queue).await?.ok_or_else(|| not_found(queue, ctx))?;
+        let current =
+            app.store.queue_record_for_update(&ctx.project, queue).await?.ok_or_else(|| not_found(queue, ctx))?;
         let mut metadata = current.metadata.clone();
         meta::apply_patch(&mut metadata, ops.clone())?;
         meta::validate(&metadata, app.limits())

@@ -185,7 +185,20 @@ impl Store {
 
     /// The stored metadata, or `None` for a queue that does not exist (always read fresh).
     pub async fn queue_metadata(&self, project: &ProjectId, queue: &QueueName) -> Result<Option<Metadata>, StoreError> {
-        Ok(self.fresh_queue_info(project, queue).await?.map(|i| i.metadata))
+        Ok(self.queue_record_for_update(project, queue).await?.map(|i| i.metadata))
+    }
+
+    /// The queue record alone, read now, for the queue's own API (metadata get and update, with
+    /// [`Self::set_queue_metadata`]). Whether the queue has subscriptions (a second request) matters only
+    /// to the message paths, so it is not read: `subscribed` is false here, and this read does not fill
+    /// their cache.
+    pub async fn queue_record_for_update(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+    ) -> Result<Option<QueueInfo>, StoreError> {
+        let item = self.get_item(keys::queue_record(project, queue), "Queue metadata lookup", true).await?;
+        Ok(item.as_ref().and_then(info_from))
     }
 
     /// The stored metadata as the message paths see it: from this container's cache when read less than
@@ -285,7 +298,7 @@ impl Store {
     /// still names them is refused and re-reads the record instead of posting where nobody reads.
     /// Raising it revives retired heads (their sequence numbers go on from where they stopped).
     ///
-    /// `current` is the record the new metadata was derived from ([`Self::fresh_queue_info`]): the write
+    /// `current` is the record the new metadata was derived from ([`Self::queue_record_for_update`]): the write
     /// is conditioned on the stored metadata still being what it read, so two concurrent updates cannot
     /// lose one another's change ([`MetadataUpdate::Changed`]: read again and re-apply).
     pub async fn set_queue_metadata(
