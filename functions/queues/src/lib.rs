@@ -211,12 +211,22 @@ async fn purge(app: &App, ctx: &Context, req: &ApiRequest) -> Result<ApiResponse
         Some(_) => return Err(ApiError::document_type()),
     }
     let queue = ctx.queue()?;
-    if messages {
-        app.store.purge_messages(&ctx.project, queue).await?;
-    }
-    if subscriptions {
-        app.store.purge_subscriptions(&ctx.project, queue).await?;
-    }
+    // Independent items (the queue record and heads; the subscriptions partition): both in one round trip.
+    let purge_messages = async {
+        if messages {
+            app.store.purge_messages(&ctx.project, queue).await
+        } else {
+            Ok(())
+        }
+    };
+    let purge_subscriptions = async {
+        if subscriptions {
+            app.store.purge_subscriptions(&ctx.project, queue).await
+        } else {
+            Ok(())
+        }
+    };
+    tokio::try_join!(purge_messages, purge_subscriptions)?;
     Ok(ApiResponse::empty(StatusCode::NO_CONTENT))
 }
 
