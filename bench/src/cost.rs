@@ -284,6 +284,43 @@ pub async fn run(o: Options) {
     })
     .await;
     b.op("subscription list", &[200], |_| c.send(Method::GET, "/v2/queues/cost/subscriptions", None)).await;
+    let mut subs = Vec::with_capacity(k);
+    for i in 0..k {
+        let sub = json!({"subscriber": format!("http://127.0.0.1:9/edit-{i}"), "ttl": 3600});
+        let r = c.expect(Method::POST, "/v2/queues/cost/subscriptions", Some(&sub), &[201]).await;
+        let body: serde_json::Value = serde_json::from_slice(&r.body).expect("subscription id");
+        subs.push(format!("/v2/queues/cost/subscriptions/{}", body["subscription_id"].as_str().expect("id")));
+    }
+    b.op("subscription get", &[200], |i| c.send(Method::GET, &subs[i], None)).await;
+    let longer = json!({"ttl": 7200});
+    b.op("subscription update", &[204], |i| c.send(Method::PATCH, &subs[i], Some(&longer))).await;
+    b.op("subscription delete", &[204], |i| c.send(Method::DELETE, &subs[i], None)).await;
+    let share = json!({"paths": ["messages"], "methods": ["GET", "POST"]});
+    b.op("queue share (pre-signed URL)", &[200], |_| c.send(Method::POST, "/v2/queues/cost/share", Some(&share))).await;
+    let admin = c.as_admin();
+    let a = &admin;
+    b.op("health (admin self-test: queue, post 10, claim 5, list, deletes)", &[200], |_| {
+        a.send(Method::GET, "/v2/health", None)
+    })
+    .await;
+    b.op("pool create", &[201], |i| {
+        call(
+            a,
+            Method::PUT,
+            format!("/v2/pools/pool-{i}"),
+            Some(json!({"uri": format!("dynamodb://p{i}"), "weight": 10})),
+        )
+    })
+    .await;
+    b.op("pool get", &[200], |i| call(a, Method::GET, format!("/v2/pools/pool-{i}"), None)).await;
+    b.op("pool list", &[200], |_| a.send(Method::GET, "/v2/pools", None)).await;
+    b.op("flavor create", &[201], |i| {
+        call(a, Method::PUT, format!("/v2/flavors/flavor-{i}"), Some(json!({"pool_list": [format!("pool-{i}")]})))
+    })
+    .await;
+    b.op("flavor get", &[200], |i| call(a, Method::GET, format!("/v2/flavors/flavor-{i}"), None)).await;
+    b.op("flavor delete", &[204], |i| call(a, Method::DELETE, format!("/v2/flavors/flavor-{i}"), None)).await;
+    b.op("pool delete", &[204], |i| call(a, Method::DELETE, format!("/v2/pools/pool-{i}"), None)).await;
     for i in 0..k {
         c.expect(Method::PUT, &format!("/v2/queues/purge-{i}"), None, &[201]).await;
         b.fill(&format!("purge-{i}"), 10).await;

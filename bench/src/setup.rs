@@ -46,11 +46,18 @@ pub struct Caller {
     pub app: App,
     pub project: String,
     pub client_id: String,
+    /// `X-Roles`, for the admin resources (pools, flavors) of an app in admin mode.
+    pub roles: Option<String>,
 }
 
 impl Caller {
     pub fn new(app: &App, project: &str, client_id: &str) -> Self {
-        Caller { app: app.clone(), project: project.into(), client_id: client_id.into() }
+        Caller { app: app.clone(), project: project.into(), client_id: client_id.into(), roles: None }
+    }
+
+    /// The same caller with the admin role.
+    pub fn as_admin(&self) -> Self {
+        Caller { roles: Some("admin".into()), ..self.clone() }
     }
 
     pub fn with_client_id(&self, client_id: &str) -> Self {
@@ -67,6 +74,9 @@ impl Caller {
             .header("Client-ID", &self.client_id)
             .header("X-Project-ID", &self.project)
             .header("Accept", "application/json");
+        if let Some(roles) = &self.roles {
+            req = req.header("X-Roles", roles);
+        }
         if let Some(b) = body {
             req = req.header("Content-Type", media).body(b.to_string().into_bytes());
         }
