@@ -308,7 +308,7 @@ impl Store {
         self.scan_subscriptions(project, queue, None, usize::MAX).await
     }
 
-    /// Reads live subscriptions in id order after `marker`, up to `limit`, optionally only one subscriber.
+    /// Reads live subscriptions in id order after `marker`, up to `limit`.
     async fn scan_subscriptions(
         &self,
         project: &ProjectId,
