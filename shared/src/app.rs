@@ -19,13 +19,7 @@ impl App {
         let store = Store::new(client, config.table.clone(), clock);
         let keystone = match (&config.auth_mode, &config.keystone) {
             (crate::config::AuthMode::Keystone, Some(settings)) => {
-                match crate::keystone::Keystone::new(settings.clone()) {
-                    Ok(k) => Some(Arc::new(k)),
-                    Err(e) => {
-                        tracing::error!(error = %e, "token validation unavailable");
-                        None
-                    }
-                }
+                Some(Arc::new(crate::keystone::Keystone::new(settings.clone())))
             }
             _ => None,
         };

@@ -11,11 +11,7 @@
 
 use crate::vars::{ConfigError, Vars};
 use aws_sdk_dynamodb::config::Credentials;
-use aws_smithy_runtime_api::client::http::HttpConnector;
-use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_types::body::SdkBody;
-use aws_smithy_types::byte_stream::ByteStream;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -83,17 +79,11 @@ impl ContainerCredentials {
             request = request.header("authorization", token);
         }
         let request = request.body(SdkBody::empty()).map_err(|_| "the endpoint is not a valid URL".to_string())?;
-        let request = HttpRequest::try_from(request).map_err(|e| e.to_string())?;
-        let exchange = async {
-            let response = self.connector.call(request).await.map_err(|e| DisplayErrorContext(e).to_string())?;
-            let status = response.status().as_u16();
-            let body = ByteStream::new(response.into_body()).collect().await.map_err(|e| e.to_string())?;
-            if status != 200 {
-                return Err(format!("the endpoint answered {status}"));
-            }
-            parse(&body.into_bytes())
-        };
-        tokio::time::timeout(FETCH_TIMEOUT, exchange).await.map_err(|_| "timed out".to_string())?
+        let reply = self.connector.exchange(request, FETCH_TIMEOUT).await?;
+        if reply.status != 200 {
+            return Err(format!("the endpoint answered {}", reply.status));
+        }
+        parse(&reply.body)
     }
 }
 

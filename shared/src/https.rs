@@ -87,6 +87,32 @@ impl Connector {
     }
 }
 
+/// An answer read whole: the small JSON answers of Keystone and of the credentials endpoint.
+pub(crate) struct Reply {
+    pub status: u16,
+    pub headers: aws_smithy_runtime_api::http::Headers,
+    pub body: bytes::Bytes,
+}
+
+impl Connector {
+    /// One request and its whole answer within `deadline` (connect, TLS, answer and body). `Err` says why
+    /// no answer came, the cause's chain included, without the request's headers.
+    pub(crate) async fn exchange(&self, request: http::Request<SdkBody>, deadline: Duration) -> Result<Reply, String> {
+        use aws_smithy_types::byte_stream::ByteStream;
+        let request = HttpRequest::try_from(request).map_err(|e| e.to_string())?;
+        let exchange = async {
+            let response = self
+                .call(request)
+                .await
+                .map_err(|e| aws_smithy_types::error::display::DisplayErrorContext(e).to_string())?;
+            let (status, headers) = (response.status().as_u16(), response.headers().clone());
+            let body = ByteStream::new(response.into_body()).collect().await.map_err(|e| e.to_string())?;
+            Ok(Reply { status, headers, body: body.into_bytes() })
+        };
+        tokio::time::timeout(deadline, exchange).await.map_err(|_| "timed out".to_string())?
+    }
+}
+
 impl HttpConnector for Connector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
         let request = match request.try_into_http1x() {

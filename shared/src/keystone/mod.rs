@@ -177,15 +177,15 @@ enum Answer {
 }
 
 impl Keystone {
-    pub fn new(settings: KeystoneSettings) -> Result<Self, String> {
+    pub fn new(settings: KeystoneSettings) -> Self {
         let http = client::KeystoneHttp::new(settings.timeout);
         let bound_ms = i64::try_from(settings.cache_seconds).unwrap_or(i64::MAX / 2_000).saturating_mul(1000);
-        Ok(Keystone {
+        Keystone {
             cache: Mutex::new(TokenCache::new(bound_ms, CACHE_CAPACITY)),
             settings,
             http,
             service_token: tokio::sync::Mutex::new(None),
-        })
+        }
     }
 
     pub fn settings(&self) -> &KeystoneSettings {
@@ -283,7 +283,8 @@ impl Keystone {
             }
         };
         let (status, identity) = (resp.status, token::parse_validation(&resp.body));
-        match (status, resp.subject_token, identity) {
+        let token = resp.headers.get("x-subject-token").map(str::to_string);
+        match (status, token, identity) {
             (201, Some(token), Some(id)) => {
                 *held = Some(ServiceToken { token: token.clone(), expires_at: id.expires_at });
                 Some(token)
@@ -354,8 +355,7 @@ mod tests {
             service: None,
             cache_seconds: 60,
             timeout: Duration::from_millis(500),
-        })
-        .unwrap();
+        });
         assert_eq!(k.validate("some-token").await, Verdict::Unavailable);
         assert!(k.cache.lock().unwrap().is_empty());
         assert_eq!(k.validate("").await, Verdict::Invalid);

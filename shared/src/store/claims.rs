@@ -176,7 +176,7 @@ impl Store {
                 break;
             }
             let shard = info.shard(project, queue, (first + i) % info.shards);
-            match self.claim_from_shard(&info, &shard, limit - claimed.len(), &mut record, dead_letter).await {
+            match self.claim_from_shard(&shard, limit - claimed.len(), &mut record, dead_letter).await {
                 Ok((mut got, err)) => {
                     claimed.append(&mut got);
                     if let Some(e) = err {
@@ -211,7 +211,6 @@ impl Store {
     /// Claims from one shard. Returns what was claimed, and the error that stopped it early, if any.
     async fn claim_from_shard(
         &self,
-        info: &QueueInfo,
         shard: &Shard,
         limit: usize,
         record: &mut Record<'_>,
@@ -347,28 +346,29 @@ impl Store {
         }
 
         // The messages are claimed whatever happens next: their counts follow (owed if storage fails). The
-        // floors go in the same round trip: each write has a condition of its own on the head (the writer's
-        // sequence number, the floor version, the live floor), so neither depends on the other landing.
-        let floors = async {
-            if failure.is_none() && floor > start && skipped >= FLOOR_STEP && floor_until > now {
-                // Everything passed was dead (`floor_until` unbounded): the live floor can move too. The
-                // claim floor alone is right either way, so the two do not wait for each other.
-                let live = async {
-                    if floor_until == i64::MAX {
-                        self.raise_live_floor(shard, &head, floor).await
-                    } else {
-                        Ok(())
-                    }
-                };
-                // The floors only save later scans: failing to move them must not lose what was claimed.
-                let (live, claim) = futures::join!(live, self.move_floor(shard, &head, floor, floor_until));
-                if let Err(e) = live.and(claim) {
-                    tracing::warn!(error = %e, "claim could not move the shard's floors");
-                }
+        // floors only save later scans, so failing to move them must not lose what was claimed. All three are
+        // writes on the head with conditions of their own (the writer's sequence number, the live floor, the
+        // floor version): none waits for another. The live floor moves only past a run that was all dead
+        // (`floor_until` unbounded); the claim floor is right either way.
+        let move_floors = failure.is_none() && floor > start && skipped >= FLOOR_STEP && floor_until > now;
+        let live_floor = async {
+            if move_floors && floor_until == i64::MAX {
+                self.raise_live_floor(shard, &head, floor).await
+            } else {
+                Ok(())
             }
         };
-        futures::join!(self.write_counts(shard, &counts, Some(&head)), floors);
-        let _ = info;
+        let claim_floor = async {
+            if move_floors {
+                self.move_floor(shard, &head, floor, floor_until).await
+            } else {
+                Ok(())
+            }
+        };
+        let ((), live, claim) = futures::join!(self.write_counts(shard, &counts, Some(&head)), live_floor, claim_floor);
+        if let Err(e) = live.and(claim) {
+            tracing::warn!(error = %e, "claim could not move the shard's floors");
+        }
         Ok((claimed, failure))
     }
 
@@ -506,12 +506,19 @@ impl Store {
         let shard = shard.clone();
         self.settle_later("Claim", move |store| {
             let shard = shard.clone();
-            async move { store.reset_floor(&shard).await }
+            async move { store.write_floor_reset(&shard).await }
         });
     }
 
-    /// Forgets the floor after claims ended early (release, renew to a shorter ttl).
-    pub(crate) async fn reset_floor(&self, shard: &Shard) -> Result<(), StoreError> {
+    /// Forgets the floor after claims ended early (release, renew to a shorter ttl): now, or, when storage
+    /// does not answer, in the background until it does.
+    pub(crate) async fn reset_floor(&self, shard: &Shard) {
+        if self.write_floor_reset(shard).await.is_err() {
+            self.reset_floor_later(shard);
+        }
+    }
+
+    async fn write_floor_reset(&self, shard: &Shard) -> Result<(), StoreError> {
         let r = self
             .client
             .update_item()
@@ -647,8 +654,8 @@ impl Store {
                 // A shorter renewal can end claims before the floor's recorded minimum. The floor and the
                 // counts are separate conditional writes on the head, so they go in one round trip.
                 let floor = async {
-                    if shorter && self.reset_floor(&shard).await.is_err() {
-                        self.reset_floor_later(&shard);
+                    if shorter {
+                        self.reset_floor(&shard).await;
                     }
                 };
                 futures::join!(self.write_counts(&shard, c, None), floor);
@@ -873,15 +880,10 @@ impl Store {
             let shard = info.shard(project, queue, sh);
             let counts = per_shard.remove(&sh).unwrap_or_default();
             async move {
-                // Released messages sit below the floor: forget it (after the message writes); if storage
-                // does not answer, later, or they would stay hidden from claims until the floor's time. The
-                // counts are a write of their own on the head, so both go in one round trip.
-                let floor = async {
-                    if self.reset_floor(&shard).await.is_err() {
-                        self.reset_floor_later(&shard);
-                    }
-                };
-                futures::join!(self.write_counts(&shard, &counts, None), floor);
+                // Released messages sit below the floor: forget it (after the message writes), or they would
+                // stay hidden from claims until the floor's time. The counts are a write of their own on the
+                // head, so both go in one round trip.
+                futures::join!(self.write_counts(&shard, &counts, None), self.reset_floor(&shard));
             }
         });
         let failure = results.into_iter().find_map(Result::err);

@@ -8,7 +8,7 @@
 
 use super::head::{heads_totals, Head, RETIRED};
 use super::StoreError;
-use super::{get_json, get_s, unavailable, Store};
+use super::{get_json, get_s, unavailable, Store, Updated};
 use crate::keys::{self, cond, n, s, Item, Shard};
 use crate::meta::Metadata;
 use crate::types::{ProjectId, QueueName};
@@ -185,19 +185,29 @@ impl Store {
 
     /// The stored metadata, or `None` for a queue that does not exist (always read fresh).
     pub async fn queue_metadata(&self, project: &ProjectId, queue: &QueueName) -> Result<Option<Metadata>, StoreError> {
-        Ok(self.queue_record_for_update(project, queue).await?.map(|i| i.metadata))
+        Ok(self.read_queue_record(project, queue, true).await?.map(|i| i.metadata))
     }
 
-    /// The queue record alone, read now, for the queue's own API (metadata get and update, with
-    /// [`Self::set_queue_metadata`]). Whether the queue has subscriptions (a second request) matters only
-    /// to the message paths, so it is not read: `subscribed` is false here, and this read does not fill
-    /// their cache.
+    /// The queue record alone, read now (strongly consistent), for the queue's own API: metadata get and
+    /// update ([`Self::set_queue_metadata`]). Whether the queue has subscriptions (a second request)
+    /// matters only to the message paths, so it is not read: `subscribed` is false here, and this read
+    /// does not fill their cache.
     pub async fn queue_record_for_update(
         &self,
         project: &ProjectId,
         queue: &QueueName,
     ) -> Result<Option<QueueInfo>, StoreError> {
-        let item = self.get_item(keys::queue_record(project, queue), "Queue metadata lookup", true).await?;
+        self.read_queue_record(project, queue, true).await
+    }
+
+    /// One read of the queue record (`subscribed` false: see [`Self::read_queue_info`]).
+    async fn read_queue_record(
+        &self,
+        project: &ProjectId,
+        queue: &QueueName,
+        consistent: bool,
+    ) -> Result<Option<QueueInfo>, StoreError> {
+        let item = self.get_item(keys::queue_record(project, queue), "Queue metadata lookup", consistent).await?;
         Ok(item.as_ref().and_then(info_from))
     }
 
@@ -242,9 +252,9 @@ impl Store {
         consistent: bool,
     ) -> Result<Option<QueueInfo>, StoreError> {
         // The record and whether the queue has subscriptions, read together (one round trip).
-        let record = self.get_item(keys::queue_record(project, queue), "Queue metadata lookup", consistent);
-        let (item, subscribed) = futures::future::try_join(record, self.has_subscriptions(project, queue)).await?;
-        let info = item.as_ref().and_then(info_from).map(|i| QueueInfo { subscribed, ..i });
+        let record = self.read_queue_record(project, queue, consistent);
+        let (info, subscribed) = futures::future::try_join(record, self.has_subscriptions(project, queue)).await?;
+        let info = info.map(|i| QueueInfo { subscribed, ..i });
         self.queues.put(project, queue, info.clone());
         Ok(info)
     }
@@ -362,8 +372,8 @@ impl Store {
                 .await;
             self.queues.forget(project, queue);
             return Ok(match self.updated(r, "Queue update")? {
-                super::Updated::Applied(_) => MetadataUpdate::Updated,
-                super::Updated::Refused(stored) => refused_update(stored.as_ref(), current),
+                Updated::Applied(_) => MetadataUpdate::Updated,
+                Updated::Refused(stored) => refused_update(stored.as_ref(), current),
             });
         }
         let r = self
