@@ -527,7 +527,7 @@ def dynamodb(action):
                    stdout=sys.stderr)
 
 
-def bench_ours(poller, load):
+def bench_ours(poller, one_thread, load):
     binary = os.environ.get("BENCH_ZAQAR_LOCAL") or os.path.join(REPO, "target", "release", "zaqar-local")
     if not os.access(binary, os.X_OK):
         raise SystemExit(f"{binary} missing: cargo build --release -p zaqar-local")
@@ -547,7 +547,8 @@ def bench_ours(poller, load):
         # measure the whole tree, and remember it to make sure the JVM is gone at the end.
         ddb_tree = tree(ddb_pid)
         env = dict(os.environ, PORT=str(OURS_PORT), DYNAMODB_PORT=str(DYNAMODB_PORT), ZAQAR_TABLE="bench",
-                   ZAQAR_SECRET_KEY=uuid.uuid4().hex, ZAQAR_STREAM_POLLER="1" if poller else "0")
+                   ZAQAR_SECRET_KEY=uuid.uuid4().hex, ZAQAR_STREAM_POLLER="1" if poller else "0",
+                   ZAQAR_LOCAL_ONE_THREAD="1" if one_thread else "0")
         log = os.path.join(RUN, "zaqar-local.log")
         # localstack/env supplies the rest (endpoint, credentials, region, admin mode, ...); exec keeps the pid
         server = subprocess.Popen(["bash", "-c", '. "$1/localstack/env"; exec "$2"', "_", REPO, binary],
@@ -555,7 +556,8 @@ def bench_ours(poller, load):
         wait_until(lambda: ping(OURS_PORT), 60, "zaqar-local", server, log)
         print(f"  zaqar-local pid {server.pid} ready; DynamoDB Local pid {ddb_pid}", file=sys.stderr)
         res = load(OURS_PORT, server.pid, ddb_pid, "rs")
-        res["server"] = "ours: zaqar-local (release), stream poller " + ("on" if poller else "off")
+        res["server"] = ("ours: zaqar-local (release), " + ("one thread" if one_thread else "a thread per core")
+                         + ", stream poller " + ("on" if poller else "off"))
         res["storage"] = "DynamoDB Local (java)"
         return res
     finally:
@@ -757,6 +759,9 @@ def main():
     ap.add_argument("--skip-ours", action="store_true", help="measure Python Zaqar only")
     ap.add_argument("--poller", default="both", choices=["on", "off", "both"],
                     help="ours with the local DynamoDB-stream poller (fan-out) running, stopped, or both")
+    ap.add_argument("--ours-threads", default="one", choices=["one", "cores"],
+                    help="ours on one thread, as a Lambda container runs a function (current-thread runtime; "
+                         "the default), or a worker thread per core")
     ap.add_argument("--command", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.scenarios:
@@ -787,7 +792,7 @@ def main():
         for poller in {"on": [True], "off": [False], "both": [False, True]}[args.poller]:
             print(f"== ours: zaqar-local on 127.0.0.1:{OURS_PORT}, stream poller {'on' if poller else 'off'}",
                   file=sys.stderr)
-            results.append(bench_ours(poller, load))
+            results.append(bench_ours(poller, args.ours_threads == "one", load))
     command = args.command or " ".join(sys.argv)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     kind = "scenarios" if args.scenarios else "result"

@@ -17,7 +17,8 @@ const USAGE: &str = "usage: zaqar-bench depth [--depths 0,10000,100000] [--sampl
        zaqar-bench cost [--samples N] [--quick] [--record FILE]
 DynamoDB Local endpoint: ZAQAR_BENCH_ENDPOINT (default http://127.0.0.1:8000).";
 
-#[tokio::main]
+// One thread, as every function runs (`zaqar::app::lambda_runtime`): the CPU measured is what a Lambda pays.
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((cmd, rest)) = args.split_first() else {

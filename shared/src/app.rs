@@ -175,6 +175,26 @@ where
     }
 }
 
+/// The tokio runtime every Lambda function runs on. Lambda hands a container one request at a time
+/// (unless `AWS_LAMBDA_MAX_CONCURRENCY` asks for more, as on Lambda Managed Instances), so one thread
+/// serves it: a current-thread runtime. A worker pool would move each request's tasks between threads
+/// (the HTTP connection's task, [`crate::store`]'s detached operations), and the wake-ups between them
+/// cost about a fifth of the CPU of a DynamoDB call (`bench/cost`, bench/COST.md). With concurrency above
+/// 1, a worker thread per core, so concurrent requests can use the cores they are given.
+pub fn lambda_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    lambda_runtime_for(std::env::var("AWS_LAMBDA_MAX_CONCURRENCY").ok().as_deref())
+}
+
+fn lambda_runtime_for(max_concurrency: Option<&str>) -> std::io::Result<tokio::runtime::Runtime> {
+    // Parsed as lambda_runtime parses it: anything but a number above 1 means one request at a time.
+    let concurrent = max_concurrency.and_then(|v| v.trim().parse::<u32>().ok()).is_some_and(|c| c > 1);
+    if concurrent {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    }
+}
+
 /// Runs an HTTP resource-group handler on Lambda: tracing, config and client once, then requests.
 /// A cheap DynamoDB call at init opens the TLS connection before the first request needs it.
 /// `run_concurrent` honours `AWS_LAMBDA_MAX_CONCURRENCY` (Lambda Managed Instances, and `cargo lambda
@@ -220,8 +240,18 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::log_filter;
+    use super::{lambda_runtime_for, log_filter};
+    use tokio::runtime::RuntimeFlavor;
     use tracing::Level;
+
+    #[test]
+    fn functions_run_on_one_thread_unless_lambda_sends_requests_concurrently() {
+        let flavor = |v: Option<&str>| lambda_runtime_for(v).unwrap().handle().runtime_flavor();
+        for one_at_a_time in [None, Some("1"), Some("0"), Some(""), Some("many"), Some("-4")] {
+            assert_eq!(flavor(one_at_a_time), RuntimeFlavor::CurrentThread, "{one_at_a_time:?}");
+        }
+        assert_eq!(flavor(Some("8")), RuntimeFlavor::MultiThread);
+    }
 
     #[test]
     fn log_filters_read_rust_log_directives() {

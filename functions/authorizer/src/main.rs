@@ -3,8 +3,11 @@
 use aws_lambda_events::apigw::ApiGatewayV2CustomAuthorizerV2Request;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+fn main() -> Result<(), Error> {
+    zaqar::app::lambda_runtime()?.block_on(serve())
+}
+
+async fn serve() -> Result<(), Error> {
     zaqar::app::init_tracing();
     let keystone = zaqar_authorizer::keystone_from_env().await;
     let keystone = &keystone;

@@ -4,8 +4,11 @@ use lambda_runtime::{run_concurrent, service_fn, Error, LambdaEvent};
 use std::sync::Arc;
 use zaqar::vars::{exit_on_error, Vars};
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+fn main() -> Result<(), Error> {
+    zaqar::app::lambda_runtime()?.block_on(serve())
+}
+
+async fn serve() -> Result<(), Error> {
     zaqar::app::init_tracing();
     let settings = Arc::new(exit_on_error(zaqar_fanout::Settings::from_vars(&Vars::from_env())));
     let app = exit_on_error(zaqar::App::from_env().await);

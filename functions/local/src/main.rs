@@ -10,6 +10,9 @@ use zaqar_local::{poller, server};
 struct Local {
     port: u16,
     poller: bool,
+    /// Serve from one thread (a current-thread runtime), as a Lambda container runs its function: what
+    /// `bench/cpu-vs-zaqar` measures. Otherwise one worker thread per core, for concurrent local use.
+    one_thread: bool,
     fanout: zaqar_fanout::Settings,
 }
 
@@ -17,14 +20,23 @@ fn local_settings(vars: &Vars) -> Result<Local, ConfigError> {
     Ok(Local {
         port: vars.number("PORT", 8888, 1, u16::MAX)?,
         poller: vars.flag("ZAQAR_STREAM_POLLER", true)?,
+        one_thread: vars.flag("ZAQAR_LOCAL_ONE_THREAD", false)?,
         fanout: zaqar_fanout::Settings::from_vars(vars)?,
     })
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     zaqar::app::init_tracing();
     let local = exit_on_error(local_settings(&Vars::from_env()));
+    let runtime = if local.one_thread {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()?
+    };
+    runtime.block_on(serve(local))
+}
+
+async fn serve(local: Local) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let app = exit_on_error(App::from_env().await);
     app.store.ensure_table().await?;
     let listener = tokio::net::TcpListener::bind(std::net::SocketAddr::from(([127, 0, 0, 1], local.port))).await?;
