@@ -313,7 +313,7 @@ pub async fn run(o: Options) {
             .collect();
         w(format!(
             "| `{}` | {} | {:.3} | {:.3} | {:.0} | {:.0} | {:.0} % | {} |",
-            short_key(k, &info.gen, &project),
+            short_key(k, &info.record.gen, &project),
             key_kind(k),
             u.write / lifecycles,
             u.read / lifecycles,
@@ -331,9 +331,9 @@ pub async fn run(o: Options) {
     w(String::new());
     w(format!(
         "Hottest by writes: `{}` ({:.0} WCU/s); by reads: `{}` ({:.0} RCU/s). Limits per key: 1,000 WCU/s, 3,000 RCU/s.",
-        short_key(&hot_w.0, &info.gen, &project),
+        short_key(&hot_w.0, &info.record.gen, &project),
         hot_w.1,
-        short_key(&hot_r.0, &info.gen, &project),
+        short_key(&hot_r.0, &info.record.gen, &project),
         hot_r.1
     ));
     // The rate at which the first key reaches a limit, with the same spread over keys.
@@ -349,7 +349,7 @@ pub async fn run(o: Options) {
     if let Some((limit, k)) = ceiling {
         w(format!(
             "With this spread the first key to reach its limit is `{}`, at about {:.0} lifecycles/s.",
-            short_key(&k, &info.gen, &project),
+            short_key(&k, &info.record.gen, &project),
             limit
         ));
     }

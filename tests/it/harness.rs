@@ -296,7 +296,7 @@ async fn raw_shard(app: &App, project: &str, q: &str, index: u32) -> zaqar::keys
     let (project, queue) =
         (zaqar::types::ProjectId::parse(project).unwrap(), zaqar::types::QueueName::parse(q).unwrap());
     let info = app.store.fresh_queue_info(&project, &queue).await.expect("queue record").expect("queue exists");
-    zaqar::keys::Shard { project, queue, gen: info.gen, index }
+    zaqar::keys::Shard { project, queue, gen: info.record.gen, index }
 }
 
 /// The raw head item of shard `index` of the queue's current generation (sequence numbers, holes, counters).

@@ -158,10 +158,10 @@ impl Store {
     ) -> Result<Option<(String, Vec<Message>)>, StoreError> {
         let Some(info) = self.queue_info(project, queue).await? else { return Ok(None) };
         let now = self.now_ms();
-        let first = rand::random::<u32>() % info.shards;
+        let first = rand::random::<u32>() % info.record.shards;
         let cid = new_claim_id(first);
         let mut record = Record {
-            shard: info.shard(project, queue, first),
+            shard: info.record.shard(project, queue, first),
             cid: &cid,
             params,
             now,
@@ -171,11 +171,11 @@ impl Store {
         };
         let mut claimed: Vec<Message> = Vec::with_capacity(limit);
         let mut failure = None;
-        for i in 0..info.shards {
+        for i in 0..info.record.shards {
             if claimed.len() >= limit {
                 break;
             }
-            let shard = info.shard(project, queue, (first + i) % info.shards);
+            let shard = info.record.shard(project, queue, (first + i) % info.record.shards);
             match self.claim_from_shard(&shard, limit - claimed.len(), &mut record, dead_letter).await {
                 Ok((mut got, err)) => {
                     claimed.append(&mut got);
@@ -545,8 +545,8 @@ impl Store {
             return Ok(None);
         }
         let Some(info) = self.queue_info(project, queue).await? else { return Ok(None) };
-        let Some(index) = claim_shard(cid).filter(|i| *i < info.shards) else { return Ok(None) };
-        let shard = info.shard(project, queue, index);
+        let Some(index) = claim_shard(cid).filter(|i| *i < info.record.shards) else { return Ok(None) };
+        let shard = info.record.shard(project, queue, index);
         Ok(Some((info, shard)))
     }
 
@@ -578,8 +578,8 @@ impl Store {
         let keys: Vec<Item> = claim
             .ks
             .iter()
-            .filter(|(sh, _)| *sh < info.shards)
-            .map(|(sh, k)| info.shard(project, queue, *sh).message_key(*k))
+            .filter(|(sh, _)| *sh < info.record.shards)
+            .map(|(sh, k)| info.record.shard(project, queue, *sh).message_key(*k))
             .collect();
         let mut messages: Vec<Message> = self
             .batch_get(keys, "Claim lookup")
@@ -629,7 +629,7 @@ impl Store {
         self.put_claim(&home, &renewed).await?;
         let op = uuid::Uuid::new_v4().simple().to_string();
         let renewals = messages.iter().map(|m| {
-            let shard = info.shard(project, queue, m.shard);
+            let shard = info.record.shard(project, queue, m.shard);
             let op = op.as_str();
             async move {
                 let r = self.renew_one(&shard, m, cid, op, until, params).await;
@@ -649,7 +649,7 @@ impl Store {
         }
         let shorter = until < claim.until_ms;
         let writes = per_shard.iter().map(|(sh, c)| {
-            let shard = info.shard(project, queue, *sh);
+            let shard = info.record.shard(project, queue, *sh);
             async move {
                 // A shorter renewal can end claims before the floor's recorded minimum. The floor and the
                 // counts are separate conditional writes on the head, so they go in one round trip.
@@ -848,14 +848,14 @@ impl Store {
         let now = self.now_ms();
         let ks: Vec<(u32, u64)> = match record.get("ks") {
             Some(AttributeValue::Ns(ns)) => {
-                ns.iter().filter_map(|k| decode_k(k)).filter(|(sh, _)| *sh < info.shards).collect()
+                ns.iter().filter_map(|k| decode_k(k)).filter(|(sh, _)| *sh < info.record.shards).collect()
             }
             _ => return self.delete_claim_record(&home, cid).await.map(drop),
         };
         // Each release is tagged with this operation (see `release_one`).
         let op = uuid::Uuid::new_v4().simple().to_string();
         let releases = ks.iter().map(|(sh, k)| {
-            let shard = info.shard(project, queue, *sh);
+            let shard = info.record.shard(project, queue, *sh);
             let op = op.as_str();
             async move {
                 let r = self.release_one(&shard, *k, cid, op).await;
@@ -877,7 +877,7 @@ impl Store {
         }
         let touched: std::collections::BTreeSet<u32> = ks.iter().map(|(sh, _)| *sh).collect();
         let writes = touched.into_iter().map(|sh| {
-            let shard = info.shard(project, queue, sh);
+            let shard = info.record.shard(project, queue, sh);
             let counts = per_shard.remove(&sh).unwrap_or_default();
             async move {
                 // Released messages sit below the floor: forget it (after the message writes), or they would

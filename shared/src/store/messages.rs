@@ -275,7 +275,7 @@ impl Store {
         let client = client.map(ClientId::to_string);
         for attempt in 0..3 {
             let info = self.queue_info_or_create(project, queue).await?;
-            let shard = info.shard(project, queue, shard_for_client(client.as_deref(), info.shards));
+            let shard = info.record.shard(project, queue, shard_for_client(client.as_deref(), info.record.shards));
             let now = self.now_ms();
             let items: Vec<(String, Item)> = messages
                 .iter()
@@ -377,7 +377,7 @@ impl Store {
         let now = self.now_ms();
         for attempt in 0..3 {
             let info = self.queue_info_or_create(project, dlq).await?;
-            let shard = info.shard(project, dlq, shard_for_client(m.client.as_deref(), info.shards));
+            let shard = info.record.shard(project, dlq, shard_for_client(m.client.as_deref(), info.record.shards));
             let mut item = Item::new();
             item.insert("ttl_s".into(), n(ttl_s));
             item.insert("created_ms".into(), n(m.created_ms));
@@ -482,13 +482,13 @@ impl Store {
         for attempt in 0..2 {
             let Some(info) = self.info(project, queue).await? else { return Ok(Page::default()) };
             let positions = match &opts.marker {
-                None => Positions(vec![0; info.shards as usize]),
-                Some(m) => match Positions::parse(m, info.shards) {
+                None => Positions(vec![0; info.record.shards as usize]),
+                Some(m) => match Positions::parse(m, info.record.shards) {
                     Some(p) => p,
                     None => return Ok(Page::default()),
                 },
             };
-            let shards = info.all_shards(project, queue);
+            let shards = info.record.all_shards(project, queue);
             let heads = self.read_heads(&shards).await?;
             if heads.iter().any(|h| h.dead) && attempt == 0 {
                 self.queues.forget(project, queue);
@@ -583,10 +583,10 @@ impl Store {
     ) -> Result<Option<(Shard, u64)>, StoreError> {
         let Some((index, k)) = keys::message_id_k(id) else { return Ok(None) };
         let Some(info) = self.info(project, queue).await? else { return Ok(None) };
-        if index >= info.shards {
+        if index >= info.record.shards {
             return Ok(None);
         }
-        Ok(Some((info.shard(project, queue, index), k)))
+        Ok(Some((info.record.shard(project, queue, index), k)))
     }
 
     /// The storage key of a message id in the queue's current generation (for tests and tools that look
@@ -622,10 +622,10 @@ impl Store {
     ) -> Result<Vec<Message>, StoreError> {
         let Some(info) = self.info(project, queue).await? else { return Ok(vec![]) };
         let mut keys: Vec<(u32, u64)> =
-            ids.iter().filter_map(|id| keys::message_id_k(id)).filter(|(sh, _)| *sh < info.shards).collect();
+            ids.iter().filter_map(|id| keys::message_id_k(id)).filter(|(sh, _)| *sh < info.record.shards).collect();
         keys.sort_unstable();
         keys.dedup();
-        let items = keys.iter().map(|(sh, k)| info.shard(project, queue, *sh).message_key(*k)).collect();
+        let items = keys.iter().map(|(sh, k)| info.record.shard(project, queue, *sh).message_key(*k)).collect();
         let now = self.now_ms();
         let mut found: Vec<Message> = self
             .batch_get(items, "Message lookup")
@@ -842,9 +842,9 @@ impl Store {
         let targets = ids
             .iter()
             .filter_map(|id| keys::message_id_k(id).map(|k| (id, k)))
-            .filter(|(_, (sh, _))| *sh < info.shards);
+            .filter(|(_, (sh, _))| *sh < info.record.shards);
         let deletes = targets.map(|(id, (sh, k))| {
-            let shard = info.shard(project, queue, sh);
+            let shard = info.record.shard(project, queue, sh);
             let op = op.as_str();
             async move {
                 Ok::<_, StoreError>(match self.remove_or_settle(&shard, k, id, op, Rule::Any, now).await? {
@@ -873,7 +873,7 @@ impl Store {
             m.count_into(per_shard.entry(m.shard).or_default(), now, -1);
         }
         let writes = per_shard.iter().map(|(sh, c)| {
-            let shard = info.shard(project, queue, *sh);
+            let shard = info.record.shard(project, queue, *sh);
             async move { self.write_counts(&shard, c, None).await }
         });
         futures::future::join_all(writes).await;
@@ -898,13 +898,13 @@ impl Store {
         count: usize,
     ) -> Result<Vec<Message>, StoreError> {
         let Some(info) = self.info(project, queue).await? else { return Ok(vec![]) };
-        let first = rand::random::<u32>() % info.shards;
+        let first = rand::random::<u32>() % info.record.shards;
         let mut popped = Vec::with_capacity(count);
-        for i in 0..info.shards {
+        for i in 0..info.record.shards {
             if popped.len() >= count {
                 break;
             }
-            let shard = info.shard(project, queue, (first + i) % info.shards);
+            let shard = info.record.shard(project, queue, (first + i) % info.record.shards);
             let want = count - popped.len();
             match self.pop_shard(&shard, want).await {
                 Ok(mut got) => popped.append(&mut got),
@@ -1084,7 +1084,7 @@ impl Store {
                 self.info(project, queue).await?
             };
             let Some(info) = info else { break };
-            let shards = info.all_shards(project, queue);
+            let shards = info.record.all_shards(project, queue);
             // Eventually consistent (half the units): stats describe a moment, not a transaction.
             let heads = self.read_heads_with(&shards, false).await?;
             if heads.iter().any(|h| h.dead) && attempt == 0 {

@@ -27,20 +27,17 @@ pub const QUEUE_CACHE_TTL: Duration = Duration::from_millis(1000);
 /// Entries kept per process before the cache starts over (bounds memory).
 const QUEUE_CACHE_MAX: usize = 10_000;
 
-/// What message paths need of a queue record.
+/// A queue record as stored: what the queue's own API reads, and what its updates are conditioned on.
 #[derive(Debug, Clone)]
-pub struct QueueInfo {
+pub struct StoredQueue {
     pub metadata: Metadata,
     pub gen: String,
     pub shards: u32,
-    /// The queue had at least one subscription when the record was read: its messages carry the
-    /// attribute the stream filter selects, so queues without subscribers never invoke the fan-out.
-    pub subscribed: bool,
     /// The stored metadata text, as read: an update is conditioned on it (no lost updates).
     pub(crate) meta_text: Option<String>,
 }
 
-impl QueueInfo {
+impl StoredQueue {
     pub(crate) fn shard(&self, project: &ProjectId, queue: &QueueName, index: u32) -> Shard {
         Shard { project: project.clone(), queue: queue.clone(), gen: self.gen.clone(), index }
     }
@@ -48,6 +45,16 @@ impl QueueInfo {
     pub(crate) fn all_shards(&self, project: &ProjectId, queue: &QueueName) -> Vec<Shard> {
         (0..self.shards).map(|i| self.shard(project, queue, i)).collect()
     }
+}
+
+/// What the message paths need of a queue: its record, and whether it has subscriptions (a second read,
+/// made with the record's, that the queue's own API does without).
+#[derive(Debug, Clone)]
+pub struct QueueInfo {
+    pub record: StoredQueue,
+    /// The queue had at least one subscription when the record was read: its messages carry the
+    /// attribute the stream filter selects, so queues without subscribers never invoke the fan-out.
+    pub subscribed: bool,
 }
 
 /// The shard count a metadata document asks for (`_shards`, validated by `meta::validate`).
@@ -139,18 +146,18 @@ fn record_from(item: &Item) -> Option<QueueRecord> {
     Some(QueueRecord { name, metadata })
 }
 
-fn info_from(item: &Item) -> Option<QueueInfo> {
+fn stored_from(item: &Item) -> Option<StoredQueue> {
     let metadata = get_json(item, "meta").and_then(|v| v.as_object().cloned()).unwrap_or_default();
     // Records always carry a generation; one without (never written by this code) reads as generation "0".
     let gen = get_s(item, "gen").unwrap_or("0").to_string();
     let shards = shards_of(&metadata);
     let meta_text = get_s(item, "meta").map(str::to_string);
-    Some(QueueInfo { metadata, gen, shards, subscribed: false, meta_text })
+    Some(StoredQueue { metadata, gen, shards, meta_text })
 }
 
 /// Why a conditional metadata update was refused, from the record as it is now.
-fn refused_update(stored: Option<&Item>, read: &QueueInfo) -> MetadataUpdate {
-    match stored.and_then(info_from) {
+fn refused_update(stored: Option<&Item>, read: &StoredQueue) -> MetadataUpdate {
+    match stored.and_then(stored_from) {
         Some(now) if now.gen == read.gen => MetadataUpdate::Changed,
         _ => MetadataUpdate::Missing,
     }
@@ -189,26 +196,25 @@ impl Store {
     }
 
     /// The queue record alone, read now (strongly consistent), for the queue's own API: metadata get and
-    /// update ([`Self::set_queue_metadata`]). Whether the queue has subscriptions (a second request)
-    /// matters only to the message paths, so it is not read: `subscribed` is false here, and this read
-    /// does not fill their cache.
+    /// update ([`Self::set_queue_metadata`]). Whether the queue has subscriptions matters only to the
+    /// message paths ([`QueueInfo`]), so it is not read, and this read does not fill their cache.
     pub async fn queue_record_for_update(
         &self,
         project: &ProjectId,
         queue: &QueueName,
-    ) -> Result<Option<QueueInfo>, StoreError> {
+    ) -> Result<Option<StoredQueue>, StoreError> {
         self.read_queue_record(project, queue, true).await
     }
 
-    /// One read of the queue record (`subscribed` false: see [`Self::read_queue_info`]).
+    /// One read of the queue record.
     async fn read_queue_record(
         &self,
         project: &ProjectId,
         queue: &QueueName,
         consistent: bool,
-    ) -> Result<Option<QueueInfo>, StoreError> {
+    ) -> Result<Option<StoredQueue>, StoreError> {
         let item = self.get_item(keys::queue_record(project, queue), "Queue metadata lookup", consistent).await?;
-        Ok(item.as_ref().and_then(info_from))
+        Ok(item.as_ref().and_then(stored_from))
     }
 
     /// The stored metadata as the message paths see it: from this container's cache when read less than
@@ -220,7 +226,7 @@ impl Store {
         project: &ProjectId,
         queue: &QueueName,
     ) -> Result<Option<Metadata>, StoreError> {
-        Ok(self.queue_info(project, queue).await?.map(|i| i.metadata))
+        Ok(self.queue_info(project, queue).await?.map(|i| i.record.metadata))
     }
 
     /// The queue record, read now (and cached for the message paths).
@@ -253,8 +259,8 @@ impl Store {
     ) -> Result<Option<QueueInfo>, StoreError> {
         // The record and whether the queue has subscriptions, read together (one round trip).
         let record = self.read_queue_record(project, queue, consistent);
-        let (info, subscribed) = futures::future::try_join(record, self.has_subscriptions(project, queue)).await?;
-        let info = info.map(|i| QueueInfo { subscribed, ..i });
+        let (record, subscribed) = futures::future::try_join(record, self.has_subscriptions(project, queue)).await?;
+        let info = record.map(|record| QueueInfo { record, subscribed });
         self.queues.put(project, queue, info.clone());
         Ok(info)
     }
@@ -315,7 +321,7 @@ impl Store {
         &self,
         project: &ProjectId,
         queue: &QueueName,
-        current: &QueueInfo,
+        current: &StoredQueue,
         meta: &Metadata,
     ) -> Result<MetadataUpdate, StoreError> {
         let wanted = shards_of(meta);
@@ -562,7 +568,7 @@ impl Store {
             .map_err(unavailable("Queue deletion"))?;
         self.usage.write(out.consumed_capacity());
         self.queues.forget(project, queue);
-        if let Some(old) = out.attributes().and_then(info_from) {
+        if let Some(old) = out.attributes().and_then(stored_from) {
             self.tombstone_heads(&old.all_shards(project, queue)).await?;
         }
         Ok(())
@@ -584,7 +590,7 @@ impl Store {
             .await;
         let out = self.conditional(r, "Queue purge")?;
         self.queues.forget(project, queue);
-        if let Some(old) = out.as_ref().and_then(|o| o.attributes()).and_then(info_from) {
+        if let Some(old) = out.as_ref().and_then(|o| o.attributes()).and_then(stored_from) {
             self.tombstone_heads(&old.all_shards(project, queue)).await?;
         }
         Ok(())
