@@ -27,6 +27,7 @@ fn malformed_number_and_flag_stop_start_up() {
         ("ZAQAR_DEFAULT_CLAIM_TTL", "abc", "an integer from 60 to 43200"),
         ("ZAQAR_ADMIN_MODE", "ja", "one of true, false"),
         ("ZAQAR_FANOUT_BUDGET_MS", "-5", "an integer from 1 to 900000"),
+        ("ZAQAR_LOCAL_ONE_THREAD", "maybe", "one of true, false"),
     ] {
         let (code, stderr) = start_with(&[(name, value)]);
         assert_eq!(code, Some(2), "{name}: {stderr}");
