@@ -179,15 +179,15 @@ where
 /// (unless `AWS_LAMBDA_MAX_CONCURRENCY` asks for more, as on Lambda Managed Instances), so one thread
 /// serves it: a current-thread runtime. A worker pool would move each request's tasks between threads
 /// (the HTTP connection's task, [`crate::store`]'s detached operations), and the wake-ups between them
-/// cost about a fifth of the CPU of a DynamoDB call (`bench/cost`, bench/COST.md). With concurrency above
-/// 1, a worker thread per core, so concurrent requests can use the cores they are given.
+/// cost about 40 % of a DynamoDB call's CPU (`bench/cost` in alternating pairs, bench/RESULTS.md). With
+/// concurrency above 1, a worker thread per core, so concurrent requests can use the cores they are given.
 pub fn lambda_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     lambda_runtime_for(std::env::var("AWS_LAMBDA_MAX_CONCURRENCY").ok().as_deref())
 }
 
 fn lambda_runtime_for(max_concurrency: Option<&str>) -> std::io::Result<tokio::runtime::Runtime> {
     // Parsed as lambda_runtime parses it: anything but a number above 1 means one request at a time.
-    let concurrent = max_concurrency.and_then(|v| v.trim().parse::<u32>().ok()).is_some_and(|c| c > 1);
+    let concurrent = max_concurrency.and_then(|v| v.parse::<u32>().ok()).is_some_and(|c| c > 1);
     if concurrent {
         tokio::runtime::Builder::new_multi_thread().enable_all().build()
     } else {
@@ -247,7 +247,7 @@ mod tests {
     #[test]
     fn functions_run_on_one_thread_unless_lambda_sends_requests_concurrently() {
         let flavor = |v: Option<&str>| lambda_runtime_for(v).unwrap().handle().runtime_flavor();
-        for one_at_a_time in [None, Some("1"), Some("0"), Some(""), Some("many"), Some("-4")] {
+        for one_at_a_time in [None, Some("1"), Some("0"), Some(""), Some("many"), Some("-4"), Some(" 4")] {
             assert_eq!(flavor(one_at_a_time), RuntimeFlavor::CurrentThread, "{one_at_a_time:?}");
         }
         assert_eq!(flavor(Some("8")), RuntimeFlavor::MultiThread);
