@@ -188,32 +188,37 @@ pub fn lambda_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 fn lambda_runtime_for(max_concurrency: Option<&str>) -> std::io::Result<tokio::runtime::Runtime> {
     // Parsed as lambda_runtime parses it: anything but a number above 1 means one request at a time.
     let concurrent = max_concurrency.and_then(|v| v.parse::<u32>().ok()).is_some_and(|c| c > 1);
-    if concurrent {
-        tokio::runtime::Builder::new_multi_thread().enable_all().build()
-    } else {
+    runtime(!concurrent)
+}
+
+/// A tokio runtime with IO and timers: on one thread (`one_thread`), or a worker thread per core.
+pub fn runtime(one_thread: bool) -> std::io::Result<tokio::runtime::Runtime> {
+    if one_thread {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()
     }
 }
 
-/// Runs an HTTP resource-group handler on Lambda: tracing, config and client once, then requests.
-/// A cheap DynamoDB call at init opens the TLS connection before the first request needs it.
-/// `run_concurrent` honours `AWS_LAMBDA_MAX_CONCURRENCY` (Lambda Managed Instances, and `cargo lambda
-/// watch`, which sets it to 1) and runs one request at a time when it is unset.
-pub async fn run_http<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
+/// Runs an HTTP resource-group handler on Lambda, on [`lambda_runtime`]: tracing, config and client
+/// once, then requests. A cheap DynamoDB call at init opens the TLS connection before the first request
+/// needs it. `run_concurrent` honours `AWS_LAMBDA_MAX_CONCURRENCY` (Lambda Managed Instances, and `cargo
+/// lambda watch`, which sets it to 1) and runs one request at a time when it is unset.
+pub fn run_http<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
 where
     F: Fn(App, crate::ApiRequest) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = crate::ApiResponse> + Send + 'static,
 {
-    run_http_with(App::from_env(), handler).await
+    lambda_runtime()?.block_on(run_http_with(App::from_env(), handler))
 }
 
 /// [`run_http`] for the functions that read no secrets ([`App::from_env_without_secrets`]).
-pub async fn run_http_without_secrets<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
+pub fn run_http_without_secrets<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
 where
     F: Fn(App, crate::ApiRequest) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = crate::ApiResponse> + Send + 'static,
 {
-    run_http_with(App::from_env_without_secrets(), handler).await
+    lambda_runtime()?.block_on(run_http_with(App::from_env_without_secrets(), handler))
 }
 
 async fn run_http_with<F, Fut>(

@@ -28,12 +28,7 @@ fn local_settings(vars: &Vars) -> Result<Local, ConfigError> {
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     zaqar::app::init_tracing();
     let local = exit_on_error(local_settings(&Vars::from_env()));
-    let runtime = if local.one_thread {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread().enable_all().build()?
-    };
-    runtime.block_on(serve(local))
+    zaqar::app::runtime(local.one_thread)?.block_on(serve(local))
 }
 
 async fn serve(local: Local) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
