@@ -200,25 +200,29 @@ pub fn runtime(one_thread: bool) -> std::io::Result<tokio::runtime::Runtime> {
     }
 }
 
-/// Runs an HTTP resource-group handler on Lambda, on [`lambda_runtime`]: tracing, config and client
-/// once, then requests. A cheap DynamoDB call at init opens the TLS connection before the first request
-/// needs it. `run_concurrent` honours `AWS_LAMBDA_MAX_CONCURRENCY` (Lambda Managed Instances, and `cargo
-/// lambda watch`, which sets it to 1) and runs one request at a time when it is unset.
-pub fn run_http<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
+/// Runs an HTTP resource-group handler on Lambda: tracing, config and client once, then requests.
+/// A cheap DynamoDB call at init opens the TLS connection before the first request needs it.
+/// `run_concurrent` honours `AWS_LAMBDA_MAX_CONCURRENCY` (Lambda Managed Instances, and `cargo lambda
+/// watch`, which sets it to 1) and runs one request at a time when it is unset.
+///
+/// A function's `main` blocks on it from an `async fn` of its own on [`lambda_runtime`]: blocking on it
+/// straight from `main` (or from a synchronous wrapper here) makes release builds overflow rustc's query
+/// depth while laying out the handler's future.
+pub async fn run_http<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
 where
     F: Fn(App, crate::ApiRequest) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = crate::ApiResponse> + Send + 'static,
 {
-    lambda_runtime()?.block_on(run_http_with(App::from_env(), handler))
+    run_http_with(App::from_env(), handler).await
 }
 
 /// [`run_http`] for the functions that read no secrets ([`App::from_env_without_secrets`]).
-pub fn run_http_without_secrets<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
+pub async fn run_http_without_secrets<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
 where
     F: Fn(App, crate::ApiRequest) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = crate::ApiResponse> + Send + 'static,
 {
-    lambda_runtime()?.block_on(run_http_with(App::from_env_without_secrets(), handler))
+    run_http_with(App::from_env_without_secrets(), handler).await
 }
 
 async fn run_http_with<F, Fut>(
