@@ -33,6 +33,11 @@
 //! - **Subscriptions** are keyed by queue name without a generation: they outlive a queue's deletion, as in
 //!   Zaqar, and are removed only by a purge that names them.
 //!
+//! - **Message items stay until their natural expiry.** A delete, a pop or a dead-letter move expires a
+//!   message in place (`expires_ms` 0, body removed) and keeps its TTL attribute; claims only lengthen
+//!   it. So a committed sequence number with no item is one whose message never arrived, or one past
+//!   its expiry: what a single post's pending write relies on (`store/pending.rs`).
+//!
 //! Queue names cannot contain `#` and generations and shard numbers are hex/decimal, so every partition key
 //! parses back unambiguously for any project id. Message ids embed the shard and sequence number
 //! (`{shard:02x}{k:014x}` + 8 random hex digits), so a message is one GetItem away without an index; the

@@ -101,6 +101,95 @@ async fn post_returns_resources_and_location() {
     assert_eq!(bodies, [json!({"event": "one"}), json!("two"), json!([3])]);
 }
 
+/// A post of one message to a shard this process has posted to before commits with its reservation and
+/// then writes the message: two requests and two write units, where a batch takes three requests
+/// (reserve, write, commit). Its message is listed and claimable at once, in order.
+#[tokio::test]
+async fn single_posts_take_two_writes() {
+    let app = app().await;
+    let c = Client::new(&app);
+    let q = "two-writes";
+    let one = |i: u32| json!({"messages": [{"body": i, "ttl": 300}]}).to_string();
+    let mut ids = post(&c, q, &one(0)).await;
+    for i in 1..4 {
+        let before = app.store.usage.snapshot();
+        ids.extend(post(&c, q, &one(i)).await);
+        let used = app.store.usage.snapshot() - before;
+        // Plus one read of the queue record when its cached copy (1 s) ran out meanwhile.
+        let reads = u64::from(used.read_units > 0.0);
+        assert_eq!((used.requests - reads, used.write_units), (2, 2.0), "post {i}: {used:?}");
+        let listed = list(&c, q, "?echo=true&limit=10").await;
+        assert_eq!(ids_of(&listed), ids, "post {i}");
+    }
+    let before = app.store.usage.snapshot();
+    ids.extend(post_n(&c, q, 2).await);
+    let used = app.store.usage.snapshot() - before;
+    let reads = u64::from(used.read_units > 0.0);
+    assert_eq!((used.requests - reads, used.write_units), (3, 4.0), "a batch: {used:?}");
+    let (_, claimed) = claim(&c, q, 10, r#"{"ttl": 60, "grace": 60}"#).await;
+    assert_eq!(claimed, ids);
+    let (s, stats) = sj(&c.get(&format!("/v2/queues/{q}/stats")).await);
+    assert_eq!(
+        (s, stats["messages"]["total"].as_u64(), stats["messages"]["claimed"].as_u64()),
+        (200, Some(6), Some(6))
+    );
+}
+
+/// What DynamoDB's TTL may do at any time: delete the items of a message partition whose `expires_at`
+/// has passed (DynamoDB Local never does; this sweeps the partition of `id` once, at the store's clock).
+async fn sweep_expired(app: &App, project: &str, queue: &str, id: &str) -> usize {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let (p, q) = (ProjectId::parse(project).unwrap(), QueueName::parse(queue).unwrap());
+    let key = app.store.message_key_of(&p, &q, id).await.unwrap().unwrap();
+    let now_s = app.store.now_ms() / 1000;
+    let out = app
+        .store
+        .client
+        .query()
+        .table_name(&app.store.table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", key["pk"].clone())
+        .send()
+        .await
+        .unwrap();
+    let mut swept = 0;
+    for item in out.items() {
+        let expired =
+            matches!(item.get("expires_at"), Some(AttributeValue::N(e)) if e.parse::<i64>().unwrap() <= now_s);
+        if expired {
+            let key = [("pk".to_string(), item["pk"].clone()), ("sk".to_string(), item["sk"].clone())];
+            app.store.client.delete_item().table_name(&app.store.table).set_key(Some(key.into())).send().await.unwrap();
+            swept += 1;
+        }
+    }
+    swept
+}
+
+/// A message posted in two writes, deleted, and then met by a reader after its post's lease ran out, is
+/// counted out once: removal keeps the item until its natural expiry, so TTL cannot make it look like a
+/// post that never arrived (which a reader would tombstone and count out a second time).
+#[tokio::test]
+async fn a_deleted_single_post_is_counted_out_once_whatever_ttl_does() {
+    let app = app().await;
+    let other_app = harness::app().await;
+    let c = Client::new(&app);
+    let other = Client { app: &other_app, project: c.project.clone(), client_id: OTHER_CLIENT.into() };
+    let q = "single-then-deleted";
+    let one = |i: u32| json!({"messages": [{"body": i, "ttl": 3600}]}).to_string();
+    let first = post(&c, q, &one(0)).await;
+    // Two writes; this process posts nothing more here, so the pending entry stays.
+    let second = post(&c, q, &one(1)).await;
+    assert_eq!(c.delete(&format!("/v2/queues/{q}/messages/{}", second[0])).await.status, 204);
+    let third = post(&other, q, &one(2)).await;
+    app.store.clock.advance_secs(5);
+    let swept = sweep_expired(&app, &c.project, q, &first[0]).await;
+    let listed = list(&c, q, "?echo=true&include_claimed=true&limit=10").await;
+    assert_eq!(ids_of(&listed), [first[0].clone(), third[0].clone()]);
+    let (s, stats) = sj(&c.get(&format!("/v2/queues/{q}/stats")).await);
+    assert_eq!((s, stats["messages"]["total"].as_u64()), (200, Some(2)), "{stats}");
+    assert_eq!(swept, 0, "a removed message stays until its natural expiry");
+}
+
 #[tokio::test]
 async fn post_batches_and_size_limits() {
     let app = app().await;

@@ -244,7 +244,7 @@ impl Store {
         'scan: while claimed.len() < limit && from <= head.committed_k && read < MAX_SCAN_ITEMS {
             let mut batch = Vec::new();
             let scanned = self
-                .scan_shard(shard, from, head.committed_k, page, page as usize, |m| {
+                .scan_shard(shard, &head, from, page, page as usize, |m| {
                     batch.push(m);
                     true
                 })
@@ -461,19 +461,18 @@ impl Store {
 
     /// Moves a just-claimed message to the dead-letter queue: it keeps its claim there. Written there
     /// first, then removed here, so a failure in between leaves a copy rather than losing the message.
+    /// Removed as every message is: expired in place, the item left to TTL at its natural expiry (see
+    /// `keys`).
     async fn move_to_dead_letter(&self, shard: &Shard, m: &Message, dl: &DeadLetter) -> Result<(), StoreError> {
         self.post_moved(&shard.project, &dl.queue, m, dl.ttl_s.unwrap_or(m.ttl_s)).await?;
-        let out = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(shard.message_key(m.k)))
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+        let r = self
+            .update_message(shard, m.k)
+            .update_expression("SET expires_ms = :gone REMOVE body, checksum")
+            .condition_expression(cond::EXISTS)
+            .expression_attribute_values(":gone", n(0))
             .send()
-            .await
-            .map_err(unavailable("Dead-letter move"))?;
-        self.usage.write(out.consumed_capacity());
-        Ok(())
+            .await;
+        self.conditional(r, "Dead-letter move").map(drop)
     }
 
     async fn move_floor(&self, shard: &Shard, head: &Head, floor: u64, until: i64) -> Result<(), StoreError> {

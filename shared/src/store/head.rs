@@ -33,6 +33,7 @@
 //! at least `floor_until_ms` (claims start there while that holds; see `claims.rs`).
 
 use super::expr::Expr;
+use super::pending::{pending_of, PendingWrite};
 use super::StoreError;
 use super::{get_i64, get_s, unavailable, Store};
 use crate::keys::{self, n, Item, Shard};
@@ -50,7 +51,7 @@ pub(crate) const RETIRED: &str = "retired";
 /// map, so that setting one never depends on a map existing.
 const EXPIRY_K_PREFIX: &str = "xk";
 
-fn expiry_k_attr(bucket: i64) -> String {
+pub(crate) fn expiry_k_attr(bucket: i64) -> String {
     format!("{EXPIRY_K_PREFIX}{bucket}")
 }
 
@@ -75,6 +76,8 @@ pub(crate) struct Head {
     pub cl: BTreeMap<i64, i64>,
     /// Expiry bucket -> first sequence number reserved for it.
     pub exk: BTreeMap<i64, u64>,
+    /// Committed single posts whose message may not be written yet (see `pending.rs`).
+    pub(crate) pending: BTreeMap<u64, PendingWrite>,
 }
 
 fn num_map(item: &Item, name: &str) -> BTreeMap<String, i64> {
@@ -131,6 +134,7 @@ impl Head {
                     }
                 })
                 .collect(),
+            pending: pending_of(item),
         }
     }
 
@@ -288,11 +292,11 @@ impl NextHints {
         shard.messages_pk()
     }
 
-    fn get(&self, shard: &Shard) -> Option<u64> {
+    pub(crate) fn get(&self, shard: &Shard) -> Option<u64> {
         self.0.lock().ok()?.get(&Self::key(shard)).copied()
     }
 
-    fn put(&self, shard: &Shard, next_k: u64) {
+    pub(crate) fn put(&self, shard: &Shard, next_k: u64) {
         if let Ok(mut m) = self.0.lock() {
             if m.len() >= 10_000 {
                 m.clear();

@@ -9,6 +9,7 @@
 //! listing that stops there returns a marker past what it read, so the next page continues.
 
 use super::head::{heads_totals, scan_start, Counts, Head, PostEnd};
+use super::pending::{AtPending, LEFTOVER_AFTER_MS};
 use super::queues::QueueInfo;
 use super::StoreError;
 use super::{get_i64, get_s, ttl_epoch, unavailable, Store, Updated};
@@ -219,6 +220,12 @@ impl DeadRun {
     /// [`Self::see`] of the message at `k`, alive or not.
     fn see_k(&mut self, k: u64, alive: bool, head: &Head) {
         if self.open {
+            // A pending single post in the gap may still be written: the run ends before it.
+            if let Some(&p) = head.pending.range(self.until..k.max(self.until)).next().map(|(p, _)| p) {
+                self.until = self.until.max(p);
+                self.open = false;
+                return;
+            }
             // The scan is contiguous from the floor: the gap before `k` holds deleted messages.
             self.until = self.until.max(k);
             if !alive || head.in_hole(k) {
@@ -232,7 +239,8 @@ impl DeadRun {
     /// The scan reached the watermark: everything it passed was dead.
     fn exhausted(&mut self, head: &Head) {
         if self.open {
-            self.until = head.committed_k + 1;
+            let pending = head.pending.range(self.until..).next().map(|(p, _)| *p);
+            self.until = pending.unwrap_or(head.committed_k + 1).max(self.until);
         }
     }
 
@@ -327,6 +335,11 @@ impl Store {
         mut items: Vec<(String, Item)>,
         counts: &Counts,
     ) -> Result<Result<Vec<String>, ()>, StoreError> {
+        if let [(_, item)] = items.as_slice() {
+            if let Some(done) = self.write_single_post(shard, item, counts).await? {
+                return Ok(done);
+            }
+        }
         let count = items.len() as u64;
         let buckets = counts.buckets();
         let (lo, hi) = match self.reserve(shard, count, &buckets).await? {
@@ -409,17 +422,42 @@ impl Store {
         Err(StoreError::exhausted("Dead-letter move"))
     }
 
-    /// Reads the items of `[from, to]` of a shard in order, a page at a time, at most `max_items`, calling
-    /// `visit` until it returns false. Returns the last sequence number read and whether the range ran out.
+    /// Reads the items of `[from, head.committed_k]` of a shard in order, a page at a time, at most
+    /// `max_items`, calling `visit` until it returns false. Returns the last sequence number read and
+    /// whether the range ran out.
+    ///
+    /// A committed single post whose message is not there yet (`head.pending`, see `pending.rs`) ends the
+    /// scan before it while its lease runs, as the watermark would; after the lease it is resolved and
+    /// the scan reads on. Entries of messages written long ago are removed on the way.
     pub(crate) async fn scan_shard(
         &self,
         shard: &Shard,
+        head: &Head,
         from: u64,
-        to: u64,
         page: i32,
         max_items: usize,
         mut visit: impl FnMut(Message) -> bool,
     ) -> Result<(Option<u64>, bool), StoreError> {
+        let mut leftovers = vec![];
+        let r = self.scan_shard_inner(shard, head, from, page, max_items, &mut visit, &mut leftovers).await;
+        if let Err(e) = self.clear_pending(shard, &leftovers).await {
+            tracing::warn!(error = %e, "could not remove settled pending writes");
+        }
+        r
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn scan_shard_inner(
+        &self,
+        shard: &Shard,
+        head: &Head,
+        mut from: u64,
+        page: i32,
+        max_items: usize,
+        visit: &mut impl FnMut(Message) -> bool,
+        leftovers: &mut Vec<u64>,
+    ) -> Result<(Option<u64>, bool), StoreError> {
+        let to = head.committed_k;
         if from > to {
             return Ok((None, true));
         }
@@ -431,7 +469,9 @@ impl Store {
         // read further ahead than the caller asked.
         let mut page = page;
         let now = self.now_ms();
-        loop {
+        // The lowest sequence number whose item this scan has not passed yet.
+        let mut expect = from;
+        'query: loop {
             let out = self
                 .client
                 .query()
@@ -450,6 +490,21 @@ impl Store {
             self.usage.read(out.consumed_capacity());
             let mut all_dead = true;
             for item in out.items() {
+                let Some(k) = get_s(item, keys::SK).and_then(keys::message_k) else { continue };
+                while let Some((&p, pending)) = head.pending.range(expect..k.max(expect)).next() {
+                    match self.at_pending(shard, p, pending, now).await? {
+                        AtPending::Stop => return Ok((last, false)),
+                        AtPending::ReadAgain => {
+                            (from, expect) = (p, p);
+                            continue 'query;
+                        }
+                        AtPending::Pass => expect = p + 1,
+                    }
+                }
+                if head.pending.get(&k).is_some_and(|p| p.deadline_ms + LEFTOVER_AFTER_MS < now) {
+                    leftovers.push(k);
+                }
+                expect = k + 1;
                 read += 1;
                 if let Some(m) = Message::from_item(item) {
                     last = Some(m.k);
@@ -467,7 +522,20 @@ impl Store {
                     }
                 }
                 Some(_) => return Ok((last, false)),
-                None => return Ok((last, true)),
+                None => {
+                    while let Some((&p, pending)) = head.pending.range(expect..to.saturating_add(1).max(expect)).next()
+                    {
+                        match self.at_pending(shard, p, pending, now).await? {
+                            AtPending::Stop => return Ok((last, false)),
+                            AtPending::ReadAgain => {
+                                (from, expect) = (p, p);
+                                continue 'query;
+                            }
+                            AtPending::Pass => expect = p + 1,
+                        }
+                    }
+                    return Ok((last, true));
+                }
             }
         }
     }
@@ -553,7 +621,7 @@ impl Store {
         let mut found = Vec::with_capacity(opts.limit);
         let page = (opts.limit as i32 + 5).min(100);
         let (last, exhausted) = self
-            .scan_shard(shard, start, head.committed_k, page, MAX_SCAN_ITEMS, |m| {
+            .scan_shard(shard, head, start, page, MAX_SCAN_ITEMS, |m| {
                 dead.see(&m, head, now);
                 let visible = head.visible(m.k)
                     && m.alive(now)
@@ -765,8 +833,9 @@ impl Store {
         r
     }
 
-    /// Removes a live message if `rule` allows, in one conditional update: it expires at once (TTL
-    /// removes the item later, for free), loses its body and carries `op`. The tag is what makes the
+    /// Removes a live message if `rule` allows, in one conditional update: it expires at once, loses its
+    /// body and carries `op`; TTL removes the item at its natural expiry, for free (not sooner: see
+    /// `keys`). The tag is what makes the
     /// removal safe to retry: a retried attempt whose first answer was lost finds its own tag and knows
     /// the message was removed by this operation, as it was (a delete would find nothing, and could not
     /// tell "we removed it" from "someone else did", so its counts would be lost).
@@ -781,15 +850,11 @@ impl Store {
     ) -> Result<Removal, StoreError> {
         let mut req = self
             .update_message(shard, k)
-            .update_expression(
-                "SET removed = :op, was_exp = expires_ms, expires_ms = :gone, #ttl = :epoch REMOVE body, checksum",
-            )
-            .expression_attribute_names("#ttl", keys::TTL_ATTR)
+            .update_expression("SET removed = :op, was_exp = expires_ms, expires_ms = :gone REMOVE body, checksum")
             .expression_attribute_values(":id", s(id))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":op", s(op))
             .expression_attribute_values(":gone", n(0))
-            .expression_attribute_values(":epoch", ttl_epoch(now))
             .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         req = match rule {
@@ -926,7 +991,7 @@ impl Store {
         let mut candidates = Vec::new();
         let mut visited = Vec::new();
         let (_, exhausted) = self
-            .scan_shard(shard, from, head.committed_k, (count as i32 + 5).min(100), MAX_SCAN_ITEMS, |m| {
+            .scan_shard(shard, &head, from, (count as i32 + 5).min(100), MAX_SCAN_ITEMS, |m| {
                 visited.push((m.k, m.alive(now)));
                 if head.visible(m.k) && m.alive(now) && !m.claimed(now) {
                     candidates.push(m);
@@ -934,8 +999,8 @@ impl Store {
                 candidates.len() < count
             })
             .await?;
-        // A pop is one conditional update per message that expires it at once (TTL removes the item
-        // later, for free) and tags it with this pop: a retried attempt whose first answer was lost
+        // A pop is one conditional update per message that expires it at once (TTL removes the item at
+        // its natural expiry, for free) and tags it with this pop: a retried attempt whose first answer was lost
         // finds its own tag and knows the message is ours, where a delete would find nothing and could
         // not tell "we took it" from "someone else did".
         let op = uuid::Uuid::new_v4().simple().to_string();
@@ -975,8 +1040,7 @@ impl Store {
         let r = self
             .update_message(shard, m.k)
             .update_expression(
-                "SET popped = :op, was_exp = expires_ms, was_ttl = #ttl, expires_ms = :gone, #ttl = :epoch \
-                 REMOVE body, checksum",
+                "SET popped = :op, was_exp = expires_ms, was_ttl = #ttl, expires_ms = :gone REMOVE body, checksum",
             )
             // Not after this pop was undone: an attempt held up in the network may land after the un-pop.
             .condition_expression(format!(
@@ -988,7 +1052,6 @@ impl Store {
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":op", s(op))
             .expression_attribute_values(":gone", n(0))
-            .expression_attribute_values(":epoch", ttl_epoch(now))
             .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()

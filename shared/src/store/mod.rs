@@ -9,6 +9,7 @@ mod expr;
 pub(crate) mod head;
 pub use head::{PostState, PostedUpTo};
 pub mod messages;
+mod pending;
 pub mod queues;
 pub mod schema;
 mod settle;
@@ -117,6 +118,7 @@ pub struct Store {
     pub usage: Arc<Usage>,
     queues: Arc<queues::QueueCache>,
     hints: Arc<head::NextHints>,
+    own_pending: Arc<pending::OwnPending>,
     tallies: Arc<tally::Tallies>,
 }
 
@@ -129,6 +131,7 @@ impl Store {
             usage: Arc::new(Usage::default()),
             queues: Arc::new(queues::QueueCache::default()),
             hints: Arc::new(head::NextHints::default()),
+            own_pending: Arc::new(pending::OwnPending::default()),
             tallies: Arc::new(tally::Tallies::default()),
         }
     }
@@ -274,6 +277,41 @@ impl Store {
             Err(e) => match self.failed_condition_item(&e) {
                 Some(current) => Ok(Updated::Refused(current)),
                 None => Err(unavailable(what)(e)),
+            },
+        }
+    }
+
+    /// A PutItem on condition that nothing is at its key: `Ok(Ok(()))` when written, `Ok(Err(found))`
+    /// with the item that is there when not.
+    pub(crate) async fn put_if_absent(
+        &self,
+        item: Item,
+        what: &'static str,
+    ) -> Result<Result<(), Option<Item>>, StoreError> {
+        use aws_sdk_dynamodb::operation::put_item::PutItemError;
+        let r = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(crate::keys::cond::NOT_EXISTS)
+            .return_values_on_condition_check_failure(
+                aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+            )
+            .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        match r {
+            Ok(out) => {
+                self.usage.write(out.consumed_capacity());
+                Ok(Ok(()))
+            }
+            Err(e) => match e.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(c)) => {
+                    self.usage.failed_write();
+                    Ok(Err(c.item().cloned()))
+                }
+                _ => Err(unavailable(what)(e)),
             },
         }
     }

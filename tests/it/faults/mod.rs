@@ -284,6 +284,12 @@ pub enum Mode {
         from: u64,
         kind: FaultKind,
     },
+    /// Every call of operation `op` (its SDK name, such as `PutItem`) fails on every attempt with `kind`;
+    /// other calls pass.
+    FailOp {
+        op: &'static str,
+        kind: FaultKind,
+    },
     Off,
 }
 
@@ -345,6 +351,10 @@ impl Injector {
                 Decision { op, kind: Some(kind), attempts_to_fault: u32::MAX, attempt: 0, current: None }
             }
             Mode::FailFrom { .. } => none,
+            Mode::FailOp { op: failing, kind } if failing == op => {
+                Decision { op, kind: Some(kind), attempts_to_fault: u32::MAX, attempt: 0, current: None }
+            }
+            Mode::FailOp { .. } => none,
             Mode::Random => {
                 let plan = &self.faults.plan;
                 let mut rng = self.rng.lock().unwrap();

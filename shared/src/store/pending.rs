@@ -1,0 +1,366 @@
+//! Posts of one message in two writes: a reservation that also commits, then the message.
+//!
+//! The three-write post of `head.rs` (reserve, write, commit) exists so that a batch appears whole. A
+//! single message is whole by itself, so when no other post is in flight on the shard, a post of one
+//! message reserves its sequence number and commits it in one compare-and-set on the head: `next_k` and
+//! the watermark `committed_k` move together and the message is counted. The same write records a
+//! *pending write* `pw{k}`: the lease deadline, the message's expiry (to take it out of the counters
+//! again) and the post's tag. Then the message is written, on condition that nothing is at its key.
+//! Two writes and two round trips instead of three, and one head write per post instead of two.
+//!
+//! Readers then meet a committed sequence number that may have no item yet:
+//! - **Lease running, no item:** a scan stops there, as it stops at the watermark. Nothing past it is
+//!   listed, claimed or popped and no floor moves past it, so a listing marker never passes a message
+//!   that appears later.
+//! - **Lease run out, no item:** the first reader puts a tombstone at that key (same condition) and
+//!   takes the message out of the counters. The late write, if any, then fails and its post reports
+//!   failure: nothing acknowledged is lost and nothing unacknowledged appears later.
+//! - **Item there:** the entry has done its work. The producer removes it with its next reservation on
+//!   the shard; a reader removes one left over for [`LEFTOVER_AFTER_MS`] (a producer that stopped posting).
+//!
+//! A post of several messages, and one made while another post is in flight (`next_k > committed_k`),
+//! take the three-write path. So does a process's first post to a shard: it has no hint of `next_k`.
+
+use super::expr::Expr;
+use super::head::{expiry_k_attr, lease_ms, Counts, Head, RETIRED};
+use super::{get_s, ttl_epoch, unavailable, Store, StoreError};
+use crate::keys::{self, n, s, Item, Shard};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity, ReturnValuesOnConditionCheckFailure};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+/// Prefix of the head attributes `pw{k}` (top-level, so that setting one never depends on a map).
+const PENDING_PREFIX: &str = "pw";
+
+/// A reader removes the entry of a written message this long after its lease ran out (ms): long enough
+/// that a producer posting again soon removes its own entry with its reservation, at no extra write.
+pub(crate) const LEFTOVER_AFTER_MS: i64 = 60_000;
+
+/// A pending write is taken for one that never arrived only while its message would still be alive by
+/// at least this much (ms), against clocks that disagree (see [`Store::resolve_pending`]).
+const ALIVE_MARGIN_MS: i64 = 60_000;
+
+/// How long a tombstone outlives the message it stands for (ms).
+const TOMBSTONE_AFTER_EXPIRY_MS: i64 = 3600 * 1000;
+
+fn pending_attr(k: u64) -> String {
+    format!("{PENDING_PREFIX}{k}")
+}
+
+/// A committed sequence number whose message may not be written yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PendingWrite {
+    pub deadline_ms: i64,
+    pub expires_ms: i64,
+    pub ttl_s: i64,
+    /// The post's tag: a reservation retried after its answer was lost recognises its own entry.
+    pub tag: String,
+}
+
+impl PendingWrite {
+    fn encode(&self) -> String {
+        format!("{}:{}:{}:{}", self.deadline_ms, self.expires_ms, self.ttl_s, self.tag)
+    }
+
+    fn decode(v: &str) -> Option<PendingWrite> {
+        let mut parts = v.splitn(4, ':');
+        Some(PendingWrite {
+            deadline_ms: parts.next()?.parse().ok()?,
+            expires_ms: parts.next()?.parse().ok()?,
+            ttl_s: parts.next()?.parse().ok()?,
+            tag: parts.next()?.to_string(),
+        })
+    }
+}
+
+/// The pending writes recorded on a head item.
+pub(crate) fn pending_of(item: &Item) -> BTreeMap<u64, PendingWrite> {
+    item.iter()
+        .filter_map(|(name, v)| {
+            let k = name.strip_prefix(PENDING_PREFIX)?.parse().ok()?;
+            match v {
+                AttributeValue::S(text) => Some((k, PendingWrite::decode(text)?)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// What a scan does at a pending sequence number that has no item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AtPending {
+    /// The lease runs: stop before it.
+    Stop,
+    /// Resolved (tombstoned, or the message arrived meanwhile): an item is there now, read on from it.
+    ReadAgain,
+    /// Its message would have expired by now, written or not: nothing to show, read on past it.
+    Pass,
+}
+
+/// How a two-write reservation went.
+pub(crate) enum SingleReservation {
+    Reserved(u64),
+    /// Take the three-write path: no hint yet, no head yet, or another post is in flight.
+    Fallback,
+    /// The generation is dead or the shard retired: refresh the queue record.
+    Stale,
+}
+
+/// How a pending write was settled by [`Store::resolve_pending`].
+pub(crate) enum Resolution {
+    /// Nothing had arrived: a tombstone holds the key and the message is no longer counted.
+    Tombstoned,
+    /// An item is at the key (the message, or another reader's tombstone).
+    Present(Item),
+    /// The message would have expired by now: the entry is dropped, the counters left as they are.
+    Expired,
+}
+
+/// Per shard, the sequence number of this process's last two-write post whose message was written: its
+/// entry is removed by the process's next reservation on the shard (bounded like `NextHints`).
+#[derive(Default)]
+pub(crate) struct OwnPending(Mutex<HashMap<String, u64>>);
+
+impl OwnPending {
+    fn take(&self, shard: &Shard) -> Option<u64> {
+        self.0.lock().ok()?.remove(&shard.messages_pk())
+    }
+
+    fn put(&self, shard: &Shard, k: u64) {
+        if let Ok(mut m) = self.0.lock() {
+            if m.len() >= 10_000 {
+                m.clear();
+            }
+            m.insert(shard.messages_pk(), k);
+        }
+    }
+}
+
+impl Store {
+    /// Reserves and commits one sequence number for a message counted in `counts`, recording `pending`.
+    pub(crate) async fn reserve_single(
+        &self,
+        shard: &Shard,
+        counts: &Counts,
+        pending: &PendingWrite,
+    ) -> Result<SingleReservation, StoreError> {
+        let Some(mut cur) = self.hints.get(shard) else { return Ok(SingleReservation::Fallback) };
+        let own = self.own_pending.take(shard);
+        for attempt in 0..16u32 {
+            let k = cur + 1;
+            if k > keys::MAX_K {
+                return Err(StoreError::exhausted("Message post"));
+            }
+            let mut e = Expr::default();
+            let kv = e.value(n(k));
+            e.set(format!("next_k = {kv}, committed_k = {kv}"));
+            let (a, v) = (e.name(&pending_attr(k)), e.value(keys::s(pending.encode())));
+            e.set(format!("{a} = {v}"));
+            for b in counts.buckets() {
+                let a = e.name(&expiry_k_attr(b));
+                e.set(format!("{a} = if_not_exists({a}, {kv})"));
+            }
+            counts.write_into(&mut e, None, self.now_ms());
+            if let Some(old) = own.filter(|old| *old < k) {
+                let a = e.name(&pending_attr(old));
+                e.remove(a);
+            }
+            let c = e.value(n(cur));
+            e.condition(format!(
+                "next_k = {c} AND committed_k = {c} AND attribute_not_exists(dead) AND attribute_not_exists({RETIRED})"
+            ));
+            let req = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total);
+            match e.apply(req, shard.head_key()).send().await {
+                Ok(out) => {
+                    self.usage.write(out.consumed_capacity());
+                    self.hints.put(shard, k);
+                    return Ok(SingleReservation::Reserved(k));
+                }
+                Err(err) => {
+                    let Some(old) = self.failed_condition_item(&err) else {
+                        if let Some(old) = own {
+                            self.own_pending.put(shard, old);
+                        }
+                        return Err(unavailable("Message post")(err));
+                    };
+                    let head = Head::from_item(old.as_ref());
+                    // Our own write, applied by an attempt whose answer was lost.
+                    if head.pending.get(&k).is_some_and(|p| p.tag == pending.tag) {
+                        self.hints.put(shard, k);
+                        return Ok(SingleReservation::Reserved(k));
+                    }
+                    if let Some(old) = own {
+                        self.own_pending.put(shard, old);
+                    }
+                    if head.dead || head.retired {
+                        return Ok(SingleReservation::Stale);
+                    }
+                    if !head.exists {
+                        return Ok(SingleReservation::Fallback);
+                    }
+                    self.hints.put(shard, head.next_k);
+                    if head.next_k != head.committed_k {
+                        return Ok(SingleReservation::Fallback);
+                    }
+                    cur = head.next_k;
+                    if attempt > 4 {
+                        super::contention_pause(attempt).await;
+                    }
+                }
+            }
+        }
+        Ok(SingleReservation::Fallback)
+    }
+
+    /// Posts `item` (a message without key and id) counted in `counts`, in two writes. `None`: take
+    /// the three-write path. `Some(Err(()))`: try again (stale generation, or a reader tombstoned the
+    /// number after the lease ran out, so nothing of this attempt shows).
+    pub(crate) async fn write_single_post(
+        &self,
+        shard: &Shard,
+        item: &Item,
+        counts: &Counts,
+    ) -> Result<Option<Result<Vec<String>, ()>>, StoreError> {
+        let (Some(expires_ms), Some(ttl_s)) = (super::get_i64(item, "expires_ms"), super::get_i64(item, "ttl_s"))
+        else {
+            return Ok(None);
+        };
+        let pending = PendingWrite {
+            deadline_ms: self.now_ms() + lease_ms(1),
+            expires_ms,
+            ttl_s,
+            tag: uuid::Uuid::new_v4().simple().to_string(),
+        };
+        let k = match self.reserve_single(shard, counts, &pending).await? {
+            SingleReservation::Reserved(k) => k,
+            SingleReservation::Fallback => return Ok(None),
+            SingleReservation::Stale => return Ok(Some(Err(()))),
+        };
+        let id = keys::new_message_id(shard.index, k);
+        let mut message = item.clone();
+        message.extend(shard.message_key(k));
+        message.insert("id".into(), s(id.clone()));
+        let ours = |found: &Item| get_s(found, "id") == Some(id.as_str());
+        let written = match self.put_if_absent(message, "Message post").await {
+            Ok(Ok(())) => true,
+            // Our own put, applied by an attempt whose answer was lost.
+            Ok(Err(Some(found))) if ours(&found) => true,
+            // A reader found the lease run out and tombstoned the number: this attempt never shows.
+            Ok(Err(_)) => false,
+            // Unknown outcome: settle it now, so that the answer is the truth.
+            Err(e) => match self.resolve_pending(shard, k, &pending).await {
+                Ok(Resolution::Present(found)) if ours(&found) => true,
+                Ok(Resolution::Present(_)) => false,
+                Ok(Resolution::Tombstoned | Resolution::Expired) | Err(_) => return Err(e),
+            },
+        };
+        if !written {
+            tracing::warn!(queue = %shard.queue, k, "single post outlived its lease; writing it again");
+            return Ok(Some(Err(())));
+        }
+        self.own_pending.put(shard, k);
+        Ok(Some(Ok(vec![id])))
+    }
+
+    /// Settles a pending write that has no item: puts a tombstone at its key unless something is there,
+    /// and when the tombstone is ours, takes the message out of the counters. Either way the entry goes.
+    ///
+    /// An absent item means "never written" only because no message item leaves the table before its
+    /// natural expiry (removals expire it in place and keep its TTL; see `keys`). So once that expiry is
+    /// near, an absent item may be a message that was written, removed and swept by TTL: the entry is
+    /// only dropped. Never written, its count then ends with its expiry bucket, as an expired message's.
+    pub(crate) async fn resolve_pending(
+        &self,
+        shard: &Shard,
+        k: u64,
+        pending: &PendingWrite,
+    ) -> Result<Resolution, StoreError> {
+        let now = self.now_ms();
+        let resolution = if now + ALIVE_MARGIN_MS >= pending.expires_ms {
+            Resolution::Expired
+        } else {
+            let tag = uuid::Uuid::new_v4().simple().to_string();
+            let mut tombstone = shard.message_key(k);
+            tombstone.insert("tombstone".into(), s(tag.clone()));
+            tombstone.insert("expires_ms".into(), n(0));
+            tombstone.insert(keys::TTL_ATTR.into(), ttl_epoch(pending.expires_ms + TOMBSTONE_AFTER_EXPIRY_MS));
+            match self.put_if_absent(tombstone, "Message post").await? {
+                Ok(()) => Resolution::Tombstoned,
+                Err(Some(found)) if get_s(&found, "tombstone") == Some(tag.as_str()) => Resolution::Tombstoned,
+                Err(found) => Resolution::Present(found.unwrap_or_default()),
+            }
+        };
+        if let Resolution::Tombstoned = resolution {
+            tracing::warn!(queue = %shard.queue, shard = shard.index, k, "tombstoned a single post whose lease ran out");
+            let mut counts = Counts::default();
+            counts.message(pending.expires_ms, pending.ttl_s, -1);
+            self.write_counts(shard, &counts, None).await;
+        }
+        if let Err(e) = self.clear_pending(shard, &[k]).await {
+            tracing::warn!(error = %e, "could not remove a settled pending write; a later reader will");
+        }
+        Ok(resolution)
+    }
+
+    /// Removes settled pending-write entries from a head (one write).
+    pub(crate) async fn clear_pending(&self, shard: &Shard, ks: &[u64]) -> Result<(), StoreError> {
+        if ks.is_empty() {
+            return Ok(());
+        }
+        let mut e = Expr::default();
+        for k in ks {
+            let a = e.name(&pending_attr(*k));
+            e.remove(a);
+        }
+        e.condition("attribute_exists(pk)".to_string());
+        let req =
+            self.client.update_item().table_name(&self.table).return_consumed_capacity(ReturnConsumedCapacity::Total);
+        let r = e.apply(req, shard.head_key()).send().await;
+        self.conditional(r, "Queue head update").map(drop)
+    }
+
+    /// What a scan does at pending `k`, which has no item: stop while its lease runs, else resolve it.
+    pub(crate) async fn at_pending(
+        &self,
+        shard: &Shard,
+        k: u64,
+        pending: &PendingWrite,
+        now_ms: i64,
+    ) -> Result<AtPending, StoreError> {
+        if pending.deadline_ms > now_ms {
+            return Ok(AtPending::Stop);
+        }
+        Ok(match self.resolve_pending(shard, k, pending).await? {
+            Resolution::Tombstoned | Resolution::Present(_) => AtPending::ReadAgain,
+            Resolution::Expired => AtPending::Pass,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_writes_round_trip_through_the_head_item() {
+        let p = PendingWrite {
+            deadline_ms: 1_700_000_001_000,
+            expires_ms: 1_700_003_600_000,
+            ttl_s: 3600,
+            tag: "ab12".into(),
+        };
+        let mut item = Item::new();
+        item.insert(pending_attr(42), keys::s(p.encode()));
+        item.insert("pend".into(), AttributeValue::M(HashMap::new()));
+        item.insert("pwx".into(), keys::s("not a pending write"));
+        let found = pending_of(&item);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found.get(&42), Some(&p));
+        assert_eq!(PendingWrite::decode("1:2"), None);
+    }
+}
