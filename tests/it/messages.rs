@@ -190,6 +190,71 @@ async fn a_deleted_single_post_is_counted_out_once_whatever_ttl_does() {
     assert_eq!(swept, 0, "a removed message stays until its natural expiry");
 }
 
+/// The key of the shard head holding message `id`.
+async fn head_key_of(app: &App, project: &str, queue: &str, id: &str) -> harness::RawItem {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let (p, q) = (ProjectId::parse(project).unwrap(), QueueName::parse(queue).unwrap());
+    let key = app.store.message_key_of(&p, &q, id).await.unwrap().unwrap();
+    let Some(AttributeValue::S(pk)) = key.get("pk") else { panic!("message key {key:?}") };
+    [
+        ("pk".to_string(), AttributeValue::S(format!("H#{}", pk.strip_prefix("M#").unwrap()))),
+        ("sk".to_string(), AttributeValue::S("H".into())),
+    ]
+    .into()
+}
+
+/// A head written before the pending-write map existed (emulated by removing the map) takes single posts
+/// the three-write way until a commit adds the map; after that they take two writes.
+#[tokio::test]
+async fn a_head_from_before_pending_writes_gains_them() {
+    let app = app().await;
+    let c = Client::new(&app);
+    let q = "old-head";
+    let one = |i: u32| json!({"messages": [{"body": i, "ttl": 300}]}).to_string();
+    let mut ids = post(&c, q, &one(0)).await;
+    let head = head_key_of(&app, &c.project, q, &ids[0]).await;
+    let removed = app.store.client.update_item().table_name(&app.store.table).set_key(Some(head.clone()));
+    removed.update_expression("REMOVE pw").send().await.unwrap();
+    let mut requests = vec![];
+    for i in 1..4 {
+        let before = app.store.usage.snapshot();
+        ids.extend(post(&c, q, &one(i)).await);
+        let used = app.store.usage.snapshot() - before;
+        requests.push(used.requests - u64::from(used.read_units > 0.0));
+    }
+    // A refused two-write reservation, then reserve, write, commit; then two writes each.
+    assert_eq!(requests, [4, 2, 2]);
+    assert!(raw_item(&app, head).await.unwrap().contains_key("pw"));
+    assert_eq!(ids_of(&list(&c, q, "?echo=true").await), ids);
+}
+
+/// Each producer process keeps its last single post's pending entry on the shard head until its next
+/// post there, and every head write pays for the head's size: a head holds at most 8 entries. Ten
+/// processes posting twice leave at most 8; the others' posts take the three-write path. Every post is
+/// listed, in order per producer, and counted.
+#[tokio::test]
+async fn pending_writes_on_a_head_stay_bounded() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let apps = futures::future::join_all((0..10).map(|_| harness::app())).await;
+    let project = project();
+    let clients: Vec<Client> = apps.iter().map(|a| Client::of_project(a, &project, CLIENT)).collect();
+    let q = "many-producers";
+    let mut ids = vec![];
+    for round in 0..2 {
+        for (i, c) in clients.iter().enumerate() {
+            ids.extend(post(c, q, &json!({"messages": [{"body": [round, i], "ttl": 300}]}).to_string()).await);
+        }
+    }
+    let head = raw_item(&apps[0], head_key_of(&apps[0], &project, q, &ids[0]).await).await.expect("the shard head");
+    let Some(AttributeValue::M(pending)) = head.get("pw") else { panic!("no pending map on {head:?}") };
+    let entries = pending.keys().filter(|k| k.as_str() != "_").count();
+    assert!((1..=8).contains(&entries), "{entries} pending entries on the head");
+    let listed = list(&clients[0], q, "?echo=true&limit=20").await;
+    assert_eq!(ids_of(&listed), ids);
+    let (s, stats) = sj(&clients[0].get(&format!("/v2/queues/{q}/stats")).await);
+    assert_eq!((s, stats["messages"]["total"].as_u64()), (200, Some(20)), "{stats}");
+}
+
 #[tokio::test]
 async fn post_batches_and_size_limits() {
     let app = app().await;

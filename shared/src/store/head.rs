@@ -10,6 +10,8 @@
 //! A producer that dies leaves a lease; once every lease below a waiting producer has expired, that
 //! producer forces the watermark past them, recording them as holes. A slow producer that finds the
 //! watermark already past its range was forced out: its post fails (503) and its messages stay in the hole.
+//! A post of one message made while no other post is in flight skips the commit: its reservation moves
+//! the watermark too, and readers wait for its message by a pending-write entry instead (`pending.rs`).
 //! Leases last 1 s plus 1 ms per message (at most 10 s), so an abandoned post stalls its shard at most that.
 //! A head starts counting at its generation's first number (`k0`, [`keys::generation_first_k`]), so the
 //! numbers of a purged queue's new generation are above the old ones and old listing markers stay valid.
@@ -33,7 +35,7 @@
 //! at least `floor_until_ms` (claims start there while that holds; see `claims.rs`).
 
 use super::expr::Expr;
-use super::pending::{pending_of, PendingWrite};
+use super::pending::{pending_of, PendingWrite, PENDING_MAP};
 use super::StoreError;
 use super::{get_i64, get_s, unavailable, Store};
 use crate::keys::{self, n, Item, Shard};
@@ -78,6 +80,8 @@ pub(crate) struct Head {
     pub exk: BTreeMap<i64, u64>,
     /// Committed single posts whose message may not be written yet (see `pending.rs`).
     pub(crate) pending: BTreeMap<u64, PendingWrite>,
+    /// The head has the map of pending writes (heads created before it lack it until a commit adds it).
+    pub(crate) has_pending_map: bool,
 }
 
 fn num_map(item: &Item, name: &str) -> BTreeMap<String, i64> {
@@ -135,6 +139,7 @@ impl Head {
                 })
                 .collect(),
             pending: pending_of(item),
+            has_pending_map: item.contains_key(PENDING_MAP),
         }
     }
 
@@ -392,7 +397,8 @@ impl Store {
                 let empty = e.value(AttributeValue::M([(MAP_SENTINEL.to_string(), n(0))].into_iter().collect()));
                 let (first, live) = (e.value(n(cur)), e.value(n(cur + 1)));
                 e.set(format!(
-                    "{p} = {pv}, committed_k = {first}, live_k = {live}, k0 = {first}, ex = {empty}, cl = {empty}"
+                    "{p} = {pv}, committed_k = {first}, live_k = {live}, k0 = {first}, ex = {empty}, cl = {empty}, \
+                     {PENDING_MAP} = {empty}"
                 ));
                 e.condition("attribute_not_exists(pk)".to_string());
             }
@@ -448,6 +454,10 @@ impl Store {
             let mut e = Expr::default();
             let hi_v = e.value(n(hi));
             e.set(format!("committed_k = {hi_v}"));
+            // Heads from before the pending-write map gain it here (see `pending.rs`).
+            let (pw, empty) =
+                (e.name(PENDING_MAP), e.value(AttributeValue::M([(MAP_SENTINEL.to_string(), n(0))].into())));
+            e.set(format!("{pw} = if_not_exists({pw}, {empty})"));
             let (p, l) = (e.name("pend"), e.name(&lo.to_string()));
             e.remove(format!("{p}.{l}"));
             let mut holes = vec![];

@@ -4,9 +4,12 @@
 //! single message is whole by itself, so when no other post is in flight on the shard, a post of one
 //! message reserves its sequence number and commits it in one compare-and-set on the head: `next_k` and
 //! the watermark `committed_k` move together and the message is counted. The same write records a
-//! *pending write* `pw{k}`: the lease deadline, the message's expiry (to take it out of the counters
-//! again) and the post's tag. Then the message is written, on condition that nothing is at its key.
-//! Two writes and two round trips instead of three, and one head write per post instead of two.
+//! *pending write*, entry `k` of the head's `pw` map: the lease deadline, the message's expiry (to take
+//! it out of the counters again) and the post's tag. Then the message is written, on condition that
+//! nothing is at its key. Two writes and two round trips instead of three, and one head write per post
+//! instead of two. The map holds at most [`MAX_PENDING`] entries (the reservation's condition checks its
+//! size): every head write pays for the head's size, so when it is full a single post takes the
+//! three-write path instead.
 //!
 //! Readers then meet a committed sequence number that may have no item yet:
 //! - **Lease running, no item:** a scan stops there, as it stops at the watermark. Nothing past it is
@@ -29,12 +32,16 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity, ReturnValu
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-/// Prefix of the head attributes `pw{k}` (top-level, so that setting one never depends on a map).
-const PENDING_PREFIX: &str = "pw";
+/// The head's map of pending writes (sequence number -> entry); like the head's other maps it keeps the
+/// sentinel entry `_` so that it is never empty.
+pub(crate) const PENDING_MAP: &str = "pw";
+
+/// Pending writes a head holds at most, besides the sentinel: about 50 bytes each.
+const MAX_PENDING: usize = 8;
 
 /// A reader removes the entry of a written message this long after its lease ran out (ms): long enough
 /// that a producer posting again soon removes its own entry with its reservation, at no extra write.
-pub(crate) const LEFTOVER_AFTER_MS: i64 = 60_000;
+pub(crate) const LEFTOVER_AFTER_MS: i64 = 10_000;
 
 /// A pending write is taken for one that never arrived only while its message would still be alive by
 /// at least this much (ms), against clocks that disagree (see [`Store::resolve_pending`]).
@@ -43,8 +50,10 @@ const ALIVE_MARGIN_MS: i64 = 60_000;
 /// How long a tombstone outlives the message it stands for (ms).
 const TOMBSTONE_AFTER_EXPIRY_MS: i64 = 3600 * 1000;
 
-fn pending_attr(k: u64) -> String {
-    format!("{PENDING_PREFIX}{k}")
+/// The update-expression path of entry `k` of the pending map (names registered in `e`).
+fn pending_path(e: &mut Expr, k: u64) -> String {
+    let (m, key) = (e.name(PENDING_MAP), e.name(&k.to_string()));
+    format!("{m}.{key}")
 }
 
 /// A committed sequence number whose message may not be written yet.
@@ -75,13 +84,11 @@ impl PendingWrite {
 
 /// The pending writes recorded on a head item.
 pub(crate) fn pending_of(item: &Item) -> BTreeMap<u64, PendingWrite> {
-    item.iter()
-        .filter_map(|(name, v)| {
-            let k = name.strip_prefix(PENDING_PREFIX)?.parse().ok()?;
-            match v {
-                AttributeValue::S(text) => Some((k, PendingWrite::decode(text)?)),
-                _ => None,
-            }
+    let Some(AttributeValue::M(map)) = item.get(PENDING_MAP) else { return BTreeMap::new() };
+    map.iter()
+        .filter_map(|(k, v)| match v {
+            AttributeValue::S(text) => Some((k.parse().ok()?, PendingWrite::decode(text)?)),
+            _ => None,
         })
         .collect()
 }
@@ -154,7 +161,7 @@ impl Store {
             let mut e = Expr::default();
             let kv = e.value(n(k));
             e.set(format!("next_k = {kv}, committed_k = {kv}"));
-            let (a, v) = (e.name(&pending_attr(k)), e.value(keys::s(pending.encode())));
+            let (a, v) = (pending_path(&mut e, k), e.value(keys::s(pending.encode())));
             e.set(format!("{a} = {v}"));
             for b in counts.buckets() {
                 let a = e.name(&expiry_k_attr(b));
@@ -162,12 +169,16 @@ impl Store {
             }
             counts.write_into(&mut e, None, self.now_ms());
             if let Some(old) = own.filter(|old| *old < k) {
-                let a = e.name(&pending_attr(old));
+                let a = pending_path(&mut e, old);
                 e.remove(a);
             }
-            let c = e.value(n(cur));
+            let (c, m) = (e.value(n(cur)), e.name(PENDING_MAP));
+            // Room for one more entry: the map holds the sentinel, at most MAX_PENDING entries, and maybe
+            // this process's previous one, which this write removes.
+            let room = e.value(n(MAX_PENDING + usize::from(own.is_some())));
             e.condition(format!(
-                "next_k = {c} AND committed_k = {c} AND attribute_not_exists(dead) AND attribute_not_exists({RETIRED})"
+                "next_k = {c} AND committed_k = {c} AND attribute_not_exists(dead) \
+                 AND attribute_not_exists({RETIRED}) AND size({m}) <= {room}"
             ));
             let req = self
                 .client
@@ -204,7 +215,10 @@ impl Store {
                         return Ok(SingleReservation::Fallback);
                     }
                     self.hints.put(shard, head.next_k);
-                    if head.next_k != head.committed_k {
+                    // Another post in flight, or the pending map full (or missing, on a head from before it).
+                    let own_entry = usize::from(own.is_some_and(|o| head.pending.contains_key(&o)));
+                    let full = head.pending.len() - own_entry >= MAX_PENDING || !head.has_pending_map;
+                    if head.next_k != head.committed_k || full {
                         return Ok(SingleReservation::Fallback);
                     }
                     cur = head.next_k;
@@ -234,7 +248,7 @@ impl Store {
             deadline_ms: self.now_ms() + lease_ms(1),
             expires_ms,
             ttl_s,
-            tag: uuid::Uuid::new_v4().simple().to_string(),
+            tag: format!("{:08x}", rand::random::<u32>()),
         };
         let k = match self.reserve_single(shard, counts, &pending).await? {
             SingleReservation::Reserved(k) => k,
@@ -314,10 +328,11 @@ impl Store {
         }
         let mut e = Expr::default();
         for k in ks {
-            let a = e.name(&pending_attr(*k));
+            let a = pending_path(&mut e, *k);
             e.remove(a);
         }
-        e.condition("attribute_exists(pk)".to_string());
+        let m = e.name(PENDING_MAP);
+        e.condition(format!("attribute_exists({m})"));
         let req =
             self.client.update_item().table_name(&self.table).return_consumed_capacity(ReturnConsumedCapacity::Total);
         let r = e.apply(req, shard.head_key()).send().await;
@@ -354,10 +369,12 @@ mod tests {
             ttl_s: 3600,
             tag: "ab12".into(),
         };
-        let mut item = Item::new();
-        item.insert(pending_attr(42), keys::s(p.encode()));
-        item.insert("pend".into(), AttributeValue::M(HashMap::new()));
-        item.insert("pwx".into(), keys::s("not a pending write"));
+        let map = HashMap::from([
+            ("42".to_string(), keys::s(p.encode())),
+            ("_".to_string(), n(0)),
+            ("43".to_string(), keys::s("not a pending write")),
+        ]);
+        let item = Item::from([(PENDING_MAP.to_string(), AttributeValue::M(map))]);
         let found = pending_of(&item);
         assert_eq!(found.len(), 1);
         assert_eq!(found.get(&42), Some(&p));
