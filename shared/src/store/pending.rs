@@ -44,7 +44,8 @@ const MAX_PENDING: usize = 8;
 pub(crate) const LEFTOVER_AFTER_MS: i64 = 10_000;
 
 /// A pending write is taken for one that never arrived only while its message would still be alive by
-/// at least this much (ms), against clocks that disagree (see [`Store::resolve_pending`]).
+/// at least this much (ms), or a quarter of its TTL if less, against clocks that disagree (see
+/// [`Store::resolve_pending`]). Zaqar's shortest TTL, 60 s, leaves 45 s after the post.
 const ALIVE_MARGIN_MS: i64 = 60_000;
 
 /// How long a tombstone outlives the message it stands for (ms).
@@ -244,6 +245,11 @@ impl Store {
         else {
             return Ok(None);
         };
+        // A dead-letter move keeps its claim, which the counters hold too: an entry records only the
+        // expiry it would take out again, so such a post takes the three-write path.
+        if item.contains_key("claim_until_ms") {
+            return Ok(None);
+        }
         let pending = PendingWrite {
             deadline_ms: self.now_ms() + lease_ms(1),
             expires_ms,
@@ -295,7 +301,8 @@ impl Store {
         pending: &PendingWrite,
     ) -> Result<Resolution, StoreError> {
         let now = self.now_ms();
-        let resolution = if now + ALIVE_MARGIN_MS >= pending.expires_ms {
+        let margin = ALIVE_MARGIN_MS.min(pending.ttl_s.saturating_mul(1000) / 4);
+        let resolution = if now.saturating_add(margin) >= pending.expires_ms {
             Resolution::Expired
         } else {
             let tag = uuid::Uuid::new_v4().simple().to_string();
