@@ -203,6 +203,41 @@ async fn head_key_of(app: &App, project: &str, queue: &str, id: &str) -> harness
     .into()
 }
 
+/// One process posting single messages concurrently (as the local server does): every post is listed
+/// once and counted, the head keeps at most 8 pending entries, and the process's next post removes the
+/// entries it left.
+#[tokio::test]
+async fn concurrent_single_posts_from_one_process() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let app = app().await;
+    let c = Client::new(&app);
+    let q = "concurrent-singles";
+    let one = |i: u32| json!({"messages": [{"body": i, "ttl": 300}]}).to_string();
+    let first = post(&c, q, &one(0)).await;
+    let posts = (1..19).map(|i| {
+        let (c, body) = (&c, one(i));
+        async move { post(c, q, &body).await }
+    });
+    let mut ids: Vec<String> = futures::future::join_all(posts).await.concat();
+    ids.extend(first.clone());
+    let last = post(&c, q, &one(19)).await;
+    ids.extend(last.clone());
+    let mut listed = ids_of(&list(&c, q, "?echo=true&limit=20").await);
+    listed.sort();
+    ids.sort();
+    assert_eq!(listed, ids);
+    let (s, stats) = sj(&c.get(&format!("/v2/queues/{q}/stats")).await);
+    assert_eq!((s, stats["messages"]["total"].as_u64()), (200, Some(20)), "{stats}");
+    let head = raw_item(&app, head_key_of(&app, &c.project, q, &first[0]).await).await.unwrap();
+    let Some(AttributeValue::M(pending)) = head.get("pw") else { panic!("no pending map on {head:?}") };
+    let entries: Vec<&String> = pending.keys().filter(|k| k.as_str() != "_").collect();
+    let (p, qn) = (ProjectId::parse(&c.project).unwrap(), QueueName::parse(q).unwrap());
+    let last_key = app.store.message_key_of(&p, &qn, &last[0]).await.unwrap().unwrap();
+    let Some(AttributeValue::S(sk)) = last_key.get("sk") else { panic!("{last_key:?}") };
+    let last_k = sk.strip_prefix("M#").unwrap().parse::<u64>().unwrap().to_string();
+    assert_eq!(entries, [&last_k], "the last post's entry alone");
+}
+
 /// A head written before the pending-write map existed (emulated by removing the map) takes single posts
 /// the three-write way until a commit adds the map; after that they take two writes.
 #[tokio::test]

@@ -124,22 +124,27 @@ pub(crate) enum Resolution {
     Expired,
 }
 
-/// Per shard, the sequence number of this process's last two-write post whose message was written: its
-/// entry is removed by the process's next reservation on the shard (bounded like `NextHints`).
+/// Per shard, the sequence numbers of this process's two-write posts whose messages were written (more
+/// than one when it posts concurrently, as the local server does): their entries are removed by the
+/// process's next reservation on the shard (bounded like `NextHints`).
 #[derive(Default)]
-pub(crate) struct OwnPending(Mutex<HashMap<String, u64>>);
+pub(crate) struct OwnPending(Mutex<HashMap<String, Vec<u64>>>);
 
 impl OwnPending {
-    fn take(&self, shard: &Shard) -> Option<u64> {
-        self.0.lock().ok()?.remove(&shard.messages_pk())
+    fn take(&self, shard: &Shard) -> Vec<u64> {
+        self.0.lock().ok().and_then(|mut m| m.remove(&shard.messages_pk())).unwrap_or_default()
     }
 
-    fn put(&self, shard: &Shard, k: u64) {
+    fn put(&self, shard: &Shard, ks: &[u64]) {
         if let Ok(mut m) = self.0.lock() {
             if m.len() >= 10_000 {
                 m.clear();
             }
-            m.insert(shard.messages_pk(), k);
+            let mine = m.entry(shard.messages_pk()).or_default();
+            mine.extend_from_slice(ks);
+            // The head holds no more than that; any older ones are for readers to clear.
+            let excess = mine.len().saturating_sub(MAX_PENDING);
+            mine.drain(..excess);
         }
     }
 }
@@ -169,14 +174,14 @@ impl Store {
                 e.set(format!("{a} = if_not_exists({a}, {kv})"));
             }
             counts.write_into(&mut e, None, self.now_ms());
-            if let Some(old) = own.filter(|old| *old < k) {
-                let a = pending_path(&mut e, old);
+            for old in own.iter().filter(|old| **old < k) {
+                let a = pending_path(&mut e, *old);
                 e.remove(a);
             }
             let (c, m) = (e.value(n(cur)), e.name(PENDING_MAP));
             // Room for one more entry: the map holds the sentinel, at most MAX_PENDING entries, and maybe
-            // this process's previous one, which this write removes.
-            let room = e.value(n(MAX_PENDING + usize::from(own.is_some())));
+            // this process's earlier ones, which this write removes.
+            let room = e.value(n(MAX_PENDING + own.len()));
             e.condition(format!(
                 "next_k = {c} AND committed_k = {c} AND attribute_not_exists(dead) \
                  AND attribute_not_exists({RETIRED}) AND size({m}) <= {room}"
@@ -195,9 +200,7 @@ impl Store {
                 }
                 Err(err) => {
                     let Some(old) = self.failed_condition_item(&err) else {
-                        if let Some(old) = own {
-                            self.own_pending.put(shard, old);
-                        }
+                        self.own_pending.put(shard, &own);
                         return Err(unavailable("Message post")(err));
                     };
                     let head = Head::from_item(old.as_ref());
@@ -206,20 +209,20 @@ impl Store {
                         self.hints.put(shard, k);
                         return Ok(SingleReservation::Reserved(k));
                     }
-                    if let Some(old) = own {
-                        self.own_pending.put(shard, old);
-                    }
                     if head.dead || head.retired {
+                        self.own_pending.put(shard, &own);
                         return Ok(SingleReservation::Stale);
                     }
                     if !head.exists {
+                        self.own_pending.put(shard, &own);
                         return Ok(SingleReservation::Fallback);
                     }
                     self.hints.put(shard, head.next_k);
                     // Another post in flight, or the pending map full (or missing, on a head from before it).
-                    let own_entry = usize::from(own.is_some_and(|o| head.pending.contains_key(&o)));
-                    let full = head.pending.len() - own_entry >= MAX_PENDING || !head.has_pending_map;
+                    let own_entries = own.iter().filter(|o| head.pending.contains_key(o)).count();
+                    let full = head.pending.len() - own_entries >= MAX_PENDING || !head.has_pending_map;
                     if head.next_k != head.committed_k || full {
+                        self.own_pending.put(shard, &own);
                         return Ok(SingleReservation::Fallback);
                     }
                     cur = head.next_k;
@@ -229,6 +232,7 @@ impl Store {
                 }
             }
         }
+        self.own_pending.put(shard, &own);
         Ok(SingleReservation::Fallback)
     }
 
@@ -283,7 +287,7 @@ impl Store {
             tracing::warn!(queue = %shard.queue, k, "single post outlived its lease; writing it again");
             return Ok(Some(Err(())));
         }
-        self.own_pending.put(shard, k);
+        self.own_pending.put(shard, &[k]);
         Ok(Some(Ok(vec![id])))
     }
 
