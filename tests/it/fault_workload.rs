@@ -868,71 +868,44 @@ async fn sweep_kind(kind: FaultKind, proxy: &str, faults: Arc<Faults>, project: 
     let checker = Client { app: &base, project: project.to_string(), client_id: OTHER_CLIENT.into() };
     let mut v = Violations::default();
     let mut steps = 0;
-    // Posts: a fresh queue per step, so a stall the failure leaves behind shows on the probe.
-    for from in 0..MAX_STEPS {
-        let queue = format!("sw-post-{}-{from}", kind.name());
-        assert_eq!(checker.put(&format!("/v2/queues/{queue}"), None).await.status, 201);
-        let token = format!("sweep-{}-{from}", kind.name());
-        let messages: Vec<Value> = (0..POST_SIZE).map(|i| json!({"body": {"t": token, "i": i}, "ttl": 3600})).collect();
-        injector.set_mode(Mode::FailFrom { from, kind });
-        let r = c.post(&format!("/v2/queues/{queue}/messages"), &json!({ "messages": messages }).to_string()).await;
-        let reached = injector.executions();
-        injector.set_mode(Mode::Off);
-        steps += 1;
-        let name = step_name("post", kind, from);
-        if r.status == 503 && r.header_value("retry-after").is_none() {
-            v.add("retry-after", format!("{name}: 503 without Retry-After"));
-        }
-        if !matches!(r.status.as_u16(), 201 | 503) {
-            v.add("unexpected", format!("{name}: {} {}", r.status, String::from_utf8_lossy(&r.body)));
-        }
-        check_not_stalled(&checker, &meter, &queue, &mut v).await;
-        let snap = snapshot(&checker, &queue).await;
-        let shown = snap.all.values().filter(|(t, _)| t.as_ref().is_some_and(|t| t.token == token)).count() as u64;
-        if r.status == 201 && shown != POST_SIZE {
-            v.add("lost", format!("{name}: answered 201 but shows {shown} of {POST_SIZE}"));
-        } else if r.status != 201 && shown != 0 && shown != POST_SIZE {
-            v.add("partial-post", format!("{name}: answered {} and shows {shown} of {POST_SIZE}", r.status));
-        }
-        check_counts_and_orphans(&checker, &queue, &snapshot(&checker, &queue).await, &mut v).await;
-        if reached <= from {
-            break; // the post finished before the failing call: later steps change nothing
-        }
-    }
-
-    // Posts of one message, which commit with their reservation and then write the message (two writes):
-    // the client posts once without faults first, so that it knows the shard's next number and its
-    // second post takes that path.
-    for from in 0..MAX_STEPS {
-        let queue = format!("sw-post1-{}-{from}", kind.name());
-        let warm = json!({"messages": [{"body": {"t": "warm", "i": 0}, "ttl": 3600}]}).to_string();
-        assert_eq!(c.post(&format!("/v2/queues/{queue}/messages"), &warm).await.status, 201);
-        let token = format!("sweep1-{}-{from}", kind.name());
-        let one = json!({"messages": [{"body": {"t": token, "i": 0}, "ttl": 3600}]}).to_string();
-        injector.set_mode(Mode::FailFrom { from, kind });
-        let r = c.post(&format!("/v2/queues/{queue}/messages"), &one).await;
-        let reached = injector.executions();
-        injector.set_mode(Mode::Off);
-        steps += 1;
-        let name = step_name("post-1", kind, from);
-        if r.status == 503 && r.header_value("retry-after").is_none() {
-            v.add("retry-after", format!("{name}: 503 without Retry-After"));
-        }
-        if !matches!(r.status.as_u16(), 201 | 503) {
-            v.add("unexpected", format!("{name}: {} {}", r.status, String::from_utf8_lossy(&r.body)));
-        }
-        check_not_stalled(&checker, &meter, &queue, &mut v).await;
-        let snap = snapshot(&checker, &queue).await;
-        let shown = snap.all.values().filter(|(t, _)| t.as_ref().is_some_and(|t| t.token == token)).count();
-        if r.status == 201 && shown != 1 {
-            v.add("lost", format!("{name}: answered 201 but shows {shown} of 1"));
-        }
-        if shown > 1 {
-            v.add("duplicate", format!("{name}: shows {shown} copies"));
-        }
-        check_counts_and_orphans(&checker, &queue, &snapshot(&checker, &queue).await, &mut v).await;
-        if reached <= from {
-            break;
+    // Posts: a fresh queue per step, so a stall the failure leaves behind shows on the probe. A post of
+    // one message commits with its reservation and then writes the message (two writes) once the client
+    // knows the shard's next number: it posts once without faults first.
+    for (what, size) in [("post", POST_SIZE), ("post-1", 1)] {
+        for from in 0..MAX_STEPS {
+            let queue = format!("sw-{what}-{}-{from}", kind.name());
+            if size == 1 {
+                let warm = json!({"messages": [{"body": {"t": "warm", "i": 0}, "ttl": 3600}]}).to_string();
+                assert_eq!(c.post(&format!("/v2/queues/{queue}/messages"), &warm).await.status, 201);
+            } else {
+                assert_eq!(checker.put(&format!("/v2/queues/{queue}"), None).await.status, 201);
+            }
+            let token = format!("sweep-{what}-{}-{from}", kind.name());
+            let messages: Vec<Value> = (0..size).map(|i| json!({"body": {"t": token, "i": i}, "ttl": 3600})).collect();
+            injector.set_mode(Mode::FailFrom { from, kind });
+            let r = c.post(&format!("/v2/queues/{queue}/messages"), &json!({ "messages": messages }).to_string()).await;
+            let reached = injector.executions();
+            injector.set_mode(Mode::Off);
+            steps += 1;
+            let name = step_name(what, kind, from);
+            if r.status == 503 && r.header_value("retry-after").is_none() {
+                v.add("retry-after", format!("{name}: 503 without Retry-After"));
+            }
+            if !matches!(r.status.as_u16(), 201 | 503) {
+                v.add("unexpected", format!("{name}: {} {}", r.status, String::from_utf8_lossy(&r.body)));
+            }
+            check_not_stalled(&checker, &meter, &queue, &mut v).await;
+            let snap = snapshot(&checker, &queue).await;
+            let shown = snap.all.values().filter(|(t, _)| t.as_ref().is_some_and(|t| t.token == token)).count() as u64;
+            if r.status == 201 && shown != size {
+                v.add("lost", format!("{name}: answered 201 but shows {shown} of {size}"));
+            } else if r.status != 201 && shown != 0 && shown != size {
+                v.add("partial-post", format!("{name}: answered {} and shows {shown} of {size}", r.status));
+            }
+            check_counts_and_orphans(&checker, &queue, &snapshot(&checker, &queue).await, &mut v).await;
+            if reached <= from {
+                break; // the post finished before the failing call: later steps change nothing
+            }
         }
     }
 
@@ -1030,19 +1003,27 @@ async fn sweep_kind(kind: FaultKind, proxy: &str, faults: Arc<Faults>, project: 
     (v, steps)
 }
 
+/// A process whose DynamoDB calls go through a fault injector (off to begin with), a clean one, and a
+/// fresh project for both.
+async fn faulty_and_clean(label: &str) -> (App, App, Arc<Injector>, String) {
+    create_table().await;
+    let injector = Injector::new(Faults::new(FaultPlan::mixed(0.0)), label, Mode::Off);
+    let faulty = faults::faulty_app(config(), &proxy_url(), injector.clone()).await;
+    (app().await, faulty, injector, project())
+}
+
+/// The `t` of each message's body in a listing or claim.
+fn tokens(v: &Value) -> Vec<String> {
+    v["messages"].as_array().unwrap().iter().map(|m| m["body"]["t"].as_str().unwrap().to_string()).collect()
+}
+
 /// A post of one message whose process loses DynamoDB after the reservation committed its number (every
 /// PutItem fails: the message and the post's own tombstone). Readers stop before that number while its
 /// lease runs, so nothing posted after it is seen first; then a reader tombstones it and reads on. The
 /// failed post never shows, the ones around it do, and stats count exactly those.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_post_lost_after_its_reservation() {
-    create_table().await;
-    let proxy = proxy_url();
-    let faults = Faults::new(FaultPlan::mixed(0.0));
-    let project = project();
-    let base = app().await;
-    let injector = Injector::new(faults, "single-post", Mode::Off);
-    let faulty = faults::faulty_app(config(), &proxy, injector.clone()).await;
+    let (base, faulty, injector, project) = faulty_and_clean("single-post").await;
     let c = Client { app: &faulty, project: project.clone(), client_id: CLIENT.into() };
     let checker = Client { app: &base, project, client_id: OTHER_CLIENT.into() };
     let queue = "single-post-lost";
@@ -1062,9 +1043,6 @@ async fn single_post_lost_after_its_reservation() {
     assert!(r.header_value("retry-after").is_some());
     // Another producer (which takes the three-write path: it has no hint) posts after the failure.
     assert_eq!(checker.post(&path, &one("after")).await.status, 201);
-    let tokens = |v: &Value| -> Vec<String> {
-        v["messages"].as_array().unwrap().iter().map(|m| m["body"]["t"].as_str().unwrap().to_string()).collect()
-    };
     let listed = tokens(&checker.get(&format!("{path}?echo=true&limit=10")).await.json_body());
     // While the lease (1 s) runs, listing stops before the lost post's number. Checked only when the
     // listing surely ran inside the lease, so a slow machine cannot make this fail.
@@ -1090,13 +1068,7 @@ async fn single_post_lost_after_its_reservation() {
 /// counts must not be taken twice), and the messages after it are read on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_post_lost_and_found_after_its_expiry() {
-    create_table().await;
-    let proxy = proxy_url();
-    let faults = Faults::new(FaultPlan::mixed(0.0));
-    let project = project();
-    let base = app().await;
-    let injector = Injector::new(faults, "single-post-expired", Mode::Off);
-    let faulty = faults::faulty_app(config(), &proxy, injector.clone()).await;
+    let (base, faulty, injector, project) = faulty_and_clean("single-post-expired").await;
     let c = Client { app: &faulty, project: project.clone(), client_id: CLIENT.into() };
     let checker = Client { app: &base, project, client_id: OTHER_CLIENT.into() };
     let queue = "single-post-expired";
@@ -1110,9 +1082,6 @@ async fn single_post_lost_and_found_after_its_expiry() {
     injector.set_mode(Mode::Off);
     assert_eq!(checker.post(&path, &one("after", 3600)).await.status, 201);
     base.store.clock.advance_secs(120);
-    let tokens = |v: &Value| -> Vec<String> {
-        v["messages"].as_array().unwrap().iter().map(|m| m["body"]["t"].as_str().unwrap().to_string()).collect()
-    };
     let listed = tokens(&checker.get(&format!("{path}?echo=true&limit=10")).await.json_body());
     assert_eq!(listed, ["first", "second", "after"]);
     let (s, stats) = sj(&checker.get(&format!("/v2/queues/{queue}/stats")).await);

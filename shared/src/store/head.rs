@@ -402,23 +402,12 @@ impl Store {
                 ));
                 e.condition("attribute_not_exists(pk)".to_string());
             }
-            let req = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-                .return_consumed_capacity(ReturnConsumedCapacity::Total);
-            match e.apply(req, shard.head_key()).send().await {
-                Ok(out) => {
-                    self.usage.write(out.consumed_capacity());
+            match self.update_head_if(shard, e, "Message post").await? {
+                Ok(()) => {
                     self.hints.put(shard, hi);
                     return Ok(Ok((lo, hi)));
                 }
-                Err(err) => {
-                    let Some(old) = self.failed_condition_item(&err) else {
-                        return Err(unavailable("Message post")(err));
-                    };
-                    let head = Head::from_item(old.as_ref());
+                Err(head) => {
                     // A retired shard: the cached shard count is out of date, as after a purge.
                     if head.dead || head.retired {
                         return Ok(Err(StaleGeneration));
@@ -479,26 +468,15 @@ impl Store {
             }
             let ov = e.value(n(observed));
             e.condition(format!("committed_k = {ov} AND attribute_not_exists(dead)"));
-            let req = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-                .return_consumed_capacity(ReturnConsumedCapacity::Total);
-            match e.apply(req, shard.head_key()).send().await {
-                Ok(out) => {
-                    self.usage.write(out.consumed_capacity());
+            match self.update_head_if(shard, e, "Message post").await? {
+                Ok(()) => {
                     if observed < lo - 1 {
                         tracing::warn!(queue = %shard.queue, shard = shard.index, from = observed + 1, to = lo - 1,
                             "forced the watermark past expired post leases");
                     }
                     return Ok(PostEnd::Committed);
                 }
-                Err(err) => {
-                    let Some(old) = self.failed_condition_item(&err) else {
-                        return Err(unavailable("Message post")(err));
-                    };
-                    let head = Head::from_item(old.as_ref());
+                Err(head) => {
                     if head.dead || !head.exists {
                         return Ok(PostEnd::QueueGone);
                     }
@@ -535,6 +513,32 @@ impl Store {
                     last_head = Some(head);
                 }
             }
+        }
+    }
+
+    /// A conditional update of a shard's head: `Ok(())` when applied, `Err(head)` with the head as it is
+    /// when the condition failed; anything else is 503 for `what`.
+    pub(crate) async fn update_head_if(
+        &self,
+        shard: &Shard,
+        e: Expr,
+        what: &'static str,
+    ) -> Result<Result<(), Head>, StoreError> {
+        let req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total);
+        match e.apply(req, shard.head_key()).send().await {
+            Ok(out) => {
+                self.usage.write(out.consumed_capacity());
+                Ok(Ok(()))
+            }
+            Err(err) => match self.failed_condition_item(&err) {
+                Some(old) => Ok(Err(Head::from_item(old.as_ref()))),
+                None => Err(unavailable(what)(err)),
+            },
         }
     }
 

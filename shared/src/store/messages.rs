@@ -9,7 +9,7 @@
 //! listing that stops there returns a marker past what it read, so the next page continues.
 
 use super::head::{heads_totals, scan_start, Counts, Head, PostEnd};
-use super::pending::{AtPending, LEFTOVER_AFTER_MS};
+use super::pending::{Gap, LEFTOVER_AFTER_MS};
 use super::queues::QueueInfo;
 use super::StoreError;
 use super::{get_i64, get_s, ttl_epoch, unavailable, Store, Updated};
@@ -489,18 +489,26 @@ impl Store {
                 .map_err(unavailable("Message listing"))?;
             self.usage.read(out.consumed_capacity());
             let mut all_dead = true;
-            for item in out.items() {
-                let Some(k) = get_s(item, keys::SK).and_then(keys::message_k) else { continue };
-                while let Some((&p, pending)) = head.pending.range(expect..k.max(expect)).next() {
-                    match self.at_pending(shard, p, pending, now).await? {
-                        AtPending::Stop => return Ok((last, false)),
-                        AtPending::ReadAgain => {
-                            (from, expect) = (p, p);
-                            continue 'query;
-                        }
-                        AtPending::Pass => expect = p + 1,
+            // The items, then the end of the range when this page reached it: pending writes with no
+            // item are settled before the next item, or before the end.
+            let at_end = out.last_evaluated_key().is_none();
+            for item in out.items().iter().map(Some).chain(at_end.then_some(None)) {
+                let k = match item {
+                    Some(item) => match get_s(item, keys::SK).and_then(keys::message_k) {
+                        Some(k) => k,
+                        None => continue,
+                    },
+                    None => to.saturating_add(1),
+                };
+                match self.settle_gap(shard, head, &mut expect, k, now).await? {
+                    Some(Gap::Stop) => return Ok((last, false)),
+                    Some(Gap::ReadFrom(p)) => {
+                        (from, expect) = (p, p);
+                        continue 'query;
                     }
+                    None => {}
                 }
+                let Some(item) = item else { break };
                 if head.pending.get(&k).is_some_and(|p| p.deadline_ms + LEFTOVER_AFTER_MS < now) {
                     leftovers.push(k);
                 }
@@ -522,20 +530,7 @@ impl Store {
                     }
                 }
                 Some(_) => return Ok((last, false)),
-                None => {
-                    while let Some((&p, pending)) = head.pending.range(expect..to.saturating_add(1).max(expect)).next()
-                    {
-                        match self.at_pending(shard, p, pending, now).await? {
-                            AtPending::Stop => return Ok((last, false)),
-                            AtPending::ReadAgain => {
-                                (from, expect) = (p, p);
-                                continue 'query;
-                            }
-                            AtPending::Pass => expect = p + 1,
-                        }
-                    }
-                    return Ok((last, true));
-                }
+                None => return Ok((last, true)),
             }
         }
     }

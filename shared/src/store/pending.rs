@@ -26,9 +26,9 @@
 
 use super::expr::Expr;
 use super::head::{expiry_k_attr, lease_ms, Counts, Head, RETIRED};
-use super::{get_s, ttl_epoch, unavailable, Store, StoreError};
+use super::{get_s, ttl_epoch, Store, StoreError};
 use crate::keys::{self, n, s, Item, Shard};
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
@@ -94,15 +94,14 @@ pub(crate) fn pending_of(item: &Item) -> BTreeMap<u64, PendingWrite> {
         .collect()
 }
 
-/// What a scan does at a pending sequence number that has no item.
+/// How a scan goes on after the pending writes with no item in a gap between the items it reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AtPending {
-    /// The lease runs: stop before it.
+pub(crate) enum Gap {
+    /// One's lease runs: stop before it.
     Stop,
-    /// Resolved (tombstoned, or the message arrived meanwhile): an item is there now, read on from it.
-    ReadAgain,
-    /// Its message would have expired by now, written or not: nothing to show, read on past it.
-    Pass,
+    /// One was resolved (tombstoned, or its message arrived meanwhile): an item is there now, so read
+    /// again from its number.
+    ReadFrom(u64),
 }
 
 /// How a two-write reservation went.
@@ -186,24 +185,17 @@ impl Store {
                 "next_k = {c} AND committed_k = {c} AND attribute_not_exists(dead) \
                  AND attribute_not_exists({RETIRED}) AND size({m}) <= {room}"
             ));
-            let req = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-                .return_consumed_capacity(ReturnConsumedCapacity::Total);
-            match e.apply(req, shard.head_key()).send().await {
-                Ok(out) => {
-                    self.usage.write(out.consumed_capacity());
+            let updated = self.update_head_if(shard, e, "Message post").await;
+            match updated {
+                Ok(Ok(())) => {
                     self.hints.put(shard, k);
                     return Ok(SingleReservation::Reserved(k));
                 }
                 Err(err) => {
-                    let Some(old) = self.failed_condition_item(&err) else {
-                        self.own_pending.put(shard, &own);
-                        return Err(unavailable("Message post")(err));
-                    };
-                    let head = Head::from_item(old.as_ref());
+                    self.own_pending.put(shard, &own);
+                    return Err(err);
+                }
+                Ok(Err(head)) => {
                     // Our own write, applied by an attempt whose answer was lost.
                     if head.pending.get(&k).is_some_and(|p| p.tag == pending.tag) {
                         self.hints.put(shard, k);
@@ -350,21 +342,27 @@ impl Store {
         self.conditional(r, "Queue head update").map(drop)
     }
 
-    /// What a scan does at pending `k`, which has no item: stop while its lease runs, else resolve it.
-    pub(crate) async fn at_pending(
+    /// Settles the pending writes in `[*expect, until)` of a scan that has read every item below `until`
+    /// and found none there: `None` to read on (with `*expect` past them), else how the scan goes on.
+    /// Past its lease a pending write is resolved; one whose message would have expired is passed.
+    pub(crate) async fn settle_gap(
         &self,
         shard: &Shard,
-        k: u64,
-        pending: &PendingWrite,
+        head: &Head,
+        expect: &mut u64,
+        until: u64,
         now_ms: i64,
-    ) -> Result<AtPending, StoreError> {
-        if pending.deadline_ms > now_ms {
-            return Ok(AtPending::Stop);
+    ) -> Result<Option<Gap>, StoreError> {
+        while let Some((&k, pending)) = head.pending.range(*expect..until.max(*expect)).next() {
+            if pending.deadline_ms > now_ms {
+                return Ok(Some(Gap::Stop));
+            }
+            match self.resolve_pending(shard, k, pending).await? {
+                Resolution::Tombstoned | Resolution::Present(_) => return Ok(Some(Gap::ReadFrom(k))),
+                Resolution::Expired => *expect = k + 1,
+            }
         }
-        Ok(match self.resolve_pending(shard, k, pending).await? {
-            Resolution::Tombstoned | Resolution::Present(_) => AtPending::ReadAgain,
-            Resolution::Expired => AtPending::Pass,
-        })
+        Ok(None)
     }
 }
 
