@@ -238,6 +238,33 @@ async fn concurrent_single_posts_from_one_process() {
     assert_eq!(entries, [&last_k], "the last post's entry alone");
 }
 
+/// A producer that posted one message in two writes and went away leaves its pending entry; once the
+/// messages are gone and a reader moves the shard's live floor past them, the entry goes too, so it does
+/// not hold a slot of the bounded map for good.
+#[tokio::test]
+async fn the_live_floor_takes_settled_pending_writes_with_it() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let producer_app = app().await;
+    let consumer_app = harness::app().await;
+    let producer = Client::new(&producer_app);
+    let consumer = Client::of_project(&consumer_app, &producer.project, OTHER_CLIENT);
+    let q = "floor-takes-pending";
+    let mut ids = post_n(&producer, q, 35).await;
+    ids.extend(post(&producer, q, &json!({"messages": [{"body": "last", "ttl": 300}]}).to_string()).await);
+    let head_key = head_key_of(&producer_app, &producer.project, q, &ids[0]).await;
+    let entries = |head: &harness::RawItem| match head.get("pw") {
+        Some(AttributeValue::M(m)) => m.keys().filter(|k| k.as_str() != "_").count(),
+        _ => panic!("no pending map on {head:?}"),
+    };
+    assert_eq!(entries(&raw_item(&producer_app, head_key.clone()).await.unwrap()), 1);
+    for chunk in ids.chunks(20) {
+        let r = consumer.delete(&format!("/v2/queues/{q}/messages?ids={}", chunk.join(","))).await;
+        assert_eq!(r.status, 204);
+    }
+    assert_eq!(list(&consumer, q, "?include_claimed=true").await["messages"], json!([]));
+    assert_eq!(entries(&raw_item(&producer_app, head_key).await.unwrap()), 0);
+}
+
 /// A head written before the pending-write map existed (emulated by removing the map) takes single posts
 /// the three-write way until a commit adds the map; after that they take two writes.
 #[tokio::test]

@@ -35,7 +35,7 @@
 //! at least `floor_until_ms` (claims start there while that holds; see `claims.rs`).
 
 use super::expr::Expr;
-use super::pending::{pending_of, PendingWrite, PENDING_MAP};
+use super::pending::{pending_of, remove_pending_below, PendingWrite, PENDING_MAP};
 use super::StoreError;
 use super::{get_i64, get_s, unavailable, Store};
 use crate::keys::{self, n, Item, Shard};
@@ -566,6 +566,9 @@ impl Store {
             let hv = e.value(AttributeValue::Ss(below));
             e.delete(format!("holes {hv}"));
         }
+        // Pending writes below the floor were read there (a scan never passes one it has not), so they are
+        // settled; removed here, a producer that went away does not hold a slot of the map for good.
+        remove_pending_below(&mut e, head, k);
         let req =
             self.client.update_item().table_name(&self.table).return_consumed_capacity(ReturnConsumedCapacity::Total);
         let r = e.apply(req, shard.head_key()).send().await;

@@ -83,6 +83,14 @@ impl PendingWrite {
     }
 }
 
+/// Adds to `e` the removal of `head`'s pending writes below `k`.
+pub(crate) fn remove_pending_below(e: &mut Expr, head: &Head, k: u64) {
+    for p in head.pending.range(..k).map(|(p, _)| *p) {
+        let path = pending_path(e, p);
+        e.remove(path);
+    }
+}
+
 /// The pending writes recorded on a head item.
 pub(crate) fn pending_of(item: &Item) -> BTreeMap<u64, PendingWrite> {
     let Some(AttributeValue::M(map)) = item.get(PENDING_MAP) else { return BTreeMap::new() };
