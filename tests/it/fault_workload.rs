@@ -1041,7 +1041,7 @@ async fn single_post_lost_after_its_reservation() {
     injector.set_mode(Mode::Off);
     assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
     assert!(r.header_value("retry-after").is_some());
-    // Another producer (which takes the three-write path: it has no hint) posts after the failure.
+    // Another producer posts after the failure.
     assert_eq!(checker.post(&path, &one("after")).await.status, 201);
     let listed = tokens(&checker.get(&format!("{path}?echo=true&limit=10")).await.json_body());
     // While the lease (1 s) runs, listing stops before the lost post's number. Checked only when the

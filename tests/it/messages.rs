@@ -126,12 +126,21 @@ async fn single_posts_take_two_writes() {
     let used = app.store.usage.snapshot() - before;
     let reads = u64::from(used.read_units > 0.0);
     assert_eq!((used.requests - reads, used.write_units), (3, 4.0), "a batch: {used:?}");
+    // Another process's first post (it reads the queue first): its first attempt, made without knowing the
+    // shard's next number, is refused (one unit) and returns the head; then the two writes. The three-write
+    // path would take four.
+    let other_app = harness::app().await;
+    let other = Client::of_project(&other_app, &c.project, OTHER_CLIENT);
+    let before = other_app.store.usage.snapshot();
+    ids.extend(post(&other, q, &one(9)).await);
+    let used = other_app.store.usage.snapshot() - before;
+    assert_eq!(used.write_units, 3.0, "another process: {used:?}");
     let (_, claimed) = claim(&c, q, 10, r#"{"ttl": 60, "grace": 60}"#).await;
     assert_eq!(claimed, ids);
     let (s, stats) = sj(&c.get(&format!("/v2/queues/{q}/stats")).await);
     assert_eq!(
         (s, stats["messages"]["total"].as_u64(), stats["messages"]["claimed"].as_u64()),
-        (200, Some(6), Some(6))
+        (200, Some(7), Some(7))
     );
 }
 

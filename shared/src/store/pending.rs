@@ -21,8 +21,9 @@
 //! - **Item there:** the entry has done its work. The producer removes it with its next reservation on
 //!   the shard; a reader removes one left over for [`LEFTOVER_AFTER_MS`] (a producer that stopped posting).
 //!
-//! A post of several messages, and one made while another post is in flight (`next_k > committed_k`),
-//! take the three-write path. So does a process's first post to a shard: it has no hint of `next_k`.
+//! A post of several messages, one made while another post is in flight (`next_k > committed_k`) and the
+//! first post to a shard (no head yet) take the three-write path. A process's first post to a shard
+//! learns `next_k` from its refused first attempt, as the three-write path does.
 
 use super::expr::Expr;
 use super::head::{expiry_k_attr, lease_ms, Counts, Head, RETIRED};
@@ -164,7 +165,9 @@ impl Store {
         counts: &Counts,
         pending: &PendingWrite,
     ) -> Result<SingleReservation, StoreError> {
-        let Some(mut cur) = self.hints.get(shard) else { return Ok(SingleReservation::Fallback) };
+        // Without a hint (a process's first post to the shard), the generation's first number: the refused
+        // compare-and-set returns the head, and the next attempt has the right number.
+        let mut cur = self.hints.get(shard).unwrap_or_else(|| keys::generation_first_k(&shard.gen));
         let own = self.own_pending.take(shard);
         for attempt in 0..16u32 {
             let k = cur + 1;
