@@ -110,14 +110,16 @@ async fn single_posts_take_two_writes() {
     let c = Client::new(&app);
     let q = "two-writes";
     let one = |i: u32| json!({"messages": [{"body": i, "ttl": 300}]}).to_string();
-    let mut ids = post(&c, q, &one(0)).await;
-    for i in 1..4 {
+    assert_eq!(c.put(&format!("/v2/queues/{q}"), None).await.status, 201);
+    let mut ids = vec![];
+    // The first creates the shard's head with itself in it.
+    for i in 0..4 {
         let before = app.store.usage.snapshot();
         ids.extend(post(&c, q, &one(i)).await);
         let used = app.store.usage.snapshot() - before;
-        // Plus one read of the queue record when its cached copy (1 s) ran out meanwhile.
-        let reads = u64::from(used.read_units > 0.0);
-        assert_eq!((used.requests - reads, used.write_units), (2, 2.0), "post {i}: {used:?}");
+        // Plus the reads of the queue record when its cached copy (1 s) ran out meanwhile.
+        assert_eq!(used.write_units, 2.0, "post {i}: {used:?}");
+        assert!(used.requests <= 2 + 2 * u64::from(used.read_units > 0.0), "post {i}: {used:?}");
         let listed = list(&c, q, "?echo=true&limit=10").await;
         assert_eq!(ids_of(&listed), ids, "post {i}");
     }

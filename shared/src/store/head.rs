@@ -44,7 +44,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The key every head map keeps so that no map is ever empty (see `reserve`).
-const MAP_SENTINEL: &str = "_";
+pub(crate) const MAP_SENTINEL: &str = "_";
 
 /// Marks a shard head above the queue's shard count (see [`Head::retired`]).
 pub(crate) const RETIRED: &str = "retired";
@@ -214,6 +214,15 @@ impl Counts {
 
     pub fn is_empty(&self) -> bool {
         self.ex.values().all(|v| *v == 0) && self.cl.values().all(|v| *v == 0)
+    }
+
+    /// The `ex` and `cl` maps of a head created with these counts (each with its sentinel entry).
+    pub fn initial_maps(&self) -> (AttributeValue, AttributeValue) {
+        let map = |m: &BTreeMap<i64, i64>| {
+            let entries = m.iter().filter(|(_, d)| **d != 0).map(|(key, d)| (key.to_string(), n(*d)));
+            AttributeValue::M(entries.chain([(MAP_SENTINEL.to_string(), n(0))]).collect())
+        };
+        (map(&self.ex), map(&self.cl))
     }
 
     /// Adds the counter updates to `e`, and drops up to 16 entries of `head` that have ended.

@@ -21,12 +21,13 @@
 //! - **Item there:** the entry has done its work. The producer removes it with its next reservation on
 //!   the shard; a reader removes one left over for [`LEFTOVER_AFTER_MS`] (a producer that stopped posting).
 //!
-//! A post of several messages, one made while another post is in flight (`next_k > committed_k`) and the
-//! first post to a shard (no head yet) take the three-write path. A process's first post to a shard
-//! learns `next_k` from its refused first attempt, as the three-write path does.
+//! A post of several messages and one made while another post is in flight (`next_k > committed_k`)
+//! take the three-write path. A shard's first post creates its head with the post in it; a process's
+//! first post to a shard that has a head learns `next_k` from its refused first attempt, as the
+//! three-write path does.
 
 use super::expr::Expr;
-use super::head::{expiry_k_attr, lease_ms, Counts, Head, RETIRED};
+use super::head::{expiry_k_attr, lease_ms, Counts, Head, MAP_SENTINEL, RETIRED};
 use super::{get_s, ttl_epoch, Store, StoreError};
 use crate::keys::{self, n, s, Item, Shard};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
@@ -165,11 +166,13 @@ impl Store {
         counts: &Counts,
         pending: &PendingWrite,
     ) -> Result<SingleReservation, StoreError> {
-        // Without a hint (a process's first post to the shard), the generation's first number: the refused
-        // compare-and-set returns the head, and the next attempt has the right number.
-        let mut cur = self.hints.get(shard).unwrap_or_else(|| keys::generation_first_k(&shard.gen));
+        // Without a hint (the process's first post to the shard) the first attempt creates the head with
+        // this post in it; when the head exists, the refusal returns it, and the next attempt has the
+        // right number, as on the three-write path.
+        let mut known = self.hints.get(shard);
         let own = self.own_pending.take(shard);
         for attempt in 0..16u32 {
+            let cur = known.unwrap_or_else(|| keys::generation_first_k(&shard.gen));
             let k = cur + 1;
             if k > keys::MAX_K {
                 return Err(StoreError::exhausted("Message post"));
@@ -177,25 +180,37 @@ impl Store {
             let mut e = Expr::default();
             let kv = e.value(n(k));
             e.set(format!("next_k = {kv}, committed_k = {kv}"));
-            let (a, v) = (pending_path(&mut e, k), e.value(keys::s(pending.encode())));
-            e.set(format!("{a} = {v}"));
             for b in counts.buckets() {
                 let a = e.name(&expiry_k_attr(b));
                 e.set(format!("{a} = if_not_exists({a}, {kv})"));
             }
-            counts.write_into(&mut e, None, self.now_ms());
-            for old in own.iter().filter(|old| **old < k) {
-                let a = pending_path(&mut e, *old);
-                e.remove(a);
+            if known.is_some() {
+                let (a, v) = (pending_path(&mut e, k), e.value(keys::s(pending.encode())));
+                e.set(format!("{a} = {v}"));
+                counts.write_into(&mut e, None, self.now_ms());
+                for old in own.iter().filter(|old| **old < k) {
+                    let a = pending_path(&mut e, *old);
+                    e.remove(a);
+                }
+                let (c, m) = (e.value(n(cur)), e.name(PENDING_MAP));
+                // Room for one more entry: the map holds the sentinel, at most MAX_PENDING entries, and
+                // maybe this process's earlier ones, which this write removes.
+                let room = e.value(n(MAX_PENDING + own.len()));
+                e.condition(format!(
+                    "next_k = {c} AND committed_k = {c} AND attribute_not_exists(dead) \
+                     AND attribute_not_exists({RETIRED}) AND size({m}) <= {room}"
+                ));
+            } else {
+                // The head's maps as `reserve` creates them (see there), with this post in them.
+                let sentinel = (MAP_SENTINEL.to_string(), n(0));
+                let pw = AttributeValue::M([sentinel.clone(), (k.to_string(), keys::s(pending.encode()))].into());
+                let (ex, cl) = counts.initial_maps();
+                let (pend, pw, ex, cl) =
+                    (e.value(AttributeValue::M([sentinel].into())), e.value(pw), e.value(ex), e.value(cl));
+                let (first, live, m) = (e.value(n(cur)), e.value(n(k)), e.name(PENDING_MAP));
+                e.set(format!("pend = {pend}, live_k = {live}, k0 = {first}, ex = {ex}, cl = {cl}, {m} = {pw}"));
+                e.condition("attribute_not_exists(pk)".to_string());
             }
-            let (c, m) = (e.value(n(cur)), e.name(PENDING_MAP));
-            // Room for one more entry: the map holds the sentinel, at most MAX_PENDING entries, and maybe
-            // this process's earlier ones, which this write removes.
-            let room = e.value(n(MAX_PENDING + own.len()));
-            e.condition(format!(
-                "next_k = {c} AND committed_k = {c} AND attribute_not_exists(dead) \
-                 AND attribute_not_exists({RETIRED}) AND size({m}) <= {room}"
-            ));
             let updated = self.update_head_if(shard, e, "Message post").await;
             match updated {
                 Ok(Ok(())) => {
@@ -217,8 +232,8 @@ impl Store {
                         return Ok(SingleReservation::Stale);
                     }
                     if !head.exists {
-                        self.own_pending.put(shard, &own);
-                        return Ok(SingleReservation::Fallback);
+                        known = None;
+                        continue;
                     }
                     self.hints.put(shard, head.next_k);
                     // Another post in flight, or the pending map full (or missing, on a head from before it).
@@ -228,7 +243,7 @@ impl Store {
                         self.own_pending.put(shard, &own);
                         return Ok(SingleReservation::Fallback);
                     }
-                    cur = head.next_k;
+                    known = Some(head.next_k);
                     if attempt > 4 {
                         super::contention_pause(attempt).await;
                     }
