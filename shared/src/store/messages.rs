@@ -326,13 +326,11 @@ impl Store {
         Err(StoreError::exhausted("Message post"))
     }
 
-    /// Reserves, writes and commits one post on `shard`. `Ok(Err(()))`: try again — the generation is dead
-    /// (refresh the record) or the post was forced out after its lease ran out (its range is a hole, so
-    /// writing it again elsewhere duplicates nothing).
+    /// Posts on `shard`: one message in two writes where it can (`pending.rs`), else [`Self::write_reserved`].
     async fn write_batch_post(
         &self,
         shard: &Shard,
-        mut items: Vec<(String, Item)>,
+        items: Vec<(String, Item)>,
         counts: &Counts,
     ) -> Result<Result<Vec<String>, ()>, StoreError> {
         if let [(_, item)] = items.as_slice() {
@@ -340,6 +338,18 @@ impl Store {
                 return Ok(done);
             }
         }
+        self.write_reserved(shard, items, counts).await
+    }
+
+    /// Reserves, writes and commits one post on `shard`. `Ok(Err(()))`: try again — the generation is dead
+    /// (refresh the record) or the post was forced out after its lease ran out (its range is a hole, so
+    /// writing it again elsewhere duplicates nothing).
+    async fn write_reserved(
+        &self,
+        shard: &Shard,
+        mut items: Vec<(String, Item)>,
+        counts: &Counts,
+    ) -> Result<Result<Vec<String>, ()>, StoreError> {
         let count = items.len() as u64;
         let buckets = counts.buckets();
         let (lo, hi) = match self.reserve(shard, count, &buckets).await? {
@@ -413,7 +423,9 @@ impl Store {
             }
             let mut counts = Counts::default();
             Message { ttl_s, ..m.clone() }.count_into(&mut counts, now, 1);
-            match self.write_batch_post(&shard, vec![(String::new(), item)], &counts).await? {
+            // Three writes, not two: the message keeps its claim, which the counters hold too, and a
+            // pending entry records only the expiry a tombstone would take out again (`pending.rs`).
+            match self.write_reserved(&shard, vec![(String::new(), item)], &counts).await? {
                 Ok(_) => return Ok(()),
                 Err(_) if attempt < 2 => self.queues.forget(project, dlq),
                 Err(_) => break,

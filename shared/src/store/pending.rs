@@ -21,8 +21,9 @@
 //! - **Item there:** the entry has done its work. The producer removes it with its next reservation on
 //!   the shard; a reader removes one left over for [`LEFTOVER_AFTER_MS`] (a producer that stopped posting).
 //!
-//! A post of several messages and one made while another post is in flight (`next_k > committed_k`)
-//! take the three-write path. A shard's first post creates its head with the post in it; a process's
+//! A post of several messages, one made while another post is in flight (`next_k > committed_k`) and a
+//! dead-letter move (its message keeps a claim, which an entry could not take out of the counters) take
+//! the three-write path. A shard's first post creates its head with the post in it; a process's
 //! first post to a shard that has a head learns `next_k` from its refused first attempt, as the
 //! three-write path does.
 
@@ -267,11 +268,6 @@ impl Store {
         else {
             return Ok(None);
         };
-        // A dead-letter move keeps its claim, which the counters hold too: an entry records only the
-        // expiry it would take out again, so such a post takes the three-write path.
-        if item.contains_key("claim_until_ms") {
-            return Ok(None);
-        }
         let pending = PendingWrite {
             deadline_ms: self.now_ms() + lease_ms(1),
             expires_ms,
