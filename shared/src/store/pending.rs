@@ -165,7 +165,7 @@ impl Store {
         &self,
         shard: &Shard,
         counts: &Counts,
-        pending: &PendingWrite,
+        pending: &mut PendingWrite,
     ) -> Result<SingleReservation, StoreError> {
         // Without a hint (the process's first post to the shard) the first attempt creates the head with
         // this post in it; when the head exists, the refusal returns it, and the next attempt has the
@@ -175,6 +175,8 @@ impl Store {
         for attempt in 0..16u32 {
             let cur = known.unwrap_or_else(|| keys::generation_first_k(&shard.gen));
             let k = cur + 1;
+            // The lease runs from this attempt, not from the first: refused attempts and pauses spend none.
+            pending.deadline_ms = self.now_ms() + lease_ms(1);
             if k > keys::MAX_K {
                 return Err(StoreError::exhausted("Message post"));
             }
@@ -268,13 +270,13 @@ impl Store {
         else {
             return Ok(None);
         };
-        let pending = PendingWrite {
+        let mut pending = PendingWrite {
             deadline_ms: self.now_ms() + lease_ms(1),
             expires_ms,
             ttl_s,
             tag: format!("{:08x}", rand::random::<u32>()),
         };
-        let k = match self.reserve_single(shard, counts, &pending).await? {
+        let k = match self.reserve_single(shard, counts, &mut pending).await? {
             SingleReservation::Reserved(k) => k,
             SingleReservation::Fallback => return Ok(None),
             SingleReservation::Stale => return Ok(Some(Err(()))),
