@@ -32,7 +32,6 @@
 //!   FIFO holds within a shard; a producer's messages go to the shard chosen by its Client-ID.
 //! - **Subscriptions** are keyed by queue name without a generation: they outlive a queue's deletion, as in
 //!   Zaqar, and are removed only by a purge that names them.
-//!
 //! - **Message items stay until their natural expiry.** A delete, a pop or a dead-letter move expires a
 //!   message in place (`expires_ms` 0, body removed) and keeps its TTL attribute; claims only lengthen
 //!   it. So a committed sequence number with no item is one whose message never arrived, or one past

@@ -433,9 +433,9 @@ impl Store {
                 .map_err(unavailable("Queue update"))?;
             return Ok(ShardChange::Write(Box::new(TransactWriteItem::builder().put(put).build())));
         }
-        // A post in flight: a reservation not yet committed, or a single post not yet written.
-        let now = self.now_ms();
-        if head.next_k != head.committed_k || head.pending.values().any(|p| p.deadline_ms > now) {
+        // A reservation not yet committed. (A single post not yet written is already counted by its
+        // reservation, so the queue is not empty and lowering was refused before this.)
+        if head.next_k != head.committed_k {
             return Ok(ShardChange::InUse);
         }
         let unchanged = if head.next_k == 0 { "attribute_not_exists(next_k)" } else { "next_k = :k" };
