@@ -241,7 +241,7 @@ where
         async move {
             // The transport logs the request (one line, in a span with its request id).
             let resp = handler(app, crate::ApiRequest::from_lambda(req)).await;
-            Ok::<_, std::convert::Infallible>(resp.into_lambda())
+            Ok::<_, std::convert::Infallible>(crate::http::LambdaReply(resp.into_lambda()))
         }
     }))
     .await

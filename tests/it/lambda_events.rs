@@ -264,3 +264,45 @@ async fn lambda_responses_keep_errors_and_empty_bodies() {
     let (status, _, body) = lambda_parts(call(&app, request("http-v2-default-patch-queue.json", &p)).await);
     assert_eq!(status, 404, "{body}");
 }
+
+/// The functions hand lambda_http a response in its final form (`zaqar::http::LambdaReply`) instead of
+/// going through its re-decoding of text bodies. What API Gateway receives must be what that conversion
+/// made of the same responses, for both event versions.
+#[tokio::test]
+async fn lambda_output_is_what_lambda_http_would_have_made() {
+    use lambda_http::request::LambdaRequest;
+    use lambda_http::{service_fn, Adapter, Context, LambdaEvent, Service};
+    use std::convert::Infallible;
+
+    async fn through_adapter<R: lambda_http::IntoResponse + Send + 'static>(fixture_name: &str, reply: R) -> Value {
+        let payload: LambdaRequest = serde_json::from_str(&fixture(fixture_name)).unwrap();
+        let slot = std::sync::Mutex::new(Some(reply));
+        let mut adapter = Adapter::from(service_fn(|_req: lambda_http::Request| {
+            let reply = slot.lock().unwrap().take().expect("one call");
+            async move { Ok::<_, Infallible>(reply) }
+        }));
+        let out = adapter.call(LambdaEvent::new(payload, Context::default())).await.unwrap();
+        serde_json::to_value(out).unwrap()
+    }
+
+    let mut created = ApiResponse::empty(http::StatusCode::CREATED);
+    created.headers.push(("location".into(), "/v2/queues/q1".into()));
+    let mut not_allowed = ApiResponse::from_error(&zaqar::ApiError::method_not_allowed("GET, HEAD"));
+    not_allowed.headers.push(("x-extra".into(), "1".into()));
+    let responses = [
+        ApiResponse::json(http::StatusCode::OK, &json!({"messages": [{"body": "é ☃ \u{1F600}", "ttl": 60}]})),
+        created,
+        ApiResponse::empty(http::StatusCode::NO_CONTENT),
+        ApiResponse::from_error(&zaqar::ApiError::not_acceptable()),
+        not_allowed,
+    ];
+    for fixture_name in ["rest-v1-get-root.json", "http-v2-default-ping.json"] {
+        for resp in &responses {
+            let ours = through_adapter(fixture_name, zaqar::http::LambdaReply(resp.clone().into_lambda())).await;
+            let theirs = through_adapter(fixture_name, resp.clone().into_lambda()).await;
+            assert_eq!(ours, theirs, "{fixture_name}: status {}", resp.status);
+            assert_eq!(ours["isBase64Encoded"], json!(false), "{ours}");
+            assert!(ours["body"].is_string(), "{ours}");
+        }
+    }
+}
