@@ -1089,3 +1089,51 @@ async fn single_post_lost_and_found_after_its_expiry() {
     let r = checker.post(&format!("/v2/queues/{queue}/claims?limit=10"), r#"{"ttl": 60, "grace": 60}"#).await;
     assert_eq!(tokens(&r.json_body()), ["first", "second", "after"]);
 }
+
+/// A delete with its claim id applied by DynamoDB whose answer is lost (settled in the background), and
+/// the claim released before that settles: the release must leave the removed message alone, or the
+/// settled delete, which reads the message to learn what it removed, no longer sees the claim it held and
+/// leaves the message counted as claimed until the claim's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_settled_after_its_claim_was_released_counts_it_out_of_the_claim() {
+    let (base, faulty, injector, project) = faulty_and_clean("delete-then-release").await;
+    let c = Client { app: &faulty, project: project.clone(), client_id: CLIENT.into() };
+    let checker = Client { app: &base, project, client_id: OTHER_CLIENT.into() };
+    let queue = "delete-then-release";
+    let messages: Vec<Value> = (0..3).map(|i| json!({"body": {"t": "d", "i": i}, "ttl": 3600})).collect();
+    let posted =
+        checker.post(&format!("/v2/queues/{queue}/messages"), &json!({ "messages": messages }).to_string()).await;
+    assert_eq!(posted.status, 201);
+    let r = checker.post(&format!("/v2/queues/{queue}/claims?limit=3"), r#"{"ttl": 300, "grace": 60}"#).await;
+    assert_eq!(r.status, 201);
+    let cid = r.header_value("location").and_then(|l| l.rsplit('/').next()).unwrap().to_string();
+    let held: Vec<String> = delivered(&r.json_body()).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(held.len(), 3);
+
+    // Every UpdateItem of the faulty process is applied and its answer lost: the delete is a 503 and
+    // keeps settling in the background.
+    injector.set_mode(Mode::FailOp { op: "UpdateItem", kind: FaultKind::ServerErrorAfter });
+    let r = c.delete(&format!("/v2/queues/{queue}/messages/{}?claim_id={cid}", held[0])).await;
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    // Another consumer process releases the claim before the delete has settled.
+    assert_eq!(checker.delete(&format!("/v2/queues/{queue}/claims/{cid}")).await.status, 204);
+    injector.set_mode(Mode::Off);
+
+    let expected = (Some(2), Some(0), Some(2));
+    let started = Instant::now();
+    let mut got;
+    loop {
+        let (s, stats) = sj(&checker.get(&format!("/v2/queues/{queue}/stats")).await);
+        assert_eq!(s, 200);
+        let m = &stats["messages"];
+        got = (m["total"].as_u64(), m["claimed"].as_u64(), m["free"].as_u64());
+        if got == expected || started.elapsed() > SETTLE {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(got, expected, "total/claimed/free after the delete settled");
+    let snap = snapshot(&checker, queue).await;
+    assert!(!snap.all.contains_key(&held[0]), "the deleted message is listed");
+    assert_eq!(snap.unclaimed.len(), 2);
+}

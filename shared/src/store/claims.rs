@@ -719,7 +719,7 @@ impl Store {
         })
     }
 
-    /// Releases one message held by `cid`: `Some(message as it was)` when this release (tagged `op`) did it.
+    /// Releases one live message held by `cid`: `Some(message as it was)` when this release (tagged `op`) did it.
     /// The tag lets a retried attempt whose first answer was lost recognise its own work: the claim id is
     /// gone either way, and without the tag its count would be lost. The message keeps its last two
     /// releases (tag, claim id, claim end), so a retry still recognises its own after another consumer
@@ -732,9 +732,12 @@ impl Store {
                  was_cid2 = if_not_exists(was_cid, :none), \
                  released = :op, was_until = claim_until_ms, was_cid = claim_id REMOVE claim_id, claim_until_ms",
             )
-            .condition_expression(cond::HELD_BY)
+            // Alive: a removed message keeps the claim it was removed under, which is what a removal
+            // settled later reads to count it out of that claim (see `remove_tagged`).
+            .condition_expression(format!("{} AND expires_ms > :now", cond::HELD_BY))
             .expression_attribute_values(":cid", s(cid))
             .expression_attribute_values(":op", s(op))
+            .expression_attribute_values(":now", n(self.now_ms()))
             .expression_attribute_values(":none", s(""))
             .expression_attribute_values(":zero", n(0))
             .return_values(ReturnValue::AllOld)
