@@ -1137,3 +1137,62 @@ async fn a_delete_settled_after_its_claim_was_released_counts_it_out_of_the_clai
     assert!(!snap.all.contains_key(&held[0]), "the deleted message is listed");
     assert_eq!(snap.unclaimed.len(), 2);
 }
+
+/// A renewal whose answer is lost settles in the background while the client renews the claim again:
+/// every move of a message's claim end is counted once, from the end it really had. The claimed count is
+/// kept per claim end, so a move counted from the wrong end shows in the head's entries (one too many
+/// at one end, one too few at another) even while their sum, what stats show, happens to be right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_settled_late_count_each_move_of_a_claim_end_once() {
+    let (base, faulty, injector, project) = faulty_and_clean("renew-twice").await;
+    let c = Client { app: &faulty, project: project.clone(), client_id: CLIENT.into() };
+    let checker = Client { app: &base, project: project.clone(), client_id: OTHER_CLIENT.into() };
+    let queue = "renew-twice";
+    let messages: Vec<Value> = (0..2).map(|i| json!({"body": {"t": "r", "i": i}, "ttl": 3600})).collect();
+    let posted =
+        checker.post(&format!("/v2/queues/{queue}/messages"), &json!({ "messages": messages }).to_string()).await;
+    assert_eq!(posted.status, 201);
+    let r = checker.post(&format!("/v2/queues/{queue}/claims?limit=2"), r#"{"ttl": 300, "grace": 60}"#).await;
+    assert_eq!(r.status, 201);
+    let cid = r.header_value("location").and_then(|l| l.rsplit('/').next()).unwrap().to_string();
+    let held: Vec<String> = delivered(&r.json_body()).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(held.len(), 2);
+    let claim_path = format!("/v2/queues/{queue}/claims/{cid}");
+
+    // The faulty process's renewal is applied but its answer lost: a 503, settling in the background.
+    injector.set_mode(Mode::FailOp { op: "UpdateItem", kind: FaultKind::ServerErrorAfter });
+    let r = c.patch(&claim_path, "application/json", r#"{"ttl": 400, "grace": 60}"#).await;
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    // The client renews again through another process before that settles.
+    assert_eq!(checker.patch(&claim_path, "application/json", r#"{"ttl": 500, "grace": 60}"#).await.status, 204);
+    injector.set_mode(Mode::Off);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for id in &held {
+        assert_eq!(checker.delete(&format!("/v2/queues/{queue}/messages/{id}?claim_id={cid}")).await.status, 204);
+    }
+
+    let live_claim_ends = || async {
+        let head = harness::raw_head(&base, &project, queue, 0).await.expect("the shard's head");
+        let now_s = harness::now_s(&base);
+        let Some(aws_sdk_dynamodb::types::AttributeValue::M(cl)) = head.get("cl") else {
+            panic!("no cl map: {head:?}")
+        };
+        let mut ends: Vec<(i64, i64)> = cl
+            .iter()
+            .filter_map(|(end, v)| Some((end.parse::<i64>().ok()?, v.as_n().ok()?.parse::<i64>().ok()?)))
+            .filter(|(end, count)| *end > now_s && *count != 0)
+            .collect();
+        ends.sort_unstable();
+        ends
+    };
+    let started = Instant::now();
+    let mut ends = live_claim_ends().await;
+    while !ends.is_empty() && started.elapsed() < SETTLE {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        ends = live_claim_ends().await;
+    }
+    assert_eq!(ends, vec![], "claimed counts left at live claim ends (end, count) with every message deleted");
+    let (s, stats) = sj(&checker.get(&format!("/v2/queues/{queue}/stats")).await);
+    assert_eq!(s, 200);
+    assert_eq!((stats["messages"]["total"].as_u64(), stats["messages"]["claimed"].as_u64()), (Some(0), Some(0)));
+}

@@ -636,7 +636,7 @@ impl Store {
                     // Unknown outcome: renewing is repeatable, so it is completed in the background and counted.
                     self.renew_later(&shard, m, cid, op, until, params, now);
                 }
-                Ok::<_, StoreError>(r?.map(|new| (m.clone(), new)))
+                r
             }
         });
         let results = futures::future::join_all(renewals).await;
@@ -671,10 +671,10 @@ impl Store {
         self.settle_later("Claim renewal", move |store| {
             let (shard, m, cid, op) = (shard.clone(), m.clone(), cid.clone(), op.clone());
             async move {
-                if let Some(new) = store.renew_one(&shard, &m, &cid, &op, until, params).await? {
+                if let Some((before, after)) = store.renew_one(&shard, &m, &cid, &op, until, params).await? {
                     let mut counts = Counts::default();
-                    m.count_into(&mut counts, now, -1);
-                    new.count_into(&mut counts, now, 1);
+                    before.count_into(&mut counts, now, -1);
+                    after.count_into(&mut counts, now, 1);
                     store.write_counts(&shard, &counts, None).await;
                 }
                 Ok(())
@@ -682,9 +682,15 @@ impl Store {
         });
     }
 
-    /// Renews one message held by `cid` (`m` as read before): `Some(message as renewed)`, `None` when `cid`
-    /// no longer holds it. Tagged with `op`, so that a retry finds out that an earlier attempt of it was
-    /// applied even after the message has changed again (deleted, released).
+    /// Renews one message held by `cid` (`m` as read before): `Some((before, after))`, the message as this
+    /// renewal found and left it, or `None` when `cid` no longer holds it. Counted from what DynamoDB
+    /// returns (`ALL_OLD`), not from `m`: another renewal of the same claim (a client retrying, or a
+    /// renewal settling in the background) may have moved the message's claim end since `m` was read.
+    ///
+    /// Tagged with `op`; the message keeps its last two renewal tags. A retry whose first attempt was
+    /// applied finds its tag and does not apply again: applied again after a later renewal, it would move
+    /// the claim end back and count that move a second time. Found, it answers `m` and the renewal made
+    /// from it: the state this renewal was computed from.
     async fn renew_one(
         &self,
         shard: &Shard,
@@ -693,28 +699,49 @@ impl Store {
         op: &str,
         until: i64,
         params: ClaimParams,
-    ) -> Result<Option<Message>, StoreError> {
-        let mut update = String::from("SET claim_until_ms = :until, renewed = :op");
-        let mut renewed = Message { claim_until_ms: Some(until), ..m.clone() };
+    ) -> Result<Option<(Message, Message)>, StoreError> {
+        let mut update =
+            String::from("SET renewed2 = if_not_exists(renewed, :none), renewed = :op, claim_until_ms = :until");
+        let life = Life::extended(m, until, params);
         let mut req = self
             .update_message(shard, m.k)
-            // Alive: a removed or expired message keeps its claim id, and must not be brought back.
-            .condition_expression(format!("{} AND expires_ms > :now", cond::HELD_BY))
+            // Alive: a removed or expired message keeps its claim id, and must not be brought back. Not
+            // renewed by this operation already (see above).
+            .condition_expression(format!(
+                "{} AND expires_ms > :now AND (attribute_not_exists(renewed) OR renewed <> :op) \
+                 AND (attribute_not_exists(renewed2) OR renewed2 <> :op)",
+                cond::HELD_BY
+            ))
             .expression_attribute_values(":cid", s(cid))
             .expression_attribute_values(":op", s(op))
+            .expression_attribute_values(":none", s(""))
             .expression_attribute_values(":now", n(self.now_ms()))
             .expression_attribute_values(":until", n(until))
-            .return_values(ReturnValue::AllNew)
+            .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        if let Some(life) = Life::extended(m, until, params) {
-            (renewed.expires_ms, renewed.ttl_s) = (life.expires_ms, life.ttl_s);
+        if let Some(life) = life {
             let (clause, with) = life.apply(req);
             update = format!("{update}, {clause}");
             req = with;
         }
+        let renewed = |before: &Message| {
+            let mut after = Message { claim_until_ms: Some(until), ..before.clone() };
+            if let Some(life) = life {
+                (after.expires_ms, after.ttl_s) = (life.expires_ms, life.ttl_s);
+            }
+            after
+        };
         Ok(match self.updated(req.update_expression(update).send().await, "Claim renewal")? {
-            Updated::Applied(new) => Some(new.as_ref().and_then(Message::from_item).unwrap_or(renewed)),
-            Updated::Refused(Some(item)) if get_s(&item, "renewed") == Some(op) => Some(renewed),
+            Updated::Applied(old) => {
+                let before = old.as_ref().and_then(Message::from_item).unwrap_or_else(|| m.clone());
+                let after = renewed(&before);
+                Some((before, after))
+            }
+            Updated::Refused(Some(item))
+                if get_s(&item, "renewed") == Some(op) || get_s(&item, "renewed2") == Some(op) =>
+            {
+                Some((m.clone(), renewed(m)))
+            }
             Updated::Refused(_) => None,
         })
     }
