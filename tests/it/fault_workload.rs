@@ -1100,15 +1100,7 @@ async fn a_delete_settled_after_its_claim_was_released_counts_it_out_of_the_clai
     let c = Client { app: &faulty, project: project.clone(), client_id: CLIENT.into() };
     let checker = Client { app: &base, project, client_id: OTHER_CLIENT.into() };
     let queue = "delete-then-release";
-    let messages: Vec<Value> = (0..3).map(|i| json!({"body": {"t": "d", "i": i}, "ttl": 3600})).collect();
-    let posted =
-        checker.post(&format!("/v2/queues/{queue}/messages"), &json!({ "messages": messages }).to_string()).await;
-    assert_eq!(posted.status, 201);
-    let r = checker.post(&format!("/v2/queues/{queue}/claims?limit=3"), r#"{"ttl": 300, "grace": 60}"#).await;
-    assert_eq!(r.status, 201);
-    let cid = r.header_value("location").and_then(|l| l.rsplit('/').next()).unwrap().to_string();
-    let held: Vec<String> = delivered(&r.json_body()).into_iter().map(|(id, _)| id).collect();
-    assert_eq!(held.len(), 3);
+    let (cid, held) = post_and_claim(&checker, queue, 3).await;
 
     // Every UpdateItem of the faulty process is applied and its answer lost: the delete is a 503 and
     // keeps settling in the background.
@@ -1119,20 +1111,11 @@ async fn a_delete_settled_after_its_claim_was_released_counts_it_out_of_the_clai
     assert_eq!(checker.delete(&format!("/v2/queues/{queue}/claims/{cid}")).await.status, 204);
     injector.set_mode(Mode::Off);
 
-    let expected = (Some(2), Some(0), Some(2));
-    let started = Instant::now();
-    let mut got;
-    loop {
-        let (s, stats) = sj(&checker.get(&format!("/v2/queues/{queue}/stats")).await);
-        assert_eq!(s, 200);
-        let m = &stats["messages"];
-        got = (m["total"].as_u64(), m["claimed"].as_u64(), m["free"].as_u64());
-        if got == expected || started.elapsed() > SETTLE {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert_eq!(got, expected, "total/claimed/free after the delete settled");
+    assert_eq!(
+        settled_stats(&checker, queue, (2, 0, 2)).await,
+        (2, 0, 2),
+        "total/claimed/free after the delete settled"
+    );
     let snap = snapshot(&checker, queue).await;
     assert!(!snap.all.contains_key(&held[0]), "the deleted message is listed");
     assert_eq!(snap.unclaimed.len(), 2);
@@ -1148,15 +1131,7 @@ async fn renewals_settled_late_count_each_move_of_a_claim_end_once() {
     let c = Client { app: &faulty, project: project.clone(), client_id: CLIENT.into() };
     let checker = Client { app: &base, project: project.clone(), client_id: OTHER_CLIENT.into() };
     let queue = "renew-twice";
-    let messages: Vec<Value> = (0..2).map(|i| json!({"body": {"t": "r", "i": i}, "ttl": 3600})).collect();
-    let posted =
-        checker.post(&format!("/v2/queues/{queue}/messages"), &json!({ "messages": messages }).to_string()).await;
-    assert_eq!(posted.status, 201);
-    let r = checker.post(&format!("/v2/queues/{queue}/claims?limit=2"), r#"{"ttl": 300, "grace": 60}"#).await;
-    assert_eq!(r.status, 201);
-    let cid = r.header_value("location").and_then(|l| l.rsplit('/').next()).unwrap().to_string();
-    let held: Vec<String> = delivered(&r.json_body()).into_iter().map(|(id, _)| id).collect();
-    assert_eq!(held.len(), 2);
+    let (cid, held) = post_and_claim(&checker, queue, 2).await;
     let claim_path = format!("/v2/queues/{queue}/claims/{cid}");
 
     // The faulty process's renewal is applied but its answer lost: a 503, settling in the background.
@@ -1195,4 +1170,63 @@ async fn renewals_settled_late_count_each_move_of_a_claim_end_once() {
     let (s, stats) = sj(&checker.get(&format!("/v2/queues/{queue}/stats")).await);
     assert_eq!(s, 200);
     assert_eq!((stats["messages"]["total"].as_u64(), stats["messages"]["claimed"].as_u64()), (Some(0), Some(0)));
+}
+
+/// Posts `n` messages to a new queue and claims them all (300 s): the claim id and the messages' ids.
+async fn post_and_claim(checker: &Client<'_>, queue: &str, n: usize) -> (String, Vec<String>) {
+    let messages: Vec<Value> = (0..n).map(|i| json!({"body": {"t": queue, "i": i}, "ttl": 3600})).collect();
+    let posted =
+        checker.post(&format!("/v2/queues/{queue}/messages"), &json!({ "messages": messages }).to_string()).await;
+    assert_eq!(posted.status, 201);
+    let r = checker.post(&format!("/v2/queues/{queue}/claims?limit={n}"), r#"{"ttl": 300, "grace": 60}"#).await;
+    assert_eq!(r.status, 201);
+    let cid = r.header_value("location").and_then(|l| l.rsplit('/').next()).unwrap().to_string();
+    let held: Vec<String> = delivered(&r.json_body()).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(held.len(), n);
+    (cid, held)
+}
+
+/// The queue's stats (total, claimed, free) once they show `expected`, or as they are after [`SETTLE`].
+async fn settled_stats(checker: &Client<'_>, queue: &str, expected: (u64, u64, u64)) -> (u64, u64, u64) {
+    let started = Instant::now();
+    loop {
+        let (s, stats) = sj(&checker.get(&format!("/v2/queues/{queue}/stats")).await);
+        assert_eq!(s, 200);
+        let m = &stats["messages"];
+        let got = (m["total"].as_u64().unwrap(), m["claimed"].as_u64().unwrap(), m["free"].as_u64().unwrap());
+        if got == expected || started.elapsed() > SETTLE {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A release applied by DynamoDB whose answer is lost (settled in the background), and the released
+/// message popped by another consumer before that settles: the settled release finds its own tag on a
+/// message that is gone by now, and must still count it out of the claim it was released from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_settled_after_its_message_was_popped_counts_it_out_of_the_claim() {
+    let (base, faulty, injector, project) = faulty_and_clean("release-then-pop").await;
+    let c = Client { app: &faulty, project: project.clone(), client_id: CLIENT.into() };
+    let checker = Client { app: &base, project, client_id: OTHER_CLIENT.into() };
+    let queue = "release-then-pop";
+    let (cid, held) = post_and_claim(&checker, queue, 1).await;
+    // A second message, left free: stats clamp `claimed` to `total`, so an empty queue would hide the error.
+    let other = json!({"messages": [{"body": {"t": queue, "i": 1}, "ttl": 3600}]}).to_string();
+    assert_eq!(checker.post(&format!("/v2/queues/{queue}/messages"), &other).await.status, 201);
+
+    injector.set_mode(Mode::FailOp { op: "UpdateItem", kind: FaultKind::ServerErrorAfter });
+    let r = c.delete(&format!("/v2/queues/{queue}/claims/{cid}")).await;
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    // Released (its answer lost), so another consumer may pop it before the release settles.
+    let popped = checker.delete(&format!("/v2/queues/{queue}/messages?pop=1")).await;
+    assert_eq!(popped.status, 200, "{}", String::from_utf8_lossy(&popped.body));
+    assert_eq!(delivered(&popped.json_body()).into_iter().map(|(id, _)| id).collect::<Vec<_>>(), held);
+    injector.set_mode(Mode::Off);
+
+    assert_eq!(
+        settled_stats(&checker, queue, (1, 0, 1)).await,
+        (1, 0, 1),
+        "total/claimed/free after the release settled"
+    );
 }

@@ -747,6 +747,8 @@ impl Store {
     }
 
     /// Releases one live message held by `cid`: `Some(message as it was)` when this release (tagged `op`) did it.
+    /// The message was alive when released (the condition says so), so its claim is counted out whatever
+    /// has happened to it since: a retry may find it popped or deleted after the release.
     /// The tag lets a retried attempt whose first answer was lost recognise its own work: the claim id is
     /// gone either way, and without the tag its count would be lost. The message keeps its last two
     /// releases (tag, claim id, claim end), so a retry still recognises its own after another consumer
@@ -842,7 +844,7 @@ impl Store {
             async move {
                 if let Some(old) = store.release_one(&shard, k, &cid, &op).await? {
                     let mut counts = Counts::default();
-                    if let Some(until) = old.claim_until_ms.filter(|u| *u > now && old.alive(now)) {
+                    if let Some(until) = old.claim_until_ms.filter(|u| *u > now) {
                         counts.claim(until, -1);
                     }
                     store.write_counts(&shard, &counts, None).await;
@@ -900,7 +902,7 @@ impl Store {
         for old in
             results.iter().filter_map(|r: &Result<Option<Message>, StoreError>| r.as_ref().ok().cloned().flatten())
         {
-            if let Some(until) = old.claim_until_ms.filter(|u| *u > now && old.alive(now)) {
+            if let Some(until) = old.claim_until_ms.filter(|u| *u > now) {
                 per_shard.entry(old.shard).or_default().claim(until, -1);
             }
         }
