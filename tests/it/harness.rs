@@ -329,6 +329,57 @@ pub async fn raw_message_count(app: &App, project: &str, q: &str, index: u32) ->
     }
 }
 
+/// The shard count of the queue's current generation.
+pub async fn raw_shard_count(app: &App, project: &str, q: &str) -> u32 {
+    let (project, queue) =
+        (zaqar::types::ProjectId::parse(project).unwrap(), zaqar::types::QueueName::parse(q).unwrap());
+    let info = app.store.fresh_queue_info(&project, &queue).await.expect("queue record").expect("queue exists");
+    info.record.shards
+}
+
+/// Every message item (tombstones included) stored under shard `index` of the queue's current generation,
+/// with its sequence number.
+pub async fn raw_messages(app: &App, project: &str, q: &str, index: u32) -> Vec<(u64, RawItem)> {
+    let pk = raw_shard(app, project, q, index).await.messages_pk();
+    let client = dynamodb(&endpoint(), true).await;
+    let (mut items, mut start) = (vec![], None);
+    loop {
+        let out = client
+            .query()
+            .table_name(&app.config.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :m)")
+            .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
+            .expression_attribute_values(":m", AttributeValue::S(zaqar::keys::MESSAGE_PREFIX.into()))
+            .consistent_read(true)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .expect("Query on DynamoDB Local");
+        for item in out.items() {
+            let k = match item.get(zaqar::keys::SK) {
+                Some(AttributeValue::S(sk)) => zaqar::keys::message_k(sk),
+                _ => None,
+            };
+            items.push((k.expect("a message sort key"), item.clone()));
+        }
+        match out.last_evaluated_key() {
+            Some(k) => start = Some(k.clone()),
+            None => return items,
+        }
+    }
+}
+
+/// A map-of-numbers attribute of a raw item, keyed by number (a head's `ex` and `cl` counters).
+pub fn raw_counter_map(item: &RawItem, name: &str) -> std::collections::BTreeMap<i64, i64> {
+    let Some(AttributeValue::M(m)) = item.get(name) else { return Default::default() };
+    m.iter()
+        .filter_map(|(k, v)| match v {
+            AttributeValue::N(n) => Some((k.parse().ok()?, n.parse().ok()?)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A number attribute of a raw item.
 pub fn raw_i64(item: &RawItem, name: &str) -> Option<i64> {
     match item.get(name) {

@@ -330,22 +330,58 @@ impl Store {
             tombstone.insert("tombstone".into(), s(tag.clone()));
             tombstone.insert("expires_ms".into(), n(0));
             tombstone.insert(keys::TTL_ATTR.into(), ttl_epoch(pending.expires_ms + TOMBSTONE_AFTER_EXPIRY_MS));
-            match self.put_if_absent(tombstone, "Message post").await? {
-                Ok(()) => Resolution::Tombstoned,
-                Err(Some(found)) if get_s(&found, "tombstone") == Some(tag.as_str()) => Resolution::Tombstoned,
-                Err(found) => Resolution::Present(found.unwrap_or_default()),
+            match self.put_tombstone(tombstone.clone(), &tag).await {
+                Ok(resolution) => resolution,
+                Err(e) => {
+                    // Our tombstone may be there, and then only we can count the message out: a reader
+                    // that finds it takes it for someone else's and drops the entry without counting.
+                    // So the put is re-driven until it answers, and counts out if the tombstone is ours.
+                    let (shard, pending) = (shard.clone(), pending.clone());
+                    self.settle_later("Message post", move |store| {
+                        let (shard, pending, tombstone, tag) =
+                            (shard.clone(), pending.clone(), tombstone.clone(), tag.clone());
+                        async move {
+                            // Near its expiry an absent item proves nothing (see above): its count
+                            // then ends with its bucket.
+                            if store.now_ms().saturating_add(margin) >= pending.expires_ms {
+                                return Ok(());
+                            }
+                            if let Resolution::Tombstoned = store.put_tombstone(tombstone, &tag).await? {
+                                store.count_out_tombstoned(&shard, k, &pending).await;
+                            }
+                            Ok(())
+                        }
+                    });
+                    return Err(e);
+                }
             }
         };
         if let Resolution::Tombstoned = resolution {
-            tracing::warn!(queue = %shard.queue, shard = shard.index, k, "tombstoned a single post whose lease ran out");
-            let mut counts = Counts::default();
-            counts.message(pending.expires_ms, pending.ttl_s, -1);
-            self.write_counts(shard, &counts, None).await;
+            self.count_out_tombstoned(shard, k, pending).await;
         }
         if let Err(e) = self.clear_pending(shard, &[k]).await {
             tracing::warn!(error = %e, "could not remove a settled pending write; a later reader will");
         }
         Ok(resolution)
+    }
+
+    /// Puts a reader's tombstone (tagged `tag`) where a pending write has no item: `Tombstoned` when the
+    /// tombstone there is ours (also when an attempt whose answer was lost put it), else what is there.
+    async fn put_tombstone(&self, tombstone: Item, tag: &str) -> Result<Resolution, StoreError> {
+        Ok(match self.put_if_absent(tombstone, "Message post").await? {
+            Ok(()) => Resolution::Tombstoned,
+            Err(Some(found)) if get_s(&found, "tombstone") == Some(tag) => Resolution::Tombstoned,
+            Err(found) => Resolution::Present(found.unwrap_or_default()),
+        })
+    }
+
+    /// Takes a message that will never be written out of the counters: once, by the reader whose
+    /// tombstone holds its number.
+    async fn count_out_tombstoned(&self, shard: &Shard, k: u64, pending: &PendingWrite) {
+        tracing::warn!(queue = %shard.queue, shard = shard.index, k, "tombstoned a single post whose lease ran out");
+        let mut counts = Counts::default();
+        counts.message(pending.expires_ms, pending.ttl_s, -1);
+        self.write_counts(shard, &counts, None).await;
     }
 
     /// Removes settled pending-write entries from a head (one write).
