@@ -1190,6 +1190,33 @@ async fn a_tombstone_whose_answers_were_lost_still_counts_its_post_out() {
     assert_eq!(total, 2, "a post that can never be written is still counted");
 }
 
+/// A claim that moves messages to their dead-letter queue, whose removals from their own queue are
+/// applied by DynamoDB but never answered: the claim counts them as its own, as if they had stayed, and
+/// the removals, re-driven in the background, find themselves applied and count them out. Stats must
+/// not keep counting messages that are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_moves_whose_answers_were_lost_count_their_messages_out() {
+    let (base, faulty, injector, project) = faulty_and_clean("dead-letter-lost").await;
+    let c = Client { app: &faulty, project: project.clone(), client_id: CLIENT.into() };
+    let checker = Client { app: &base, project, client_id: OTHER_CLIENT.into() };
+    let (queue, dead) = ("dead-letter-source", "dead-letter-target");
+    let meta = json!({"_max_claim_count": 1, "_dead_letter_queue": dead}).to_string();
+    assert_eq!(checker.put(&format!("/v2/queues/{queue}"), Some(&meta)).await.status, 201);
+    let (cid, ids) = post_and_claim(&checker, queue, 2).await;
+    assert_eq!(checker.delete(&format!("/v2/queues/{queue}/claims/{cid}")).await.status, 204);
+    // Claimed once already: the next claim moves both. Their removals here are applied, never answered.
+    injector.set_mode(Mode::FailWhere { needle: "moved", kind: FaultKind::ServerErrorAfter });
+    let r = c.post(&format!("/v2/queues/{queue}/claims?limit=10"), r#"{"ttl": 60}"#).await;
+    injector.set_mode(Mode::Off);
+    assert_ne!(r.status, 500, "{}", String::from_utf8_lossy(&r.body));
+    let listed = list_all(&checker, queue, true).await.expect("listing the source");
+    assert!(listed.is_empty(), "moved messages are gone from their queue: {listed:?}");
+    let moved = list_all(&checker, dead, true).await.expect("listing the dead-letter queue");
+    assert_eq!(moved.keys().count(), ids.len(), "the dead-letter queue holds both");
+    let (total, _, _) = settled_stats(&checker, queue, (0, 0, 0)).await;
+    assert_eq!(total, 0, "messages moved away are still counted in their old queue");
+}
+
 /// A delete with its claim id applied by DynamoDB whose answer is lost (settled in the background), and
 /// the claim released before that settles: the release must leave the removed message alone, or the
 /// settled delete, which reads the message to learn what it removed, no longer sees the claim it held and

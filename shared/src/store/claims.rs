@@ -303,8 +303,8 @@ impl Store {
                                 m.count_into(&mut counts, now, -1);
                                 let moved = match dead_letter {
                                     Some(dl) if m.claim_count >= dl.max_claim_count => {
-                                        match self.move_to_dead_letter(shard, &mine, dl).await {
-                                            Ok(()) => true,
+                                        match self.move_to_dead_letter(shard, &mine, dl, now).await {
+                                            Ok(moved) => moved,
                                             Err(e) => {
                                                 failure.get_or_insert(e);
                                                 false
@@ -462,17 +462,59 @@ impl Store {
     /// Moves a just-claimed message to the dead-letter queue: it keeps its claim there. Written there
     /// first, then removed here, so a failure in between leaves a copy rather than losing the message.
     /// Removed as every message is: expired in place, the item left to TTL at its natural expiry (see
-    /// `keys`).
-    async fn move_to_dead_letter(&self, shard: &Shard, m: &Message, dl: &DeadLetter) -> Result<(), StoreError> {
+    /// `keys`). `Ok(false)`: the message was removed here by someone else meanwhile (a delete by id), so
+    /// it stays counted as this claim's and the copy is delivered again from the dead-letter queue.
+    ///
+    /// When storage does not answer the removal, the caller counts the message as claimed here; the
+    /// removal is then re-driven in the background, and counts the message out once it (or an attempt
+    /// whose answer was lost) is found applied.
+    async fn move_to_dead_letter(
+        &self,
+        shard: &Shard,
+        m: &Message,
+        dl: &DeadLetter,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         self.post_moved(&shard.project, &dl.queue, m, dl.ttl_s.unwrap_or(m.ttl_s)).await?;
-        let r = self
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        match self.remove_moved(shard, m, &tag).await {
+            Ok(moved) => Ok(moved),
+            Err(e) => {
+                let (shard, m) = (shard.clone(), m.clone());
+                self.settle_later("Dead-letter move", move |store| {
+                    let (shard, m, tag) = (shard.clone(), m.clone(), tag.clone());
+                    async move {
+                        if store.remove_moved(&shard, &m, &tag).await? {
+                            let mut counts = Counts::default();
+                            m.count_into(&mut counts, now, -1);
+                            store.write_counts(&shard, &counts, None).await;
+                        }
+                        Ok(())
+                    }
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// The removal of a message moved to the dead-letter queue, on condition that it is alive and still
+    /// held by the claim that moved it; tagged, so that a retry recognises its own work. Whether it is
+    /// (now) applied.
+    async fn remove_moved(&self, shard: &Shard, m: &Message, tag: &str) -> Result<bool, StoreError> {
+        let req = self
             .update_message(shard, m.k)
-            .update_expression("SET expires_ms = :gone REMOVE body, checksum")
-            .condition_expression(cond::EXISTS)
+            .update_expression("SET expires_ms = :gone, moved = :tag REMOVE body, checksum")
+            .condition_expression(format!("expires_ms > :now AND {}", cond::HELD_BY))
             .expression_attribute_values(":gone", n(0))
-            .send()
-            .await;
-        self.conditional(r, "Dead-letter move").map(drop)
+            .expression_attribute_values(":tag", s(tag))
+            .expression_attribute_values(":now", n(self.now_ms()))
+            .expression_attribute_values(":cid", s(m.claim_id.clone().unwrap_or_default()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        Ok(match self.updated(req.send().await, "Dead-letter move")? {
+            Updated::Applied(_) => true,
+            Updated::Refused(Some(item)) => get_s(&item, "moved") == Some(tag),
+            Updated::Refused(None) => false,
+        })
     }
 
     async fn move_floor(&self, shard: &Shard, head: &Head, floor: u64, until: i64) -> Result<(), StoreError> {

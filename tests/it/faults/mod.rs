@@ -290,6 +290,12 @@ pub enum Mode {
         op: &'static str,
         kind: FaultKind,
     },
+    /// Every attempt whose request body contains `needle` (such as an attribute name only one kind of
+    /// write sets) fails with `kind`; other calls pass.
+    FailWhere {
+        needle: &'static str,
+        kind: FaultKind,
+    },
     Off,
 }
 
@@ -354,7 +360,7 @@ impl Injector {
             Mode::FailOp { op: failing, kind } if failing == op => {
                 Decision { op, kind: Some(kind), attempts_to_fault: u32::MAX, attempt: 0, current: None }
             }
-            Mode::FailOp { .. } => none,
+            Mode::FailOp { .. } | Mode::FailWhere { .. } => none,
             Mode::Random => {
                 let plan = &self.faults.plan;
                 let mut rng = self.rng.lock().unwrap();
@@ -425,6 +431,13 @@ impl Intercept for Injector {
         self.faults.attempts.fetch_add(1, Ordering::Relaxed);
         let Some(mut d) = cfg.load::<Decision>().cloned() else { return Ok(()) };
         d.current = None;
+        if let Mode::FailWhere { needle, kind } = *self.mode.lock().unwrap() {
+            let body = context.request().body().bytes().unwrap_or_default();
+            if body.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                d.kind = Some(kind);
+                d.attempts_to_fault = u32::MAX;
+            }
+        }
         if let Some(kind) = d.kind {
             // Faults stop when the switch goes off, so quiescence really is quiet.
             if d.attempt < d.attempts_to_fault && self.faults.enabled.load(Ordering::SeqCst) {
