@@ -1205,7 +1205,7 @@ async fn dead_letter_moves_whose_answers_were_lost_count_their_messages_out() {
     let (cid, ids) = post_and_claim(&checker, queue, 2).await;
     assert_eq!(checker.delete(&format!("/v2/queues/{queue}/claims/{cid}")).await.status, 204);
     // Claimed once already: the next claim moves both. Their removals here are applied, never answered.
-    injector.set_mode(Mode::FailWhere { needle: "moved", kind: FaultKind::ServerErrorAfter });
+    injector.set_mode(Mode::FailWhere(&[("moved", FaultKind::ServerErrorAfter)]));
     let r = c.post(&format!("/v2/queues/{queue}/claims?limit=10"), r#"{"ttl": 60}"#).await;
     injector.set_mode(Mode::Off);
     assert_ne!(r.status, 500, "{}", String::from_utf8_lossy(&r.body));
@@ -1215,6 +1215,108 @@ async fn dead_letter_moves_whose_answers_were_lost_count_their_messages_out() {
     assert_eq!(moved.keys().count(), ids.len(), "the dead-letter queue holds both");
     let (total, _, _) = settled_stats(&checker, queue, (0, 0, 0)).await;
     assert_eq!(total, 0, "messages moved away are still counted in their old queue");
+}
+
+/// A pop applied by DynamoDB whose answers are lost is undone (the pop reported failure, so the message
+/// must stay), in the background when storage does not answer the undo either. Meanwhile the popped
+/// message looks removed, and a listing that passes a long run of removed messages would raise the
+/// shard's live floor past it: the undo holds the floor first. The message is listed, counted and
+/// claimed first once it is put back. (A failed post after it leaves a hole on the head meanwhile.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pop_undone_late_holds_the_live_floor_below_it() {
+    pop_undone_late("pop-undone-held", false, true).await;
+}
+
+/// As above, but the undo's hold does not reach storage either, so the listing raises the live floor
+/// past the popped message; the undo, settled later, lowers the floor back to it and masks the removed
+/// messages in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pop_undone_after_the_live_floor_passed_it_lowers_the_floor() {
+    pop_undone_late("pop-undone-passed", true, false).await;
+}
+
+/// As above, with a failed post between the popped message and the others: its messages were written,
+/// its commit never was, so its range is a hole, which the listing forgets as it raises the floor past
+/// it. Lowered again, the floor must not bring that post's messages to light.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_floor_lowered_for_an_undone_pop_keeps_a_failed_post_invisible() {
+    pop_undone_late("pop-undone-over-hole", true, true).await;
+}
+
+async fn pop_undone_late(queue: &str, hold_lost: bool, failed_post_after_m0: bool) {
+    let (base, faulty, injector, project) = faulty_and_clean(queue).await;
+    let c = Client { app: &faulty, project: project.clone(), client_id: CLIENT.into() };
+    let checker = Client { app: &base, project, client_id: OTHER_CLIENT.into() };
+    let path = format!("/v2/queues/{queue}/messages");
+    let batch = |from: usize, to: usize, prefix: &str| {
+        let messages: Vec<Value> =
+            (from..to).map(|i| json!({"body": {"t": format!("{prefix}{i}"), "i": i}, "ttl": 3600})).collect();
+        json!({ "messages": messages }).to_string()
+    };
+    let mut ids = vec![];
+    if failed_post_after_m0 {
+        ids.extend(ids_of_resources(&checker.post(&path, &batch(0, 1, "m")).await.json_body()));
+        // Its messages are written; its commit (the only head write that counts messages) never is.
+        injector.set_mode(Mode::FailWhere(&[("\"ex\"", FaultKind::ServerErrorBefore)]));
+        let r = c.post(&path, &batch(0, 3, "failed")).await;
+        injector.set_mode(Mode::Off);
+        assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+        ids.extend(ids_of_resources(&checker.post(&path, &batch(1, 40, "m")).await.json_body()));
+    } else {
+        ids.extend(ids_of_resources(&checker.post(&path, &batch(0, 40, "m")).await.json_body()));
+    }
+    assert_eq!(ids.len(), 40);
+    let k_of_m0 = zaqar::keys::message_id_k(&ids[0]).expect("a message id").1;
+    // The pop of m0 is applied, never answered; its undo (fence, restore, and the hold of the live floor
+    // when `hold_lost`) does not reach storage. (The pop's condition names `unpopped` too: its own
+    // marker comes first.)
+    const UNDO_LOST: &[(&str, FaultKind)] = &[
+        ("was_exp = expires_ms", FaultKind::ServerErrorAfter),
+        ("SET unpopped", FaultKind::ServerErrorBefore),
+        ("= was_exp,", FaultKind::ServerErrorBefore),
+    ];
+    const UNDO_AND_HOLD_LOST: &[(&str, FaultKind)] = &[
+        ("was_exp = expires_ms", FaultKind::ServerErrorAfter),
+        ("SET unpopped", FaultKind::ServerErrorBefore),
+        ("= was_exp,", FaultKind::ServerErrorBefore),
+        ("undo_until", FaultKind::ServerErrorBefore),
+    ];
+    injector.set_mode(Mode::FailWhere(if hold_lost { UNDO_AND_HOLD_LOST } else { UNDO_LOST }));
+    let r = c.delete(&format!("{path}?pop=1")).await;
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    // Then 34 more removed after it: a run long enough for a listing to raise the floor.
+    for chunk in ids[1..35].chunks(20) {
+        assert_eq!(checker.delete(&format!("{path}?ids={}", chunk.join(","))).await.status, 204);
+    }
+    let listed = tokens(&checker.get(&format!("{path}?echo=true&limit=10")).await.json_body());
+    assert_eq!(listed, ["m35", "m36", "m37", "m38", "m39"], "m0 looks popped while its undo is pending");
+    let head = harness::raw_head(&base, &checker.project, queue, 0).await.expect("the shard's head");
+    let live_k = raw_i64(&head, "live_k").unwrap_or(0) as u64;
+    if failed_post_after_m0 {
+        // Held, the floor keeps the hole (and the hold was conditioned on the holes as they were).
+        let holes = raw_strings(&head, "holes");
+        assert_eq!(holes.is_empty(), hold_lost, "the listing forgets the failed post's hole if it raises the floor");
+    }
+    if hold_lost {
+        assert!(live_k > k_of_m0, "the listing raised the live floor past m0 ({live_k} <= {k_of_m0})");
+    } else {
+        assert!(live_k <= k_of_m0, "the undo's hold kept the live floor below m0 ({live_k} > {k_of_m0})");
+    }
+    injector.set_mode(Mode::Off);
+    // The undo settles in the background (retried after 100 ms, 200 ms, ...).
+    let started = Instant::now();
+    let mut listed = vec![];
+    while started.elapsed() < SETTLE {
+        listed = tokens(&checker.get(&format!("{path}?echo=true&limit=10")).await.json_body());
+        if listed.len() == 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(listed, ["m0", "m35", "m36", "m37", "m38", "m39"], "a pop that failed must leave its message listed");
+    assert_eq!(settled_stats(&checker, queue, (6, 0, 6)).await, (6, 0, 6));
+    let r = checker.post(&format!("/v2/queues/{queue}/claims?limit=2"), r#"{"ttl": 60, "grace": 60}"#).await;
+    assert_eq!(tokens(&r.json_body()), ["m0", "m35"]);
 }
 
 /// A delete with its claim id applied by DynamoDB whose answer is lost (settled in the background), and

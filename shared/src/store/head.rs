@@ -33,6 +33,12 @@
 //! **Floors.** `live_k`: every message below it is gone or expired for good (expiry never reverses), so
 //! scans start there. `floor_k` / `floor_until_ms`: every message below `floor_k` is dead or claimed until
 //! at least `floor_until_ms` (claims start there while that holds; see `claims.rs`).
+//!
+//! **Undone pops.** A pop whose answers were lost is undone: the message comes back (`messages.rs`). Until
+//! then it looks removed, and a scan may raise `live_k` past it. So an undo first holds the floor
+//! (`undo_until`: no raise while it is ahead) and, when the floor has passed the message, lowers it to
+//! the message and masks everything between as a hole: below the floor lie only removed messages and
+//! items of failed posts whose holes were forgotten, and the mask keeps the latter invisible.
 
 use super::expr::Expr;
 use super::pending::{pending_of, remove_pending_below, PendingWrite, PENDING_MAP};
@@ -48,6 +54,14 @@ pub(crate) const MAP_SENTINEL: &str = "_";
 
 /// Marks a shard head above the queue's shard count (see [`Head::retired`]).
 pub(crate) const RETIRED: &str = "retired";
+
+/// While this head attribute (ms) is ahead, the live floor does not rise: an undone pop is putting a
+/// message back below where it could otherwise go (see "Undone pops" above).
+const UNDO_HOLD: &str = "undo_until";
+
+/// How long an undo holds the live floor: its fence, this hold and its restore are made in a row, and a
+/// retried undo holds again.
+pub(crate) const UNDO_HOLD_MS: i64 = 30_000;
 
 /// Prefix of the top-level head attributes `xk{bucket}` (see "Expiry floor" above). Top-level rather than a
 /// map, so that setting one never depends on a map existing.
@@ -564,12 +578,16 @@ impl Store {
         futures::future::try_join_all(puts).await.map(drop)
     }
 
-    /// Moves the live floor up to `k` (monotonic) and forgets the holes below it.
+    /// Moves the live floor up to `k` (monotonic while no undo holds it) and forgets the holes below it.
     pub(crate) async fn raise_live_floor(&self, shard: &Shard, head: &Head, k: u64) -> Result<(), StoreError> {
         let mut e = Expr::default();
-        let kv = e.value(n(k));
+        let (kv, now) = (e.value(n(k)), e.value(n(self.now_ms())));
+        let hold = e.name(UNDO_HOLD);
         e.set(format!("live_k = {kv}"));
-        e.condition(format!("(attribute_not_exists(live_k) OR live_k < {kv}) AND attribute_not_exists(dead)"));
+        e.condition(format!(
+            "(attribute_not_exists(live_k) OR live_k < {kv}) AND attribute_not_exists(dead) \
+             AND (attribute_not_exists({hold}) OR {hold} < {now})"
+        ));
         let below: Vec<String> = head.holes.iter().filter(|(_, hi)| *hi < k).map(|(lo, hi)| hole(*lo, *hi)).collect();
         if !below.is_empty() {
             let hv = e.value(AttributeValue::Ss(below));
@@ -597,6 +615,73 @@ impl Store {
             }
             _ => None,
         }
+    }
+}
+
+impl Store {
+    /// Makes room below the live floor for a message about to be put back by the undo of a pop (see
+    /// "Undone pops" above): holds the floor where it is for [`UNDO_HOLD_MS`], and when it has already
+    /// passed `k`, lowers it to `k` with everything between masked as a hole. When `k` lies in such a
+    /// mask (another undo lowered the floor past it), the mask is split around it. A few compare-and-set
+    /// attempts; an error means storage did not answer, and the undo is tried again.
+    pub(crate) async fn hold_live_floor(&self, shard: &Shard, k: u64) -> Result<(), StoreError> {
+        let mut head = self.read_head(shard).await?;
+        for _ in 0..5 {
+            if head.dead || !head.exists {
+                return Ok(());
+            }
+            let mut e = Expr::default();
+            let (hold, until) = (e.name(UNDO_HOLD), e.value(n(self.now_ms() + UNDO_HOLD_MS)));
+            e.set(format!("{hold} = {until}"));
+            let mut holes: Vec<(u64, u64)> = head.holes.clone();
+            if let Some(i) = holes.iter().position(|&(lo, hi)| lo <= k && k <= hi) {
+                let (lo, hi) = holes.remove(i);
+                if lo < k {
+                    holes.push((lo, k - 1));
+                }
+                if k < hi {
+                    holes.push((k + 1, hi));
+                }
+            }
+            let lowered = head.live_k > k;
+            if lowered {
+                // Below the floor lie only removed messages and the items of failed posts whose holes
+                // were forgotten: masked, they stay invisible.
+                if k + 1 < head.live_k {
+                    holes.push((k + 1, head.live_k - 1));
+                }
+                let kv = e.value(n(k));
+                e.set(format!("live_k = {kv}"));
+            }
+            let live = e.value(n(head.live_k));
+            e.condition(format!("live_k = {live} AND attribute_not_exists(dead)"));
+            let old: Vec<String> = head.holes.iter().map(|&(lo, hi)| hole(lo, hi)).collect();
+            let new: Vec<String> = holes.iter().map(|&(lo, hi)| hole(lo, hi)).collect();
+            if old.is_empty() {
+                e.condition("attribute_not_exists(holes)".into());
+            } else {
+                let ov = e.value(AttributeValue::Ss(old.clone()));
+                e.condition(format!("holes = {ov}"));
+            }
+            if new != old {
+                if new.is_empty() {
+                    e.remove("holes".into());
+                } else {
+                    let nv = e.value(AttributeValue::Ss(new));
+                    e.set(format!("holes = {nv}"));
+                }
+            }
+            match self.update_head_if(shard, e, "Message pop").await? {
+                Ok(()) => {
+                    if lowered {
+                        tracing::warn!(queue = %shard.queue, shard = shard.index, k, "lowered the live floor to put back an undone pop");
+                    }
+                    return Ok(());
+                }
+                Err(now) => head = now,
+            }
+        }
+        Err(StoreError::exhausted("Message pop"))
     }
 }
 

@@ -1093,9 +1093,10 @@ impl Store {
     }
 
     /// Undoes a pop whose outcome is unknown: first fences it (`unpopped`, so that an attempt of it held
-    /// up in the network cannot land later and take the message), then, if it had been applied, restores
-    /// the message with the body the pop removed (bodies never change, so the one read before the pop is
-    /// the one). Repeatable: an error means storage did not answer, and it is tried again.
+    /// up in the network cannot land later and take the message), then, if it had been applied, holds
+    /// the shard's live floor below the message (`head.rs`, "Undone pops") and restores the message with
+    /// the body the pop removed (bodies never change, so the one read before the pop is the one).
+    /// Repeatable: an error means storage did not answer, and it is tried again.
     async fn unpop(&self, shard: &Shard, m: &Message, op: &str) -> Result<(), StoreError> {
         let fence = self
             .update_message(shard, m.k)
@@ -1118,6 +1119,8 @@ impl Store {
             }
             Err(e) => Some(e),
         };
+        // The floor may have passed the message while it looked removed: make room for it first.
+        self.hold_live_floor(shard, m.k).await?;
         let mut restore = String::from("SET expires_ms = was_exp, #ttl = was_ttl, body = :body");
         let mut req = self
             .update_message(shard, m.k)

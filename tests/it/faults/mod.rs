@@ -290,12 +290,9 @@ pub enum Mode {
         op: &'static str,
         kind: FaultKind,
     },
-    /// Every attempt whose request body contains `needle` (such as an attribute name only one kind of
-    /// write sets) fails with `kind`; other calls pass.
-    FailWhere {
-        needle: &'static str,
-        kind: FaultKind,
-    },
+    /// Every attempt whose request body contains one of the needles (such as an attribute name only one
+    /// kind of write sets) fails with that needle's kind (the first that matches); other calls pass.
+    FailWhere(&'static [(&'static str, FaultKind)]),
     Off,
 }
 
@@ -360,7 +357,7 @@ impl Injector {
             Mode::FailOp { op: failing, kind } if failing == op => {
                 Decision { op, kind: Some(kind), attempts_to_fault: u32::MAX, attempt: 0, current: None }
             }
-            Mode::FailOp { .. } | Mode::FailWhere { .. } => none,
+            Mode::FailOp { .. } | Mode::FailWhere(_) => none,
             Mode::Random => {
                 let plan = &self.faults.plan;
                 let mut rng = self.rng.lock().unwrap();
@@ -431,10 +428,11 @@ impl Intercept for Injector {
         self.faults.attempts.fetch_add(1, Ordering::Relaxed);
         let Some(mut d) = cfg.load::<Decision>().cloned() else { return Ok(()) };
         d.current = None;
-        if let Mode::FailWhere { needle, kind } = *self.mode.lock().unwrap() {
+        if let Mode::FailWhere(needles) = *self.mode.lock().unwrap() {
             let body = context.request().body().bytes().unwrap_or_default();
-            if body.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-                d.kind = Some(kind);
+            let found = needles.iter().find(|(n, _)| body.windows(n.len()).any(|w| w == n.as_bytes()));
+            if let Some((_, kind)) = found {
+                d.kind = Some(*kind);
                 d.attempts_to_fault = u32::MAX;
             }
         }
