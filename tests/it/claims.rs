@@ -691,3 +691,50 @@ async fn floor_does_not_hide_released_or_expired_messages() {
     let (_, got, _) = claim(&c, "q1", "?limit=20", "{}").await;
     assert_eq!(got, ids[40..]);
 }
+
+/// A claim that extends a message's life (claim ttl + grace beyond its expiry, as Zaqar does) moves it
+/// into a later expiry bucket, which a later post may have opened: once the message's first bucket has
+/// ended, the message must still be listed and claimable, not skipped by the expiry floor.
+#[tokio::test]
+async fn a_message_whose_life_a_claim_extended_outlives_its_first_expiry_bucket() {
+    let app = app().await;
+    let c = Client::new(&app);
+    assert_eq!(c.put("/v2/queues/extended", None).await.status, 201);
+    let short = post(&c, "extended", r#"{"messages": [{"body": "short", "ttl": 60}]}"#).await;
+    let long = post(&c, "extended", r#"{"messages": [{"body": "long", "ttl": 300}]}"#).await;
+    // Claimed for 240 s with 60 s of grace: "short" now lives until the same time as "long".
+    let (_, got, _) = claim(&c, "extended", "", r#"{"ttl": 240, "grace": 60}"#).await;
+    assert_eq!(got, [short.clone(), long.clone()].concat());
+    app.store.clock.advance_secs(241);
+    let (s, listed) = sj(&c.get("/v2/queues/extended/messages?echo=true").await);
+    assert_eq!(s, 200);
+    let bodies: Vec<&str> =
+        listed["messages"].as_array().unwrap().iter().map(|m| m["body"].as_str().unwrap()).collect();
+    assert_eq!(bodies, ["short", "long"], "the claim ended; both messages are alive");
+    let (_, got, _) = claim(&c, "extended", "", r#"{"ttl": 60}"#).await;
+    assert_eq!(got, [short, long].concat());
+    let (_, stats) = sj(&c.get("/v2/queues/extended/stats").await);
+    assert_eq!(stats["messages"]["total"], json!(2));
+}
+
+/// As above, with the life extended by a renewal rather than by the claim.
+#[tokio::test]
+async fn a_message_whose_life_a_renewal_extended_outlives_its_first_expiry_bucket() {
+    let app = app().await;
+    let c = Client::new(&app);
+    assert_eq!(c.put("/v2/queues/renewed", None).await.status, 201);
+    let short = post(&c, "renewed", r#"{"messages": [{"body": "short", "ttl": 180}]}"#).await;
+    let long = post(&c, "renewed", r#"{"messages": [{"body": "long", "ttl": 360}]}"#).await;
+    let (cid, got, _) = claim(&c, "renewed", "", r#"{"ttl": 60, "grace": 60}"#).await;
+    assert_eq!(got, [short.clone(), long.clone()].concat());
+    let r =
+        c.patch(&format!("/v2/queues/renewed/claims/{cid}"), "application/json", r#"{"ttl": 300, "grace": 60}"#).await;
+    assert_eq!(r.status, 204, "{}", text(&r));
+    app.store.clock.advance_secs(301);
+    let (_, listed) = sj(&c.get("/v2/queues/renewed/messages?echo=true").await);
+    let bodies: Vec<&str> =
+        listed["messages"].as_array().unwrap().iter().map(|m| m["body"].as_str().unwrap()).collect();
+    assert_eq!(bodies, ["short", "long"], "the claim ended; both messages are alive");
+    let (_, got, _) = claim(&c, "renewed", "", r#"{"ttl": 60}"#).await;
+    assert_eq!(got, [short, long].concat());
+}

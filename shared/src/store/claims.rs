@@ -62,8 +62,12 @@ struct Life {
 
 impl Life {
     fn extended(m: &Message, until: i64, params: ClaimParams) -> Option<Life> {
-        (m.expires_ms < until)
-            .then(|| Life { expires_ms: until + params.grace_s * 1000, ttl_s: params.ttl_s + params.grace_s })
+        (m.expires_ms < until).then(|| Life::for_claim(until, params))
+    }
+
+    /// The life of a message a claim until `until` extends.
+    fn for_claim(until: i64, params: ClaimParams) -> Life {
+        Life { expires_ms: until + params.grace_s * 1000, ttl_s: params.ttl_s + params.grace_s }
     }
 
     /// The update clause setting it, and the request with its values (`:newexp`, `:newttl`, `:epoch`).
@@ -274,7 +278,21 @@ impl Store {
                 let round = &batch[idx..end];
                 let candidates: Vec<&Message> = round.iter().filter(|m| eligible(m)).collect();
                 if !candidates.is_empty() {
-                    if let Err(e) = self.record_candidates(record, &candidates).await {
+                    // Messages whose life the claim extends are covered by the expiry floor of their new
+                    // bucket before they move there (`Store::cover_extended_lives`).
+                    let params = record.params;
+                    let extended = candidates.iter().filter(|m| Life::extended(m, until, params).is_some());
+                    let cover = async {
+                        match extended.map(|m| m.k).min() {
+                            Some(k) => {
+                                let life = Life::for_claim(until, params);
+                                self.cover_extended_lives(shard, Some(&head), life.expires_ms, life.ttl_s, k).await
+                            }
+                            None => Ok(()),
+                        }
+                    };
+                    let (recorded, covered) = futures::join!(self.record_candidates(record, &candidates), cover);
+                    if let Err(e) = recorded.and(covered) {
                         failure = Some(e);
                         break 'scan;
                     }
@@ -667,7 +685,20 @@ impl Store {
         // The record first: it must outlive the messages' new claim ends.
         let renewed =
             Claim { ttl_s: params.ttl_s, grace_s: params.grace_s, updated_ms: now, until_ms: until, ..claim.clone() };
-        self.put_claim(&home, &renewed).await?;
+        // Messages whose life the renewal extends are covered by the expiry floor of their new bucket
+        // first, per shard (`Store::cover_extended_lives`), alongside the record.
+        let mut extended_from: std::collections::BTreeMap<u32, u64> = Default::default();
+        for m in messages.iter().filter(|m| Life::extended(m, until, params).is_some()) {
+            let k = extended_from.entry(m.shard).or_insert(m.k);
+            *k = (*k).min(m.k);
+        }
+        let life = Life::for_claim(until, params);
+        let covers = extended_from.iter().map(|(sh, k)| {
+            let shard = info.record.shard(project, queue, *sh);
+            let head = heads.first().filter(|_| shard == home);
+            async move { self.cover_extended_lives(&shard, head, life.expires_ms, life.ttl_s, *k).await }
+        });
+        futures::future::try_join(self.put_claim(&home, &renewed), futures::future::try_join_all(covers)).await?;
         let op = uuid::Uuid::new_v4().simple().to_string();
         let renewals = messages.iter().map(|m| {
             let shard = info.record.shard(project, queue, m.shard);

@@ -619,6 +619,35 @@ impl Store {
 }
 
 impl Store {
+    /// Before messages from `k` up are given a longer life (a claim or renewal extends them to
+    /// `expires_ms`): makes sure the expiry floor of their new bucket is at most `k`. Otherwise a bucket
+    /// opened by a later post would start scans past them once their old bucket ended, and they would go
+    /// unseen while alive. Nothing is written when `head` (as read) shows the floor low enough already.
+    pub(crate) async fn cover_extended_lives(
+        &self,
+        shard: &Shard,
+        head: Option<&Head>,
+        expires_ms: i64,
+        ttl_s: i64,
+        k: u64,
+    ) -> Result<(), StoreError> {
+        let bucket = keys::expiry_bucket(expires_ms, ttl_s);
+        if head.and_then(|h| h.exk.get(&bucket)).is_some_and(|first| *first <= k) {
+            return Ok(());
+        }
+        let mut e = Expr::default();
+        let (a, kv) = (e.name(&expiry_k_attr(bucket)), e.value(n(k)));
+        e.set(format!("{a} = {kv}"));
+        e.condition(format!("attribute_not_exists(dead) AND (attribute_not_exists({a}) OR {a} > {kv})"));
+        let req =
+            self.client.update_item().table_name(&self.table).return_consumed_capacity(ReturnConsumedCapacity::Total);
+        let r = e.apply(req, shard.head_key()).send().await;
+        // Refused: the floor is low enough already, or the queue is gone.
+        self.conditional(r, "Claim").map(drop)
+    }
+}
+
+impl Store {
     /// Makes room below the live floor for a message about to be put back by the undo of a pop (see
     /// "Undone pops" above): holds the floor where it is for [`UNDO_HOLD_MS`], and when it has already
     /// passed `k`, lowers it to `k` with everything between masked as a hole. When `k` lies in such a
