@@ -1181,9 +1181,11 @@ async fn a_tombstone_whose_answers_were_lost_still_counts_its_post_out() {
     assert_eq!(c.post(&path, &one("lost")).await.status, 503);
     tokio::time::sleep(Duration::from_millis(1100)).await; // the lease (1 s) runs out
     injector.set_mode(Mode::FailOp { op: "PutItem", kind: FaultKind::ServerErrorAfter });
-    let r = c.get(&format!("{path}?echo=true&limit=10")).await;
+    // The listing's tombstone put is applied and never answered (or the post's own tombstone, re-driven
+    // in the background, lands first: then that one is applied and never answered). Either way no reader
+    // that finds it counts it out but the one that put it.
+    let _ = c.get(&format!("{path}?echo=true&limit=10")).await;
     injector.set_mode(Mode::Off);
-    assert_eq!(r.status, 503, "the reader's tombstone put never answered: {}", String::from_utf8_lossy(&r.body));
     let listed = tokens(&checker.get(&format!("{path}?echo=true&limit=10")).await.json_body());
     assert_eq!(listed, ["first", "second"]);
     let (total, _, _) = settled_stats(&checker, queue, (2, 0, 2)).await;

@@ -1110,18 +1110,24 @@ impl Store {
         let fenced = self.conditional(fence, "Message pop");
         let fence_error = match fenced {
             Ok(out) => {
-                let popped_by_us =
-                    out.and_then(|o| o.attributes().cloned()).is_some_and(|i| get_s(&i, "popped") == Some(op));
-                if !popped_by_us {
+                let item = out.and_then(|o| o.attributes().cloned());
+                let tagged = |name| item.as_ref().is_some_and(|i| get_s(i, name) == Some(op));
+                if tagged("restored") {
+                    // Restored by an earlier attempt of this undo, which could not make sure of the floor.
+                    return self.hold_live_floor(shard, m.k).await;
+                }
+                if !tagged("popped") {
                     return Ok(());
                 }
                 None
             }
             Err(e) => Some(e),
         };
-        // The floor may have passed the message while it looked removed: make room for it first.
-        self.hold_live_floor(shard, m.k).await?;
-        let mut restore = String::from("SET expires_ms = was_exp, #ttl = was_ttl, body = :body");
+        // The floor may have passed the message while it looked removed: make room for it first. When
+        // storage does not answer that, the message is restored all the same (a floor raise can only pass
+        // it before), and the undo is tried again, which finds it restored and makes sure of the floor.
+        let held = self.hold_live_floor(shard, m.k).await;
+        let mut restore = String::from("SET expires_ms = was_exp, #ttl = was_ttl, body = :body, restored = :op");
         let mut req = self
             .update_message(shard, m.k)
             .condition_expression("popped = :op")
@@ -1138,7 +1144,8 @@ impl Store {
             // Claims may have moved the floor past the message while it was popped.
             self.reset_floor_later(shard);
         }
-        // Restored, or not popped: settled only once the fence is known to be in place.
+        // Restored, or not popped: settled only once the fence and the hold are known to be in place.
+        held?;
         fence_error.map_or(Ok(()), Err)
     }
 
