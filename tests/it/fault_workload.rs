@@ -1412,6 +1412,51 @@ async fn renewals_settled_late_count_each_move_of_a_claim_end_once() {
     assert_eq!((stats["messages"]["total"].as_u64(), stats["messages"]["claimed"].as_u64()), (Some(0), Some(0)));
 }
 
+/// A renewal that storage does not take settles in the background; before it is first applied another
+/// renewal of the claim lands, and the first application's answer is lost too. The settled renewal then
+/// finds its own tag and must count the move from the end the other renewal set, not from the end it
+/// read before either: with every message deleted, no live claim end may keep a count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_applied_after_another_counts_from_the_end_that_one_set() {
+    let (base, faulty, injector, project) = faulty_and_clean("renew-overtaken").await;
+    let c = Client { app: &faulty, project: project.clone(), client_id: CLIENT.into() };
+    let checker = Client { app: &base, project: project.clone(), client_id: OTHER_CLIENT.into() };
+    let queue = "renew-overtaken";
+    let (cid, held) = post_and_claim(&checker, queue, 2).await;
+    let claim_path = format!("/v2/queues/{queue}/claims/{cid}");
+    // The faulty process reads the claim's messages, then its renewal writes do not reach storage.
+    injector.set_mode(Mode::FailWhere(&[("renewed = :op", FaultKind::ServerErrorBefore)]));
+    let r = c.patch(&claim_path, "application/json", r#"{"ttl": 400, "grace": 60}"#).await;
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    // Another renewal lands first.
+    assert_eq!(checker.patch(&claim_path, "application/json", r#"{"ttl": 500, "grace": 60}"#).await.status, 204);
+    // Then the background retries of the first are applied, and their answers lost, until storage is back.
+    injector.set_mode(Mode::FailWhere(&[("renewed = :op", FaultKind::ServerErrorAfter)]));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    injector.set_mode(Mode::Off);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for id in &held {
+        assert_eq!(checker.delete(&format!("/v2/queues/{queue}/messages/{id}?claim_id={cid}")).await.status, 204);
+    }
+    let started = Instant::now();
+    let mut ends = live_claim_ends(&base, &project, queue).await;
+    while !ends.is_empty() && started.elapsed() < SETTLE {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        ends = live_claim_ends(&base, &project, queue).await;
+    }
+    assert_eq!(ends, vec![], "claimed counts left at live claim ends (end, count) with every message deleted");
+}
+
+/// The shard's live claim ends with a count other than zero, as (end second, count).
+async fn live_claim_ends(base: &App, project: &str, queue: &str) -> Vec<(i64, i64)> {
+    let head = harness::raw_head(base, project, queue, 0).await.expect("the shard's head");
+    let now_s = harness::now_s(base);
+    let mut ends: Vec<(i64, i64)> =
+        raw_counter_map(&head, "cl").into_iter().filter(|(end, count)| *end > now_s && *count != 0).collect();
+    ends.sort_unstable();
+    ends
+}
+
 /// Posts `n` messages to a new queue and claims them all (300 s): the claim id and the messages' ids.
 async fn post_and_claim(checker: &Client<'_>, queue: &str, n: usize) -> (String, Vec<String>) {
     let messages: Vec<Value> = (0..n).map(|i| json!({"body": {"t": queue, "i": i}, "ttl": 3600})).collect();

@@ -52,6 +52,18 @@ fn claimed_version(m: &Message, cid: &str, until: i64, params: ClaimParams) -> M
     c
 }
 
+/// The message as it was before the renewal whose tag is `renewed{slot}`, from what that renewal kept
+/// (`rn_until{slot}` and the rest); `m` as read where it kept nothing (an item renewed before it did).
+fn before_renewal(item: &Item, m: &Message, slot: &str) -> Message {
+    let kept = |name: &str| get_i64(item, &format!("{name}{slot}")).filter(|v| *v > 0);
+    match (kept("rn_until"), kept("rn_exp"), kept("rn_ttl")) {
+        (Some(until), Some(expires_ms), Some(ttl_s)) => {
+            Message { claim_until_ms: Some(until), expires_ms, ttl_s, ..m.clone() }
+        }
+        _ => m.clone(),
+    }
+}
+
 /// Lifetime extension: a message that would die before its claim ends lives until the claim end + grace,
 /// with the claim TTL + grace as its TTL (claims and renewals alike).
 #[derive(Debug, Clone, Copy)]
@@ -773,8 +785,15 @@ impl Store {
         until: i64,
         params: ClaimParams,
     ) -> Result<Option<(Message, Message)>, StoreError> {
-        let mut update =
-            String::from("SET renewed2 = if_not_exists(renewed, :none), renewed = :op, claim_until_ms = :until");
+        // Each tag keeps the claim end and life the message had before it (`rn_*`), so that a retry
+        // recognising its own work counts the move from there, even when another renewal came between
+        // this one's read and its first application.
+        let mut update = String::from(
+            "SET renewed2 = if_not_exists(renewed, :none), renewed = :op, \
+             rn_until2 = if_not_exists(rn_until, :zero), rn_exp2 = if_not_exists(rn_exp, :zero), \
+             rn_ttl2 = if_not_exists(rn_ttl, :zero), rn_until = claim_until_ms, rn_exp = expires_ms, \
+             rn_ttl = ttl_s, claim_until_ms = :until",
+        );
         let life = Life::extended(m, until, params);
         let mut req = self
             .update_message(shard, m.k)
@@ -788,6 +807,7 @@ impl Store {
             .expression_attribute_values(":cid", s(cid))
             .expression_attribute_values(":op", s(op))
             .expression_attribute_values(":none", s(""))
+            .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":now", n(self.now_ms()))
             .expression_attribute_values(":until", n(until))
             .return_values(ReturnValue::AllOld)
@@ -810,10 +830,13 @@ impl Store {
                 let after = renewed(&before);
                 Some((before, after))
             }
-            Updated::Refused(Some(item))
-                if get_s(&item, "renewed") == Some(op) || get_s(&item, "renewed2") == Some(op) =>
-            {
-                Some((m.clone(), renewed(m)))
+            Updated::Refused(Some(item)) if get_s(&item, "renewed") == Some(op) => {
+                let before = before_renewal(&item, m, "");
+                Some((before.clone(), renewed(&before)))
+            }
+            Updated::Refused(Some(item)) if get_s(&item, "renewed2") == Some(op) => {
+                let before = before_renewal(&item, m, "2");
+                Some((before.clone(), renewed(&before)))
             }
             Updated::Refused(_) => None,
         })
