@@ -1447,6 +1447,45 @@ async fn a_renewal_applied_after_another_counts_from_the_end_that_one_set() {
     assert_eq!(ends, vec![], "claimed counts left at live claim ends (end, count) with every message deleted");
 }
 
+/// A claim whose write is held up in the network after it read the message; meanwhile another claim
+/// takes the message, extends its life (and so moves it to a later expiry bucket), and releases it. The
+/// held-up write must not apply on the expiry it did not read, or its counts move the message out of a
+/// bucket it has already left: the heads must count it in its bucket once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_claim_held_up_while_another_extended_the_message_counts_it_once() {
+    let (base, faulty, injector, project) = faulty_and_clean("claim-held-up").await;
+    let c = Client { app: &faulty, project: project.clone(), client_id: CLIENT.into() };
+    let checker = Client { app: &base, project: project.clone(), client_id: OTHER_CLIENT.into() };
+    let queue = "claim-held-up";
+    let path = format!("/v2/queues/{queue}/messages");
+    let posted =
+        checker.post(&path, &json!({"messages": [{"body": {"t": "m", "i": 0}, "ttl": 300}]}).to_string()).await;
+    assert_eq!(posted.status, 201);
+    // The faulty process's claim (60 s: no extension) stalls at its message write.
+    injector.set_mode(Mode::FailWhere(&[("claim_id = :cid", FaultKind::StallBefore)]));
+    let claims_path = format!("/v2/queues/{queue}/claims?limit=1");
+    let held_up = c.post(&claims_path, r#"{"ttl": 60, "grace": 60}"#);
+    let meanwhile = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // 400 s + 60 s of grace outlives the message: its life is extended, then the claim released.
+        let r = checker.post(&format!("/v2/queues/{queue}/claims?limit=1"), r#"{"ttl": 400, "grace": 60}"#).await;
+        assert_eq!(r.status, 201);
+        let cid = r.header_value("location").and_then(|l| l.rsplit('/').next()).unwrap().to_string();
+        assert_eq!(checker.delete(&format!("/v2/queues/{queue}/claims/{cid}")).await.status, 204);
+        injector.set_mode(Mode::Off);
+    };
+    let (r, ()) = tokio::join!(held_up, meanwhile);
+    assert!(matches!(r.status.as_u16(), 201 | 204 | 503), "{} {}", r.status, String::from_utf8_lossy(&r.body));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let head = harness::raw_head(&base, &project, queue, 0).await.expect("the shard's head");
+    let now_s = harness::now_s(&base);
+    let counted: Vec<(i64, i64)> =
+        raw_counter_map(&head, "ex").into_iter().filter(|(b, n)| *b > now_s && *n != 0).collect();
+    let item = raw_messages(&base, &project, queue, 0).await.into_iter().next().expect("the message").1;
+    let bucket = zaqar::keys::expiry_bucket(raw_i64(&item, "expires_ms").unwrap(), raw_i64(&item, "ttl_s").unwrap());
+    assert_eq!(counted, vec![(bucket, 1)], "the message counted once, in the bucket it lives in");
+}
+
 /// The shard's live claim ends with a count other than zero, as (end second, count).
 async fn live_claim_ends(base: &App, project: &str, queue: &str) -> Vec<(i64, i64)> {
     let head = harness::raw_head(base, project, queue, 0).await.expect("the shard's head");

@@ -458,9 +458,12 @@ impl Store {
         now: i64,
     ) -> Result<Result<Message, Option<Message>>, StoreError> {
         let mut update = String::from("SET claim_id = :cid, claim_until_ms = :until ADD claim_count :one");
+        // On the expiry we read: the counts move the message from the bucket we read (another claim may
+        // have extended its life, and been released, since).
         let mut req = self
             .update_message(shard, m.k)
-            .condition_expression(format!("id = :id AND {} AND {NOT_FENCED}", cond::CLAIMABLE))
+            .condition_expression(format!("id = :id AND expires_ms = :exp AND {} AND {NOT_FENCED}", cond::CLAIMABLE))
+            .expression_attribute_values(":exp", n(m.expires_ms))
             .expression_attribute_values(":id", s(m.id.clone()))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":cid", s(cid))
@@ -468,16 +471,11 @@ impl Store {
             .expression_attribute_values(":one", n(1))
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        // Lifetime extension, checked against the expiry we read; `:exp` guards that it is unchanged.
+        // Lifetime extension, from the expiry we read (`:exp` guards that it is unchanged).
         if let Some(life) = Life::extended(m, until, params) {
             let (clause, with) = life.apply(req);
             update = format!("SET claim_id = :cid, claim_until_ms = :until, {clause} ADD claim_count :one");
-            req = with
-                .condition_expression(format!(
-                    "id = :id AND expires_ms = :exp AND {} AND {NOT_FENCED}",
-                    cond::CLAIMABLE
-                ))
-                .expression_attribute_values(":exp", n(m.expires_ms));
+            req = with;
         }
         Ok(match self.updated(req.update_expression(update).send().await, "Claim")? {
             Updated::Applied(new) => Ok(new.as_ref().and_then(Message::from_item).unwrap_or_else(|| m.clone())),

@@ -428,17 +428,17 @@ impl Intercept for Injector {
         self.faults.attempts.fetch_add(1, Ordering::Relaxed);
         let Some(mut d) = cfg.load::<Decision>().cloned() else { return Ok(()) };
         d.current = None;
+        // FailWhere decides per attempt, from the mode as it is now: a retry made after the mode changed
+        // goes through.
+        let mut kind = d.kind.filter(|_| d.attempt < d.attempts_to_fault);
         if let Mode::FailWhere(needles) = *self.mode.lock().unwrap() {
             let body = context.request().body().bytes().unwrap_or_default();
             let found = needles.iter().find(|(n, _)| body.windows(n.len()).any(|w| w == n.as_bytes()));
-            if let Some((_, kind)) = found {
-                d.kind = Some(*kind);
-                d.attempts_to_fault = u32::MAX;
-            }
+            kind = found.map(|(_, k)| *k);
         }
-        if let Some(kind) = d.kind {
+        if let Some(kind) = kind {
             // Faults stop when the switch goes off, so quiescence really is quiet.
-            if d.attempt < d.attempts_to_fault && self.faults.enabled.load(Ordering::SeqCst) {
+            if self.faults.enabled.load(Ordering::SeqCst) {
                 d.current = Some(kind);
                 self.faults.count(&d.op, kind);
                 if kind != FaultKind::ServerErrorAfter {
