@@ -1070,6 +1070,7 @@ impl Store {
                 // and id never change; the pop removed the stored body), with the expiry it had when taken.
                 Ok(current.filter(|item| get_s(item, "popped") == Some(op)).map(|item| Message {
                     expires_ms: get_i64(&item, "was_exp").unwrap_or(m.expires_ms),
+                    ttl_s: get_i64(&item, "ttl_s").unwrap_or(m.ttl_s),
                     claim_id: get_s(&item, "claim_id").map(str::to_string),
                     claim_until_ms: get_i64(&item, "claim_until_ms"),
                     claim_count: get_i64(&item, "claim_count").unwrap_or(m.claim_count),
