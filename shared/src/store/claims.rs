@@ -332,7 +332,8 @@ impl Store {
                             Ok(Ok(mine)) => {
                                 m.count_into(&mut counts, now, -1);
                                 let moved = match dead_letter {
-                                    Some(dl) if m.claim_count >= dl.max_claim_count => {
+                                    // Claimed `max_claim_count` times before this claim (counted by the write itself, not as read).
+                                    Some(dl) if mine.claim_count > dl.max_claim_count => {
                                         match self.move_to_dead_letter(shard, &mine, dl, now).await {
                                             Ok(moved) => moved,
                                             Err(e) => {
