@@ -1235,7 +1235,7 @@ async fn dead_letter_moves_whose_answers_were_lost_count_their_messages_out() {
 /// claimed first once it is put back. (A failed post after it leaves a hole on the head meanwhile.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pop_undone_late_holds_the_live_floor_below_it() {
-    pop_undone_late("pop-undone-held", false, true).await;
+    pop_undone_late("pop-undone-held", false, true, 1).await;
 }
 
 /// As above, but the undo's hold does not reach storage either, so the listing raises the live floor
@@ -1243,7 +1243,7 @@ async fn a_pop_undone_late_holds_the_live_floor_below_it() {
 /// messages in between.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pop_undone_after_the_live_floor_passed_it_lowers_the_floor() {
-    pop_undone_late("pop-undone-passed", true, false).await;
+    pop_undone_late("pop-undone-passed", true, false, 1).await;
 }
 
 /// As above, with a failed post between the popped message and the others: its messages were written,
@@ -1251,10 +1251,17 @@ async fn a_pop_undone_after_the_live_floor_passed_it_lowers_the_floor() {
 /// it. Lowered again, the floor must not bring that post's messages to light.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_floor_lowered_for_an_undone_pop_keeps_a_failed_post_invisible() {
-    pop_undone_late("pop-undone-over-hole", true, true).await;
+    pop_undone_late("pop-undone-over-hole", true, true, 1).await;
 }
 
-async fn pop_undone_late(queue: &str, hold_lost: bool, failed_post_after_m0: bool) {
+/// As above, with two messages popped in doubt: the undo settled first lowers the floor to its message
+/// and masks the other's; the other then splits the mask around itself. Both come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pops_undone_after_the_live_floor_passed_them_both_come_back() {
+    pop_undone_late("pops-undone-passed", true, false, 2).await;
+}
+
+async fn pop_undone_late(queue: &str, hold_lost: bool, failed_post_after_m0: bool, pops: usize) {
     let (base, faulty, injector, project) = faulty_and_clean(queue).await;
     let c = Client { app: &faulty, project: project.clone(), client_id: CLIENT.into() };
     let checker = Client { app: &base, project, client_id: OTHER_CLIENT.into() };
@@ -1293,10 +1300,10 @@ async fn pop_undone_late(queue: &str, hold_lost: bool, failed_post_after_m0: boo
         ("undo_until", FaultKind::ServerErrorBefore),
     ];
     injector.set_mode(Mode::FailWhere(if hold_lost { UNDO_AND_HOLD_LOST } else { UNDO_LOST }));
-    let r = c.delete(&format!("{path}?pop=1")).await;
+    let r = c.delete(&format!("{path}?pop={pops}")).await;
     assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
     // Then 34 more removed after it: a run long enough for a listing to raise the floor.
-    for chunk in ids[1..35].chunks(20) {
+    for chunk in ids[pops..35].chunks(20) {
         assert_eq!(checker.delete(&format!("{path}?ids={}", chunk.join(","))).await.status, 204);
     }
     let listed = tokens(&checker.get(&format!("{path}?echo=true&limit=10")).await.json_body());
@@ -1319,15 +1326,17 @@ async fn pop_undone_late(queue: &str, hold_lost: bool, failed_post_after_m0: boo
     let mut listed = vec![];
     while started.elapsed() < SETTLE {
         listed = tokens(&checker.get(&format!("{path}?echo=true&limit=10")).await.json_body());
-        if listed.len() == 6 {
+        if listed.len() == 5 + pops {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(listed, ["m0", "m35", "m36", "m37", "m38", "m39"], "a pop that failed must leave its message listed");
-    assert_eq!(settled_stats(&checker, queue, (6, 0, 6)).await, (6, 0, 6));
+    let expected: Vec<String> = (0..pops).chain(35..40).map(|i| format!("m{i}")).collect();
+    assert_eq!(listed, expected, "a pop that failed must leave its messages listed");
+    let n = 5 + pops as u64;
+    assert_eq!(settled_stats(&checker, queue, (n, 0, n)).await, (n, 0, n));
     let r = checker.post(&format!("/v2/queues/{queue}/claims?limit=2"), r#"{"ttl": 60, "grace": 60}"#).await;
-    assert_eq!(tokens(&r.json_body()), ["m0", "m35"]);
+    assert_eq!(tokens(&r.json_body()), expected[..2]);
 }
 
 /// A delete with its claim id applied by DynamoDB whose answer is lost (settled in the background), and

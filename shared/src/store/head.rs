@@ -662,23 +662,9 @@ impl Store {
             let mut e = Expr::default();
             let (hold, until) = (e.name(UNDO_HOLD), e.value(n(self.now_ms() + UNDO_HOLD_MS)));
             e.set(format!("{hold} = {until}"));
-            let mut holes: Vec<(u64, u64)> = head.holes.clone();
-            if let Some(i) = holes.iter().position(|&(lo, hi)| lo <= k && k <= hi) {
-                let (lo, hi) = holes.remove(i);
-                if lo < k {
-                    holes.push((lo, k - 1));
-                }
-                if k < hi {
-                    holes.push((k + 1, hi));
-                }
-            }
+            let holes = holes_making_room(&head.holes, head.live_k, k);
             let lowered = head.live_k > k;
             if lowered {
-                // Below the floor lie only removed messages and the items of failed posts whose holes
-                // were forgotten: masked, they stay invisible.
-                if k + 1 < head.live_k {
-                    holes.push((k + 1, head.live_k - 1));
-                }
                 let kv = e.value(n(k));
                 e.set(format!("live_k = {kv}"));
             }
@@ -714,9 +700,61 @@ impl Store {
     }
 }
 
+/// The holes of a head once room is made for message `k` below a live floor at `live_k` (see
+/// [`Store::hold_live_floor`]): a hole holding `k` (a mask another undo made) is split around it, and
+/// when the floor is above `k`, what lies between them is masked. Below the floor lie only removed
+/// messages and the items of failed posts whose holes were forgotten: masked, they stay invisible.
+fn holes_making_room(holes: &[(u64, u64)], live_k: u64, k: u64) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = holes.to_vec();
+    if let Some(i) = out.iter().position(|&(lo, hi)| lo <= k && k <= hi) {
+        let (lo, hi) = out.remove(i);
+        if lo < k {
+            out.push((lo, k - 1));
+        }
+        if k < hi {
+            out.push((k + 1, hi));
+        }
+    }
+    if k + 1 < live_k {
+        out.push((k + 1, live_k - 1));
+    }
+    out
+}
+
 /// Where a scan of a shard starts: after `after`, and past the live floor and the expiry floor, below
 /// which every message has expired.
 pub(crate) fn scan_start(head: &Head, after: Option<u64>, now_ms: i64) -> u64 {
     let floor = head.live_k.max(head.expiry_floor(now_ms).unwrap_or(0));
     after.map_or(1, |m| m.saturating_add(1)).max(floor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::holes_making_room;
+
+    #[test]
+    fn room_below_a_floor_already_low_enough_changes_no_hole() {
+        assert_eq!(holes_making_room(&[(20, 25)], 10, 10), vec![(20, 25)]);
+        assert_eq!(holes_making_room(&[], 10, 15), vec![]);
+    }
+
+    #[test]
+    fn a_floor_lowered_to_a_message_masks_what_lies_between() {
+        // Floor at 40, message 10: 11..=39 masked, other holes kept.
+        assert_eq!(holes_making_room(&[(50, 52)], 40, 10), vec![(50, 52), (11, 39)]);
+        // The floor just above the message: nothing between to mask.
+        assert_eq!(holes_making_room(&[], 11, 10), vec![]);
+    }
+
+    #[test]
+    fn a_message_inside_a_mask_splits_it() {
+        // Another undo lowered the floor to 10 and masked 11..=39; message 15 comes back too.
+        assert_eq!(holes_making_room(&[(11, 39)], 10, 15), vec![(11, 14), (16, 39)]);
+        // At either end of the mask.
+        assert_eq!(holes_making_room(&[(11, 39)], 10, 11), vec![(12, 39)]);
+        assert_eq!(holes_making_room(&[(11, 39)], 10, 39), vec![(11, 38)]);
+        assert_eq!(holes_making_room(&[(11, 11)], 10, 11), vec![]);
+        // Split and lowered at once: a mask 21..=39 below a floor at 40 that has since risen to 45.
+        assert_eq!(holes_making_room(&[(21, 39)], 45, 30), vec![(21, 29), (31, 39), (31, 44)]);
+    }
 }
