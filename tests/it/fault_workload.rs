@@ -521,11 +521,20 @@ const SETTLE: Duration = Duration::from_secs(3);
 /// Checks `counts` and `orphan-claim` on a queue's snapshot, taken again (for up to [`SETTLE`]) while
 /// they fail.
 async fn check_counts_and_orphans(c: &Client<'_>, queue: &str, snap: &Snapshot, v: &mut Violations) {
+    check_settled(c, queue, snap, v, true).await
+}
+
+/// As [`check_counts_and_orphans`], without `orphan-claim` when `orphans` is false (a dead-letter
+/// queue, whose moved messages keep the claim that moved them, which lives in their old queue).
+async fn check_settled(c: &Client<'_>, queue: &str, snap: &Snapshot, v: &mut Violations, orphans: bool) {
     let started = Instant::now();
-    let mut found = counts_and_orphans(c, queue, snap).await;
+    let checked = |found: Vec<(&'static str, String)>| -> Vec<(&'static str, String)> {
+        found.into_iter().filter(|(name, _)| orphans || *name != "orphan-claim").collect()
+    };
+    let mut found = checked(counts_and_orphans(c, queue, snap).await);
     while !found.is_empty() && started.elapsed() < SETTLE {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        found = counts_and_orphans(c, queue, &snapshot(c, queue).await).await;
+        found = checked(counts_and_orphans(c, queue, &snapshot(c, queue).await).await);
     }
     for (name, what) in found {
         v.add(name, what);
@@ -594,7 +603,10 @@ async fn counts_by_end(c: &Client<'_>, queue: &str) -> Option<String> {
     let far = |end_ms: i64| end_ms > now_ms + END_MARGIN_MS;
     let (mut counted_ex, mut counted_cl) = (BTreeMap::<i64, i64>::new(), BTreeMap::<i64, i64>::new());
     let (mut stored_ex, mut stored_cl) = (BTreeMap::<i64, i64>::new(), BTreeMap::<i64, i64>::new());
-    for index in 0..raw_shard_count(app, &c.project, queue).await {
+    let Some(shards) = raw_shard_count(app, &c.project, queue).await else {
+        return Some(format!("{queue}: no such queue"));
+    };
+    for index in 0..shards {
         let messages = raw_messages(app, &c.project, queue, index).await;
         let Some(head) = raw_head(app, &c.project, queue, index).await else {
             if !messages.is_empty() {
@@ -987,15 +999,29 @@ async fn sweep_kind(kind: FaultKind, proxy: &str, faults: Arc<Faults>, project: 
         }
     }
 
-    // Claims, releases and pops on a queue of 8 messages.
-    for what in ["claim", "release", "renew", "delete", "bulk-delete", "pop"] {
+    // Claims, releases and pops on a queue of 8 messages. `claim-extend`: a claim that outlives the
+    // messages, so it extends their life. `dead-letter`: a claim that moves them to their dead-letter
+    // queue (each was claimed and released once before, with a limit of one claim).
+    for what in ["claim", "claim-extend", "dead-letter", "release", "renew", "delete", "bulk-delete", "pop"] {
         for from in 0..MAX_STEPS {
             let queue = format!("sw-{what}-{}-{from}", kind.name());
-            let messages: Vec<Value> = (0..8).map(|i| json!({"body": {"t": "c", "i": i}, "ttl": 3600})).collect();
+            let dead = format!("{queue}-dead");
+            let ttl = if what == "claim-extend" { 120 } else { 3600 };
+            if what == "dead-letter" {
+                let meta = json!({"_max_claim_count": 1, "_dead_letter_queue": dead}).to_string();
+                assert_eq!(checker.put(&format!("/v2/queues/{queue}"), Some(&meta)).await.status, 201);
+            }
+            let messages: Vec<Value> = (0..8).map(|i| json!({"body": {"t": "c", "i": i}, "ttl": ttl})).collect();
             let posted = checker
                 .post(&format!("/v2/queues/{queue}/messages"), &json!({ "messages": messages }).to_string())
                 .await;
             assert_eq!(posted.status, 201);
+            if what == "dead-letter" {
+                let r = checker.post(&format!("/v2/queues/{queue}/claims?limit=10"), r#"{"ttl": 60}"#).await;
+                assert_eq!(r.status, 201);
+                let once = r.header_value("location").and_then(|l| l.rsplit('/').next()).unwrap().to_string();
+                assert_eq!(checker.delete(&format!("/v2/queues/{queue}/claims/{once}")).await.status, 204);
+            }
             let (mut cid, mut held) = (None, vec![]);
             if matches!(what, "release" | "renew" | "delete") {
                 let r =
@@ -1014,7 +1040,13 @@ async fn sweep_kind(kind: FaultKind, proxy: &str, faults: Arc<Faults>, project: 
             };
             injector.set_mode(Mode::FailFrom { from, kind });
             let r = match what {
-                "claim" => c.post(&format!("/v2/queues/{queue}/claims?limit=5"), r#"{"ttl": 300, "grace": 60}"#).await,
+                "claim" | "claim-extend" => {
+                    c.post(&format!("/v2/queues/{queue}/claims?limit=5"), r#"{"ttl": 300, "grace": 60}"#).await
+                }
+                // Two moves (each a post to the other queue and a removal) make 20-odd steps already.
+                "dead-letter" => {
+                    c.post(&format!("/v2/queues/{queue}/claims?limit=2"), r#"{"ttl": 300, "grace": 60}"#).await
+                }
                 "release" => c.delete(&format!("/v2/queues/{queue}/claims/{cid}")).await,
                 "renew" => {
                     c.patch(
@@ -1040,6 +1072,23 @@ async fn sweep_kind(kind: FaultKind, proxy: &str, faults: Arc<Faults>, project: 
             }
             let after = snapshot(&checker, &queue).await;
             check_counts_and_orphans(&checker, &queue, &after, &mut v).await;
+            if what == "dead-letter" {
+                // Moved messages keep the claim that moved them, which lives in their old queue: only
+                // the dead-letter queue's counts are checked. Nothing is lost between the two queues.
+                let dead_snap = snapshot(&checker, &dead).await;
+                // The dead-letter queue is made by the first move.
+                if raw_shard_count(&base, project, &dead).await.is_some() {
+                    check_settled(&checker, &dead, &dead_snap, &mut v, false).await;
+                }
+                let bodies = |s: &Snapshot| -> HashSet<u64> {
+                    s.all.values().filter_map(|(t, _)| t.as_ref().map(|t| t.i)).collect()
+                };
+                let (here, there) = (bodies(&after), bodies(&dead_snap));
+                let missing: Vec<u64> = (0..8).filter(|i| !here.contains(i) && !there.contains(i)).collect();
+                if !missing.is_empty() {
+                    v.add("lost", format!("{name}: messages {missing:?} are in neither queue"));
+                }
+            }
             if what == "pop" {
                 let returned: HashSet<String> = if r.status == 200 {
                     delivered(&r.json_body()).into_iter().map(|(id, _)| id).collect()
@@ -1066,7 +1115,7 @@ async fn sweep_kind(kind: FaultKind, proxy: &str, faults: Arc<Faults>, project: 
                     v.add("lost", format!("{name}: answered 204 but {left} of its messages are still there"));
                 }
             }
-            if what == "claim" && r.status == 201 {
+            if matches!(what, "claim" | "claim-extend") && r.status == 201 {
                 let ids: Vec<String> = delivered(&r.json_body()).into_iter().map(|(id, _)| id).collect();
                 let hidden = ids.iter().filter(|id| after.unclaimed.contains(*id)).count();
                 if hidden > 0 {

@@ -329,12 +329,12 @@ pub async fn raw_message_count(app: &App, project: &str, q: &str, index: u32) ->
     }
 }
 
-/// The shard count of the queue's current generation.
-pub async fn raw_shard_count(app: &App, project: &str, q: &str) -> u32 {
+/// The shard count of the queue's current generation; `None` when there is no such queue.
+pub async fn raw_shard_count(app: &App, project: &str, q: &str) -> Option<u32> {
     let (project, queue) =
         (zaqar::types::ProjectId::parse(project).unwrap(), zaqar::types::QueueName::parse(q).unwrap());
-    let info = app.store.fresh_queue_info(&project, &queue).await.expect("queue record").expect("queue exists");
-    info.record.shards
+    let info = app.store.fresh_queue_info(&project, &queue).await.expect("queue record");
+    info.map(|i| i.record.shards)
 }
 
 /// Every message item (tombstones included) stored under shard `index` of the queue's current generation,
