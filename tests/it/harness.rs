@@ -306,27 +306,7 @@ pub async fn raw_head(app: &App, project: &str, q: &str, index: u32) -> Option<R
 
 /// Message items stored under shard `index` of the queue's current generation, visible or not.
 pub async fn raw_message_count(app: &App, project: &str, q: &str, index: u32) -> usize {
-    let pk = raw_shard(app, project, q, index).await.messages_pk();
-    let client = dynamodb(&endpoint(), true).await;
-    let (mut count, mut start) = (0, None);
-    loop {
-        let out = client
-            .query()
-            .table_name(&app.config.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :m)")
-            .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
-            .expression_attribute_values(":m", AttributeValue::S(zaqar::keys::MESSAGE_PREFIX.into()))
-            .select(aws_sdk_dynamodb::types::Select::Count)
-            .set_exclusive_start_key(start.take())
-            .send()
-            .await
-            .expect("Query on DynamoDB Local");
-        count += out.count() as usize;
-        match out.last_evaluated_key() {
-            Some(k) => start = Some(k.clone()),
-            None => return count,
-        }
-    }
+    raw_messages(app, project, q, index).await.len()
 }
 
 /// The shard count of the queue's current generation; `None` when there is no such queue.
