@@ -699,22 +699,12 @@ async fn floor_does_not_hide_released_or_expired_messages() {
 async fn a_message_whose_life_a_claim_extended_outlives_its_first_expiry_bucket() {
     let app = app().await;
     let c = Client::new(&app);
-    assert_eq!(c.put("/v2/queues/extended", None).await.status, 201);
-    let short = post(&c, "extended", r#"{"messages": [{"body": "short", "ttl": 60}]}"#).await;
-    let long = post(&c, "extended", r#"{"messages": [{"body": "long", "ttl": 300}]}"#).await;
+    let (short, long) = post_short_then_long(&c, "extended", 60, 300).await;
     // Claimed for 240 s with 60 s of grace: "short" now lives until the same time as "long".
     let (_, got, _) = claim(&c, "extended", "", r#"{"ttl": 240, "grace": 60}"#).await;
     assert_eq!(got, [short.clone(), long.clone()].concat());
     app.store.clock.advance_secs(241);
-    let (s, listed) = sj(&c.get("/v2/queues/extended/messages?echo=true").await);
-    assert_eq!(s, 200);
-    let bodies: Vec<&str> =
-        listed["messages"].as_array().unwrap().iter().map(|m| m["body"].as_str().unwrap()).collect();
-    assert_eq!(bodies, ["short", "long"], "the claim ended; both messages are alive");
-    let (_, got, _) = claim(&c, "extended", "", r#"{"ttl": 60}"#).await;
-    assert_eq!(got, [short, long].concat());
-    let (_, stats) = sj(&c.get("/v2/queues/extended/stats").await);
-    assert_eq!(stats["messages"]["total"], json!(2));
+    both_back(&c, "extended", short, long).await;
 }
 
 /// As above, with the life extended by a renewal rather than by the claim.
@@ -722,19 +712,33 @@ async fn a_message_whose_life_a_claim_extended_outlives_its_first_expiry_bucket(
 async fn a_message_whose_life_a_renewal_extended_outlives_its_first_expiry_bucket() {
     let app = app().await;
     let c = Client::new(&app);
-    assert_eq!(c.put("/v2/queues/renewed", None).await.status, 201);
-    let short = post(&c, "renewed", r#"{"messages": [{"body": "short", "ttl": 180}]}"#).await;
-    let long = post(&c, "renewed", r#"{"messages": [{"body": "long", "ttl": 360}]}"#).await;
+    let (short, long) = post_short_then_long(&c, "renewed", 180, 360).await;
     let (cid, got, _) = claim(&c, "renewed", "", r#"{"ttl": 60, "grace": 60}"#).await;
     assert_eq!(got, [short.clone(), long.clone()].concat());
     let r =
         c.patch(&format!("/v2/queues/renewed/claims/{cid}"), "application/json", r#"{"ttl": 300, "grace": 60}"#).await;
     assert_eq!(r.status, 204, "{}", text(&r));
     app.store.clock.advance_secs(301);
-    let (_, listed) = sj(&c.get("/v2/queues/renewed/messages?echo=true").await);
+    both_back(&c, "renewed", short, long).await;
+}
+
+/// A new queue with a message "short" (TTL `short_ttl`) and then "long" (`long_ttl`): their ids.
+async fn post_short_then_long(c: &Client<'_>, q: &str, short_ttl: u32, long_ttl: u32) -> (Vec<String>, Vec<String>) {
+    assert_eq!(c.put(&format!("/v2/queues/{q}"), None).await.status, 201);
+    let short = post(c, q, &json!({"messages": [{"body": "short", "ttl": short_ttl}]}).to_string()).await;
+    let long = post(c, q, &json!({"messages": [{"body": "long", "ttl": long_ttl}]}).to_string()).await;
+    (short, long)
+}
+
+/// Once the claim has ended, both messages are alive: listed, claimed in order, and counted.
+async fn both_back(c: &Client<'_>, q: &str, short: Vec<String>, long: Vec<String>) {
+    let (s, listed) = sj(&c.get(&format!("/v2/queues/{q}/messages?echo=true")).await);
+    assert_eq!(s, 200);
     let bodies: Vec<&str> =
         listed["messages"].as_array().unwrap().iter().map(|m| m["body"].as_str().unwrap()).collect();
     assert_eq!(bodies, ["short", "long"], "the claim ended; both messages are alive");
-    let (_, got, _) = claim(&c, "renewed", "", r#"{"ttl": 60}"#).await;
+    let (_, got, _) = claim(c, q, "", r#"{"ttl": 60}"#).await;
     assert_eq!(got, [short, long].concat());
+    let (_, stats) = sj(&c.get(&format!("/v2/queues/{q}/stats")).await);
+    assert_eq!(stats["messages"]["total"], json!(2));
 }
