@@ -1303,8 +1303,9 @@ async fn a_floor_lowered_for_an_undone_pop_keeps_a_failed_post_invisible() {
     pop_undone_late("pop-undone-over-hole", true, true, 1).await;
 }
 
-/// As above, with two messages popped in doubt: the undo settled first lowers the floor to its message
-/// and masks the other's; the other then splits the mask around itself. Both come back.
+/// As above, with two messages popped in doubt, whose undos settle side by side in either order: both
+/// come back. (When the earlier message's undo settles first, the later one's splits the mask around
+/// itself; which order happens cannot be steered from here, so the split is unit-tested in `head.rs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_pops_undone_after_the_live_floor_passed_them_both_come_back() {
     pop_undone_late("pops-undone-passed", true, false, 2).await;
@@ -1337,18 +1338,13 @@ async fn pop_undone_late(queue: &str, hold_lost: bool, failed_post_after_m0: boo
     // The pop of m0 is applied, never answered; its undo (fence, restore, and the hold of the live floor
     // when `hold_lost`) does not reach storage. (The pop's condition names `unpopped` too: its own
     // marker comes first.)
-    const UNDO_LOST: &[(&str, FaultKind)] = &[
-        ("was_exp = expires_ms", FaultKind::ServerErrorAfter),
-        ("SET unpopped", FaultKind::ServerErrorBefore),
-        ("= was_exp,", FaultKind::ServerErrorBefore),
-    ];
     const UNDO_AND_HOLD_LOST: &[(&str, FaultKind)] = &[
         ("was_exp = expires_ms", FaultKind::ServerErrorAfter),
         ("SET unpopped", FaultKind::ServerErrorBefore),
         ("= was_exp,", FaultKind::ServerErrorBefore),
         ("undo_until", FaultKind::ServerErrorBefore),
     ];
-    injector.set_mode(Mode::FailWhere(if hold_lost { UNDO_AND_HOLD_LOST } else { UNDO_LOST }));
+    injector.set_mode(Mode::FailWhere(if hold_lost { UNDO_AND_HOLD_LOST } else { &UNDO_AND_HOLD_LOST[..3] }));
     let r = c.delete(&format!("{path}?pop={pops}")).await;
     assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
     // Then 34 more removed after it: a run long enough for a listing to raise the floor.

@@ -82,6 +82,11 @@ impl Life {
         Life { expires_ms: until + params.grace_s * 1000, ttl_s: params.ttl_s + params.grace_s }
     }
 
+    /// The expiry bucket a message with this life is counted in.
+    fn bucket(self) -> i64 {
+        keys::expiry_bucket(self.expires_ms, self.ttl_s)
+    }
+
     /// The update clause setting it, and the request with its values (`:newexp`, `:newttl`, `:epoch`).
     fn apply(self, req: UpdateItemFluentBuilder) -> (&'static str, UpdateItemFluentBuilder) {
         let req = req
@@ -241,6 +246,10 @@ impl Store {
             record.until = keys::claim_end_ms(now, record.params.ttl_s, head.cl.len() >= keys::CROWDED_CLAIM_ENDS);
         }
         let until = record.until;
+        // Where messages whose life this claim extends go, and the first number the expiry floor is known
+        // to cover there (lowered by `Store::cover_extended_lives` as rounds extend earlier messages).
+        let extended_bucket = Life::for_claim(until, record.params).bucket();
+        let mut covered_from = head.exk.get(&extended_bucket).copied();
         let use_floor = head.floor_k > 1 && now < head.floor_until_ms;
         let base = scan_start(&head, None, now);
         let start = if use_floor { head.floor_k.max(base) } else { base };
@@ -293,13 +302,11 @@ impl Store {
                     // Messages whose life the claim extends are covered by the expiry floor of their new
                     // bucket before they move there (`Store::cover_extended_lives`).
                     let params = record.params;
-                    let extended = candidates.iter().filter(|m| Life::extended(m, until, params).is_some());
+                    let extended_from =
+                        candidates.iter().filter(|m| Life::extended(m, until, params).is_some()).map(|m| m.k).min();
                     let cover = async {
-                        match extended.map(|m| m.k).min() {
-                            Some(k) => {
-                                let life = Life::for_claim(until, params);
-                                self.cover_extended_lives(shard, Some(&head), life.expires_ms, life.ttl_s, k).await
-                            }
+                        match extended_from {
+                            Some(k) => self.cover_extended_lives(shard, extended_bucket, covered_from, k).await,
                             None => Ok(()),
                         }
                     };
@@ -307,6 +314,9 @@ impl Store {
                     if let Err(e) = recorded.and(covered) {
                         failure = Some(e);
                         break 'scan;
+                    }
+                    if let Some(k) = extended_from {
+                        covered_from = Some(covered_from.map_or(k, |c| c.min(k)));
                     }
                 }
                 let attempts =
@@ -514,9 +524,7 @@ impl Store {
                     let (shard, m, tag) = (shard.clone(), m.clone(), tag.clone());
                     async move {
                         if store.remove_moved(&shard, &m, &tag).await? {
-                            let mut counts = Counts::default();
-                            m.count_into(&mut counts, now, -1);
-                            store.write_counts(&shard, &counts, None).await;
+                            store.count_out(&shard, &m, now).await;
                         }
                         Ok(())
                     }
@@ -703,11 +711,11 @@ impl Store {
             let k = extended_from.entry(m.shard).or_insert(m.k);
             *k = (*k).min(m.k);
         }
-        let life = Life::for_claim(until, params);
+        let bucket = Life::for_claim(until, params).bucket();
         let covers = extended_from.iter().map(|(sh, k)| {
             let shard = info.record.shard(project, queue, *sh);
-            let head = heads.first().filter(|_| shard == home);
-            async move { self.cover_extended_lives(&shard, head, life.expires_ms, life.ttl_s, *k).await }
+            let known = heads.first().filter(|_| shard == home).and_then(|h| h.exk.get(&bucket).copied());
+            async move { self.cover_extended_lives(&shard, bucket, known, *k).await }
         });
         futures::future::try_join(self.put_claim(&home, &renewed), futures::future::try_join_all(covers)).await?;
         let op = uuid::Uuid::new_v4().simple().to_string();

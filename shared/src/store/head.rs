@@ -619,20 +619,19 @@ impl Store {
 }
 
 impl Store {
-    /// Before messages from `k` up are given a longer life (a claim or renewal extends them to
-    /// `expires_ms`): makes sure the expiry floor of their new bucket is at most `k`. Otherwise a bucket
+    /// Before messages from `k` up are given a longer life, in expiry bucket `bucket` (a claim or renewal
+    /// extends them): makes sure the expiry floor of that bucket is at most `k`. Otherwise a bucket
     /// opened by a later post would start scans past them once their old bucket ended, and they would go
-    /// unseen while alive. Nothing is written when `head` (as read) shows the floor low enough already.
+    /// unseen while alive. Nothing is written when `known_first`, the bucket's floor as the caller knows
+    /// it (from a head it read, or an earlier cover), is low enough already: the floor only falls.
     pub(crate) async fn cover_extended_lives(
         &self,
         shard: &Shard,
-        head: Option<&Head>,
-        expires_ms: i64,
-        ttl_s: i64,
+        bucket: i64,
+        known_first: Option<u64>,
         k: u64,
     ) -> Result<(), StoreError> {
-        let bucket = keys::expiry_bucket(expires_ms, ttl_s);
-        if head.and_then(|h| h.exk.get(&bucket)).is_some_and(|first| *first <= k) {
+        if known_first.is_some_and(|first| first <= k) {
             return Ok(());
         }
         let mut e = Expr::default();

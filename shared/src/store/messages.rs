@@ -792,9 +792,7 @@ impl Store {
         };
         match self.remove_or_settle(&shard, k, id, &op, rule, now).await? {
             Removal::Removed(old) => {
-                let mut counts = Counts::default();
-                old.count_into(&mut counts, now, -1);
-                self.write_counts(&shard, &counts, None).await;
+                self.count_out(&shard, &old, now).await;
                 Ok(DeleteOutcome::Deleted)
             }
             Removal::Refused(current) => {
@@ -829,9 +827,7 @@ impl Store {
                 let (shard, id, op, rule) = (shard.clone(), id.clone(), op.clone(), rule.clone());
                 async move {
                     if let Removal::Removed(old) = store.remove_tagged(&shard, k, &id, &op, &rule, now).await? {
-                        let mut counts = Counts::default();
-                        old.count_into(&mut counts, now, -1);
-                        store.write_counts(&shard, &counts, None).await;
+                        store.count_out(&shard, &old, now).await;
                     }
                     Ok(())
                 }

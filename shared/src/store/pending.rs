@@ -71,6 +71,13 @@ pub(crate) struct PendingWrite {
 }
 
 impl PendingWrite {
+    /// Whether an absent item at its number still proves, at `now_ms`, that its message was never
+    /// written (see [`Store::resolve_pending`]): not once its expiry is near.
+    fn absence_proves_unwritten(&self, now_ms: i64) -> bool {
+        let margin = ALIVE_MARGIN_MS.min(self.ttl_s.saturating_mul(1000) / 4);
+        now_ms.saturating_add(margin) < self.expires_ms
+    }
+
     fn encode(&self) -> String {
         format!("{}:{}:{}:{}", self.deadline_ms, self.expires_ms, self.ttl_s, self.tag)
     }
@@ -321,8 +328,7 @@ impl Store {
         pending: &PendingWrite,
     ) -> Result<Resolution, StoreError> {
         let now = self.now_ms();
-        let margin = ALIVE_MARGIN_MS.min(pending.ttl_s.saturating_mul(1000) / 4);
-        let resolution = if now.saturating_add(margin) >= pending.expires_ms {
+        let resolution = if !pending.absence_proves_unwritten(now) {
             Resolution::Expired
         } else {
             let tag = uuid::Uuid::new_v4().simple().to_string();
@@ -343,7 +349,7 @@ impl Store {
                         async move {
                             // Near its expiry an absent item proves nothing (see above): its count
                             // then ends with its bucket.
-                            if store.now_ms().saturating_add(margin) >= pending.expires_ms {
+                            if !pending.absence_proves_unwritten(store.now_ms()) {
                                 return Ok(());
                             }
                             if let Resolution::Tombstoned = store.put_tombstone(tombstone, &tag).await? {

@@ -202,6 +202,13 @@ enum Flushed {
 }
 
 impl Store {
+    /// Takes message `m` (as it was when removed) out of its shard's counters ([`Store::write_counts`]).
+    pub(crate) async fn count_out(&self, shard: &Shard, m: &super::messages::Message, now: i64) {
+        let mut counts = Counts::default();
+        m.count_into(&mut counts, now, -1);
+        self.write_counts(shard, &counts, None).await;
+    }
+
     /// Applies `counts` to a shard's head exactly once: now if storage answers, later otherwise (see the
     /// module docs). `head`, when the caller read it, lets the write drop ended counter entries. Never
     /// fails: the operation being counted has happened, and its counts are owed until written.
