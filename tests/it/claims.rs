@@ -742,3 +742,174 @@ async fn both_back(c: &Client<'_>, q: &str, short: Vec<String>, long: Vec<String
     let (_, stats) = sj(&c.get(&format!("/v2/queues/{q}/stats")).await);
     assert_eq!(stats["messages"]["total"], json!(2));
 }
+
+// Range claims (`shared/src/store/ranges.rs`): a claim of messages nobody has touched yet is one write on
+// the shard's head, and each delete under it one more; what the claim holds reads as claimed everywhere.
+
+async fn stats_of(c: &Client<'_>, q: &str) -> (u64, u64) {
+    let (s, v) = sj(&c.get(&format!("/v2/queues/{q}/stats")).await);
+    assert_eq!(s, 200, "{v}");
+    (v["messages"]["total"].as_u64().unwrap(), v["messages"]["claimed"].as_u64().unwrap())
+}
+
+async fn listed(c: &Client<'_>, q: &str, include_claimed: bool) -> Vec<String> {
+    let r = c.get(&format!("/v2/queues/{q}/messages?echo=true&limit=20&include_claimed={include_claimed}")).await;
+    if r.status == 204 {
+        return vec![];
+    }
+    ids_of(&r.json_body())
+}
+
+#[tokio::test]
+async fn a_claim_of_fresh_messages_is_one_write_and_each_delete_under_it_one_more() {
+    let app = app().await;
+    let c = Client::new(&app);
+    let q = "range-writes";
+    let ids = post_n(&c, q, 10, 3600).await;
+    let before = usage(&app);
+    let (cid, claimed, _) = claim(&c, q, "?limit=10", r#"{"ttl": 60, "grace": 60}"#).await;
+    let used = usage(&app) - before;
+    assert_eq!(claimed, ids);
+    assert_eq!(used.write_units, 1.0, "the claim: {used:?}");
+    // Held wherever it is read: listings, get, stats, another claim, a delete without the claim id.
+    assert_eq!(listed(&c, q, false).await, Vec::<String>::new());
+    assert_eq!(listed(&c, q, true).await, ids);
+    let (s, one) = sj(&c.get(&format!("/v2/queues/{q}/messages/{}", ids[0])).await);
+    assert_eq!(s, 200);
+    assert!(one["href"].as_str().unwrap().ends_with(&format!("?claim_id={cid}")), "{one}");
+    assert_eq!(stats_of(&c, q).await, (10, 10));
+    assert_eq!(claim_status(&c, q, r#"{"ttl": 60}"#).await, 204);
+    assert_eq!(c.delete(&format!("/v2/queues/{q}/messages/{}", ids[0])).await.status, 403);
+    for (i, id) in ids.iter().enumerate() {
+        let before = usage(&app);
+        assert_eq!(c.delete(&format!("/v2/queues/{q}/messages/{id}?claim_id={cid}")).await.status, 204);
+        let used = usage(&app) - before;
+        assert_eq!(used.write_units, 1.0, "delete {i}: {used:?}");
+        let left = 9 - i as u64;
+        assert_eq!(stats_of(&c, q).await, (left, left), "after delete {i}");
+        assert_eq!(c.get(&format!("/v2/queues/{q}/messages/{id}")).await.status, 404);
+        // Again: already deleted, nothing written.
+        let before = usage(&app);
+        assert_eq!(c.delete(&format!("/v2/queues/{q}/messages/{id}?claim_id={cid}")).await.status, 204);
+        assert_eq!((usage(&app) - before).write_units, 0.0);
+    }
+    assert_eq!(listed(&c, q, true).await, Vec::<String>::new());
+    assert_eq!(c.get(&format!("/v2/queues/{q}/claims/{cid}")).await.status, 404);
+    // The last delete took the claim off the head; the deleted messages stay removed there.
+    let head = raw_head(&app, &c.project, q, 0).await.unwrap();
+    assert!(!head.keys().any(|a| a.starts_with("rg")), "{head:?}");
+    assert_eq!(raw_strings(&head, "gone").len(), 1, "{head:?}");
+}
+
+#[tokio::test]
+async fn releasing_a_range_claim_frees_what_it_held_and_keeps_what_was_deleted_removed() {
+    let app = app().await;
+    let c = Client::new(&app);
+    let q = "range-release";
+    let ids = post_n(&c, q, 5, 3600).await;
+    let (cid, claimed, _) = claim(&c, q, "?limit=5", r#"{"ttl": 60, "grace": 60}"#).await;
+    assert_eq!(claimed, ids);
+    for id in [&ids[1], &ids[3]] {
+        assert_eq!(c.delete(&format!("/v2/queues/{q}/messages/{id}?claim_id={cid}")).await.status, 204);
+    }
+    assert_eq!(c.delete(&format!("/v2/queues/{q}/claims/{cid}")).await.status, 204);
+    let rest = vec![ids[0].clone(), ids[2].clone(), ids[4].clone()];
+    assert_eq!(stats_of(&c, q).await, (3, 0));
+    assert_eq!(listed(&c, q, false).await, rest);
+    assert_eq!(c.get(&format!("/v2/queues/{q}/messages/{}", ids[1])).await.status, 404);
+    assert_eq!(c.get(&format!("/v2/queues/{q}/claims/{cid}")).await.status, 404);
+    let (_, again, _) = claim(&c, q, "?limit=5", r#"{"ttl": 60}"#).await;
+    assert_eq!(again, rest);
+    assert_eq!(stats_of(&c, q).await, (3, 3));
+}
+
+#[tokio::test]
+async fn a_range_claim_that_ran_out_hands_its_messages_to_the_next_claim() {
+    let app = app().await;
+    let c = Client::new(&app);
+    let q = "range-expiry";
+    let ids = post_n(&c, q, 4, 3600).await;
+    let (cid, _, _) = claim(&c, q, "?limit=4", r#"{"ttl": 60, "grace": 60}"#).await;
+    assert_eq!(c.delete(&format!("/v2/queues/{q}/messages/{}?claim_id={cid}", ids[0])).await.status, 204);
+    advance(&app, 61);
+    // Ran out: its id no longer deletes (Zaqar: the message is not claimed), nor does it hold anything.
+    let r = c.delete(&format!("/v2/queues/{q}/messages/{}?claim_id={cid}", ids[1])).await;
+    assert_eq!(r.status, 400, "{}", text(&r));
+    assert_eq!(stats_of(&c, q).await, (3, 0));
+    assert_eq!(c.get(&format!("/v2/queues/{q}/claims/{cid}")).await.status, 404);
+    let (next, again, _) = claim(&c, q, "?limit=4", r#"{"ttl": 60}"#).await;
+    assert_eq!(again, ids[1..].to_vec());
+    assert_eq!(stats_of(&c, q).await, (3, 3));
+    // Handed back: the old entry is off the head, the deleted message stays removed.
+    let head = raw_head(&app, &c.project, q, 0).await.unwrap();
+    assert!(!head.contains_key(&format!("rg{cid}")), "{head:?}");
+    assert_eq!(c.get(&format!("/v2/queues/{q}/messages/{}", ids[0])).await.status, 404);
+    assert_eq!(c.delete(&format!("/v2/queues/{q}/messages/{}?claim_id={next}", ids[1])).await.status, 204);
+    assert_eq!(stats_of(&c, q).await, (2, 2));
+}
+
+#[tokio::test]
+async fn renewing_a_range_claim_makes_it_a_claim_of_its_messages() {
+    let app = app().await;
+    let c = Client::new(&app);
+    let q = "range-renewal";
+    let ids = post_n(&c, q, 3, 180).await;
+    let (cid, _, _) = claim(&c, q, "?limit=3", r#"{"ttl": 60, "grace": 60}"#).await;
+    assert!(raw_head(&app, &c.project, q, 0).await.unwrap().contains_key(&format!("rg{cid}")));
+    assert_eq!(c.delete(&format!("/v2/queues/{q}/messages/{}?claim_id={cid}", ids[0])).await.status, 204);
+    // A renewal past the messages' lives: it extends them, as for any claim.
+    let r = c.patch(&format!("/v2/queues/{q}/claims/{cid}"), "application/json", r#"{"ttl": 300, "grace": 60}"#).await;
+    assert_eq!(r.status, 204, "{}", text(&r));
+    assert!(!raw_head(&app, &c.project, q, 0).await.unwrap().contains_key(&format!("rg{cid}")));
+    let item = raw_message(&app, &c.project, q, &ids[1]).await.unwrap();
+    assert_eq!(item.get("claim_id"), Some(&aws_sdk_dynamodb::types::AttributeValue::S(cid.clone())));
+    advance(&app, 200);
+    let (s, got) = sj(&c.get(&format!("/v2/queues/{q}/claims/{cid}")).await);
+    assert_eq!(s, 200, "{got}");
+    assert_eq!(ids_of(&got), ids[1..].to_vec());
+    assert_eq!(stats_of(&c, q).await, (2, 2));
+    assert_eq!(c.get(&format!("/v2/queues/{q}/messages/{}", ids[0])).await.status, 404);
+    assert_eq!(c.delete(&format!("/v2/queues/{q}/messages/{}?claim_id={cid}", ids[2])).await.status, 204);
+    assert_eq!(stats_of(&c, q).await, (1, 1));
+}
+
+#[tokio::test]
+async fn pops_and_deletes_without_a_claim_leave_what_a_range_claim_holds() {
+    let app = app().await;
+    let c = Client::new(&app);
+    let q = "range-pop";
+    let ids = post_n(&c, q, 6, 3600).await;
+    let (cid, held, _) = claim(&c, q, "?limit=3", r#"{"ttl": 60, "grace": 60}"#).await;
+    assert_eq!(held, ids[..3].to_vec());
+    // A pop takes the fresh ones only, after moving the fresh region past them.
+    let (s, popped) = sj(&c.delete(&format!("/v2/queues/{q}/messages?pop=10")).await);
+    assert_eq!(s, 200, "{popped}");
+    assert_eq!(ids_of(&popped), ids[3..].to_vec());
+    assert_eq!(c.delete(&format!("/v2/queues/{q}/messages/{}", ids[1])).await.status, 403);
+    let more = post_n(&c, q, 2, 3600).await;
+    // A delete without a claim of a fresh message, then a claim: it gets the other one, in its range.
+    assert_eq!(c.delete(&format!("/v2/queues/{q}/messages/{}", more[0])).await.status, 204);
+    let (next, got, _) = claim(&c, q, "?limit=10", r#"{"ttl": 60}"#).await;
+    assert_eq!(got, vec![more[1].clone()]);
+    assert!(raw_head(&app, &c.project, q, 0).await.unwrap().contains_key(&format!("rg{next}")));
+    assert_eq!(stats_of(&c, q).await, (4, 4));
+    assert_eq!(c.delete(&format!("/v2/queues/{q}/claims/{cid}")).await.status, 204);
+    assert_eq!(stats_of(&c, q).await, (4, 1));
+}
+
+#[tokio::test]
+async fn a_claim_passes_a_long_run_of_expired_messages_in_the_fresh_region() {
+    let app = app().await;
+    let c = Client::new(&app);
+    let q = "range-expired-run";
+    // A long-lived first message keeps the expiry floor below the short-lived ones, so claims read them.
+    let first = post_n(&c, q, 1, 3600).await;
+    post_n(&c, q, 300, 60).await;
+    let last = post_n(&c, q, 1, 3600).await;
+    let (_, got, _) = claim(&c, q, "?limit=1", r#"{"ttl": 60}"#).await;
+    assert_eq!(got, first);
+    advance(&app, 61);
+    // The first one's claim ran out: it comes back, then the last one, past the 300 expired ones.
+    let (_, got, _) = claim(&c, q, "?limit=5", r#"{"ttl": 60}"#).await;
+    assert_eq!(got, [first, last].concat());
+}

@@ -631,8 +631,38 @@ async fn counts_by_end(c: &Client<'_>, queue: &str) -> Option<String> {
                 *counted_cl.entry(end).or_default() += n;
             }
         }
+        // Range claims (`rg{claim id}`: lo, hi, member and deleted masks in hex, claim end, ...) and the
+        // runs range deletes removed (`gone`), read here without the service's own parser.
+        let ranges: Vec<(u64, u64, u64, u64, i64)> = head
+            .iter()
+            .filter(|(name, _)| name.starts_with("rg"))
+            .filter_map(|(_, v)| match v {
+                aws_sdk_dynamodb::types::AttributeValue::S(raw) => {
+                    let f: Vec<&str> = raw.split(',').collect();
+                    Some((
+                        f.first()?.parse().ok()?,
+                        f.get(1)?.parse().ok()?,
+                        u64::from_str_radix(f.get(2)?, 16).ok()?,
+                        u64::from_str_radix(f.get(3)?, 16).ok()?,
+                        f.get(4)?.parse().ok()?,
+                    ))
+                }
+                _ => None,
+            })
+            .collect();
+        let gone: Vec<(u64, u64)> = raw_strings(&head, "gone")
+            .iter()
+            .filter_map(|h| h.split_once(':').and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?))))
+            .collect();
         for (k, m) in messages {
-            let visible = live <= k && k <= committed && !holes.iter().any(|&(lo, hi)| lo <= k && k <= hi);
+            let bit = |lo: u64, hi: u64, mask: u64| lo <= k && k <= hi && mask & (1 << (k - lo)) != 0;
+            let range = ranges.iter().find(|(lo, hi, members, _, _)| bit(*lo, *hi, *members));
+            let deleted_in_range = range.is_some_and(|(lo, hi, _, deleted, _)| bit(*lo, *hi, *deleted));
+            let visible = live <= k
+                && k <= committed
+                && !holes.iter().any(|&(lo, hi)| lo <= k && k <= hi)
+                && !gone.iter().any(|&(lo, hi)| lo <= k && k <= hi)
+                && !deleted_in_range;
             let expires_ms = raw_i64(&m, "expires_ms").unwrap_or(0);
             if !visible || expires_ms <= now_ms {
                 continue;
@@ -641,9 +671,35 @@ async fn counts_by_end(c: &Client<'_>, queue: &str) -> Option<String> {
             if far(bucket * 1000) {
                 *stored_ex.entry(bucket).or_default() += 1;
             }
-            let claim_until_ms = raw_i64(&m, "claim_until_ms").unwrap_or(0);
+            let claim_until_ms = match range {
+                Some((_, _, _, _, until)) => *until,
+                None => raw_i64(&m, "claim_until_ms").unwrap_or(0),
+            };
+            if std::env::var("ZQ_DEBUG").is_ok() {
+                let attrs: Vec<String> = m
+                    .iter()
+                    .filter(|(a, _)| !["pk", "body", "client", "checksum", "sk", "id"].contains(&a.as_str()))
+                    .map(|(a, v)| format!("{a}={v:?}"))
+                    .collect();
+                eprintln!("DBG {queue} k={k} inrange={range:?} {}", attrs.join(" "));
+            }
             if claim_until_ms > now_ms && far(claim_until_ms) {
                 *stored_cl.entry(claim_until_ms.div_euclid(1000)).or_default() += 1;
+            }
+        }
+    }
+    if std::env::var("ZQ_DEBUG").is_ok() {
+        for index in 0..shards {
+            if let Some(head) = raw_head(app, &c.project, queue, index).await {
+                let attrs: Vec<String> = head
+                    .iter()
+                    .filter(|(a, _)| {
+                        a.starts_with("rg")
+                            || ["gone", "live_k", "rc_k", "holes", "committed_k", "floor_k"].contains(&a.as_str())
+                    })
+                    .map(|(a, v)| format!("{a}={v:?}"))
+                    .collect();
+                eprintln!("DBG HEAD {queue} {}", attrs.join(" "));
             }
         }
     }

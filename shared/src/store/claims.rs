@@ -23,6 +23,7 @@
 use super::head::{scan_start, Counts, Head};
 use super::messages::{Message, MAX_SCAN_ITEMS};
 use super::queues::QueueInfo;
+use super::ranges;
 use super::StoreError;
 use super::{get_i64, get_s, ttl_epoch, unavailable, Store, Updated};
 use crate::keys::{self, cond, n, s, Item, Shard};
@@ -123,9 +124,11 @@ pub struct Claim {
 /// Move the floor only when a scan skipped at least this many claimed messages (amortises the write).
 const FLOOR_STEP: u64 = 10;
 
-/// Claim ids name the shard holding the claim record: 2 hex digits of shard, 22 random.
-fn new_claim_id(shard: u32) -> String {
-    format!("{:02x}{:022x}", shard & 0xff, rand::random::<u128>() >> 40)
+/// Claim ids name the shard holding the claim record: 2 hex digits of shard, 22 random; the first random
+/// digit says whether the claim may hold a range (8-f) or not (0-7, see [`ranges::may_hold_range`]).
+fn new_claim_id(shard: u32, may_range: bool) -> String {
+    let digit = (rand::random::<u8>() & 7) | if may_range { 8 } else { 0 };
+    format!("{:02x}{digit:x}{:021x}", shard & 0xff, rand::random::<u128>() >> 44)
 }
 
 fn claim_shard(cid: &str) -> Option<u32> {
@@ -180,7 +183,7 @@ impl Store {
         let Some(info) = self.queue_info(project, queue).await? else { return Ok(None) };
         let now = self.now_ms();
         let first = rand::random::<u32>() % info.record.shards;
-        let cid = new_claim_id(first);
+        let cid = new_claim_id(first, self.range_claims && dead_letter.is_none());
         let mut record = Record {
             shard: info.record.shard(project, queue, first),
             cid: &cid,
@@ -230,6 +233,11 @@ impl Store {
     }
 
     /// Claims from one shard. Returns what was claimed, and the error that stopped it early, if any.
+    ///
+    /// On the claim's home shard of a queue without a dead-letter queue, messages below the fresh region
+    /// are claimed one by one first (oldest first), then the fresh run in one head write
+    /// ([`Store::claim_range`]); what that run could not take (a delayed message, one whose life the
+    /// claim would extend) is claimed one by one after it.
     async fn claim_from_shard(
         &self,
         shard: &Shard,
@@ -237,11 +245,21 @@ impl Store {
         record: &mut Record<'_>,
         dead_letter: Option<&DeadLetter>,
     ) -> Result<(Vec<Message>, Option<StoreError>), StoreError> {
-        let head = self.read_head(shard).await?;
+        let mut head = self.read_head(shard).await?;
         if head.dead || !head.exists {
             return Ok((vec![], None));
         }
         let now = record.now;
+        let range_ok =
+            self.range_claims && dead_letter.is_none() && ranges::may_hold_range(record.cid) && *shard == record.shard;
+        if range_ok && head.rc_k.is_none() {
+            head = self.init_fresh(shard, &head).await?;
+        }
+        let range_here = range_ok
+            && head.rc_k.is_some()
+            && head.live_ranges(now) < ranges::MAX_LIVE_RANGES
+            && head.gone.len() < ranges::MAX_GONE;
+        let head = head;
         if !record.written {
             record.until = keys::claim_end_ms(now, record.params.ttl_s, head.cl.len() >= keys::CROWDED_CLAIM_ENDS);
         }
@@ -262,128 +280,195 @@ impl Store {
         let mut floor_blocked = false;
         let mut floor_until = if use_floor { head.floor_until_ms } else { i64::MAX };
         let mut skipped = 0u64;
-        let mut from = start;
         let mut read = 0usize;
         let page = (limit as i32 + 10).min(100);
-
-        'scan: while claimed.len() < limit && from <= head.committed_k && read < MAX_SCAN_ITEMS {
-            let mut batch = Vec::new();
-            let scanned = self
-                .scan_shard(shard, &head, from, page, page as usize, |m| {
-                    batch.push(m);
-                    true
-                })
-                .await;
-            // A failed page ends the claim; what earlier pages claimed is still counted below.
-            let (last, _) = match scanned {
-                Ok(found) => found,
+        // The head as the last hand-over left it (see `Store::prepare_per_message`).
+        let mut handed = head.clone();
+        let mut folded = false;
+        // Pass 0 stops below the fresh region when a range claim follows it; pass 1 takes, one by one, what
+        // the range claim stopped at and what follows.
+        let mut from = start;
+        for pass in 0..2 {
+            let scan_to = match (pass, head.rc_k) {
+                (0, Some(rc)) if range_here => rc - 1,
+                (0, _) => head.committed_k,
+                _ => head.committed_k,
+            };
+            'scan: while claimed.len() < limit && from <= scan_to && read < MAX_SCAN_ITEMS && failure.is_none() {
+                let mut batch = Vec::new();
+                let scanned = self
+                    .scan_shard(shard, &head, from, page, page as usize, |m| {
+                        if m.k > scan_to {
+                            return false;
+                        }
+                        batch.push(m);
+                        true
+                    })
+                    .await;
+                // A failed page ends the claim; what earlier pages claimed is still counted below.
+                let (last, _) = match scanned {
+                    Ok(found) => found,
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                };
+                let Some(last) = last else { break };
+                read += batch.len();
+                let eligible = |m: &Message| head.visible(m.k) && m.alive(now) && !m.claimed(now) && !m.delayed(now);
+                let mut idx = 0;
+                while idx < batch.len() && claimed.len() < limit {
+                    // One round: the messages up to the one that makes `need` eligible ones; those are
+                    // claimed concurrently (one round trip instead of `need`), the round then read in order.
+                    let need = limit - claimed.len();
+                    let mut end = idx;
+                    let mut found = 0;
+                    while end < batch.len() && found < need {
+                        found += eligible(&batch[end]) as usize;
+                        end += 1;
+                    }
+                    let round = &batch[idx..end];
+                    // Fresh messages, and those of range claims that ran out, are handed over by the head
+                    // first; a range claim may have taken some meanwhile, and deleted some under it
+                    // (`taken`: until when they are claimed; removed ones for good).
+                    let ks: Vec<u64> = round.iter().filter(|m| eligible(m)).map(|m| m.k).collect();
+                    let mut taken: std::collections::HashMap<u64, i64> = Default::default();
+                    if !ks.is_empty() {
+                        match self.prepare_per_message(shard, &handed, &ks).await {
+                            Ok(h) => {
+                                for k in &ks {
+                                    if h.masked(*k) {
+                                        taken.insert(*k, i64::MAX);
+                                    } else if let Some((_, r)) = h.range_of(*k) {
+                                        taken.insert(*k, r.until_ms);
+                                    }
+                                }
+                                handed = h;
+                            }
+                            Err(e) => {
+                                failure = Some(e);
+                                break 'scan;
+                            }
+                        }
+                    }
+                    let candidates: Vec<&Message> =
+                        round.iter().filter(|m| eligible(m) && !taken.contains_key(&m.k)).collect();
+                    if !candidates.is_empty() {
+                        // Messages whose life the claim extends are covered by the expiry floor of their new
+                        // bucket before they move there (`Store::cover_extended_lives`).
+                        let params = record.params;
+                        let extended_from =
+                            candidates.iter().filter(|m| Life::extended(m, until, params).is_some()).map(|m| m.k).min();
+                        let cover = async {
+                            match extended_from {
+                                Some(k) => self.cover_extended_lives(shard, extended_bucket, covered_from, k).await,
+                                None => Ok(()),
+                            }
+                        };
+                        let (recorded, covered) = futures::join!(self.record_candidates(record, &candidates), cover);
+                        if let Err(e) = recorded.and(covered) {
+                            failure = Some(e);
+                            break 'scan;
+                        }
+                        if let Some(k) = extended_from {
+                            covered_from = Some(covered_from.map_or(k, |c| c.min(k)));
+                        }
+                    }
+                    let attempts =
+                        candidates.iter().map(|m| self.claim_one(shard, m, record.cid, until, record.params, now));
+                    let mut outcomes = futures::future::join_all(attempts).await.into_iter();
+                    for m in round {
+                        let passable_until = if !m.alive(now) || !head.visible(m.k) {
+                            skipped += 1;
+                            Some(i64::MAX)
+                        } else if m.claimed(now) {
+                            skipped += 1;
+                            m.claim_until_ms
+                        } else if m.delayed(now) {
+                            None
+                        } else if let Some(u) = taken.get(&m.k) {
+                            skipped += 1;
+                            Some(*u)
+                        } else {
+                            let Some(outcome) = outcomes.next() else { continue };
+                            match outcome {
+                                Err(e) => {
+                                    failure.get_or_insert(e);
+                                    self.unclaim_later(shard, m, record.cid, until, record.params, now);
+                                    None
+                                }
+                                Ok(Ok(mine)) => {
+                                    m.count_into(&mut counts, now, -1);
+                                    let moved = match dead_letter {
+                                        // Claimed `max_claim_count` times before this claim (counted by the write itself, not as read).
+                                        Some(dl) if mine.claim_count > dl.max_claim_count => {
+                                            match self.move_to_dead_letter(shard, &mine, dl, now).await {
+                                                Ok(moved) => moved,
+                                                Err(e) => {
+                                                    failure.get_or_insert(e);
+                                                    false
+                                                }
+                                            }
+                                        }
+                                        _ => false,
+                                    };
+                                    if !moved {
+                                        mine.count_into(&mut counts, now, 1);
+                                        claimed.push(mine);
+                                    }
+                                    Some(until)
+                                }
+                                // Lost the race: another claimer holds it until `u`, or it is gone.
+                                Ok(Err(current)) => match current {
+                                    Some(c) if c.claimed(now) => c.claim_until_ms,
+                                    Some(c) if c.alive(now) => None,
+                                    _ => Some(i64::MAX),
+                                },
+                            }
+                        };
+                        if !floor_blocked && pass == 0 {
+                            match passable_until {
+                                Some(u) => {
+                                    floor = m.k + 1;
+                                    floor_until = floor_until.min(u);
+                                }
+                                None => floor_blocked = true,
+                            }
+                        }
+                    }
+                    idx = end;
+                    if failure.is_some() {
+                        break 'scan;
+                    }
+                }
+                from = last + 1;
+            }
+            if pass == 1 || !range_here || claimed.len() >= limit || failure.is_some() {
+                break;
+            }
+            // The fresh run, in one head write. When everything below it was found removed (the scan
+            // started at the live floor and passed only dead messages up to it), that write also raises
+            // the live floor there.
+            let live_to =
+                (!use_floor && !floor_blocked && floor_until == i64::MAX && floor > head.live_k).then_some(floor);
+            match self
+                .claim_range(shard, &handed, record.cid, until, record.params, limit - claimed.len(), live_to)
+                .await
+            {
+                Ok(got) => {
+                    folded = got.raised_floor;
+                    claimed.extend(got.messages);
+                    match got.stopped_at {
+                        Some(k) => from = k,
+                        None => break,
+                    }
+                }
                 Err(e) => {
                     failure = Some(e);
                     break;
                 }
-            };
-            let Some(last) = last else { break };
-            read += batch.len();
-            let eligible = |m: &Message| head.visible(m.k) && m.alive(now) && !m.claimed(now) && !m.delayed(now);
-            let mut idx = 0;
-            while idx < batch.len() && claimed.len() < limit {
-                // One round: the messages up to the one that makes `need` eligible ones; those are
-                // claimed concurrently (one round trip instead of `need`), the round then read in order.
-                let need = limit - claimed.len();
-                let mut end = idx;
-                let mut found = 0;
-                while end < batch.len() && found < need {
-                    found += eligible(&batch[end]) as usize;
-                    end += 1;
-                }
-                let round = &batch[idx..end];
-                let candidates: Vec<&Message> = round.iter().filter(|m| eligible(m)).collect();
-                if !candidates.is_empty() {
-                    // Messages whose life the claim extends are covered by the expiry floor of their new
-                    // bucket before they move there (`Store::cover_extended_lives`).
-                    let params = record.params;
-                    let extended_from =
-                        candidates.iter().filter(|m| Life::extended(m, until, params).is_some()).map(|m| m.k).min();
-                    let cover = async {
-                        match extended_from {
-                            Some(k) => self.cover_extended_lives(shard, extended_bucket, covered_from, k).await,
-                            None => Ok(()),
-                        }
-                    };
-                    let (recorded, covered) = futures::join!(self.record_candidates(record, &candidates), cover);
-                    if let Err(e) = recorded.and(covered) {
-                        failure = Some(e);
-                        break 'scan;
-                    }
-                    if let Some(k) = extended_from {
-                        covered_from = Some(covered_from.map_or(k, |c| c.min(k)));
-                    }
-                }
-                let attempts =
-                    candidates.iter().map(|m| self.claim_one(shard, m, record.cid, until, record.params, now));
-                let mut outcomes = futures::future::join_all(attempts).await.into_iter();
-                for m in round {
-                    let passable_until = if !m.alive(now) || !head.visible(m.k) {
-                        skipped += 1;
-                        Some(i64::MAX)
-                    } else if m.claimed(now) {
-                        skipped += 1;
-                        m.claim_until_ms
-                    } else if m.delayed(now) {
-                        None
-                    } else {
-                        let Some(outcome) = outcomes.next() else { continue };
-                        match outcome {
-                            Err(e) => {
-                                failure.get_or_insert(e);
-                                self.unclaim_later(shard, m, record.cid, until, record.params, now);
-                                None
-                            }
-                            Ok(Ok(mine)) => {
-                                m.count_into(&mut counts, now, -1);
-                                let moved = match dead_letter {
-                                    // Claimed `max_claim_count` times before this claim (counted by the write itself, not as read).
-                                    Some(dl) if mine.claim_count > dl.max_claim_count => {
-                                        match self.move_to_dead_letter(shard, &mine, dl, now).await {
-                                            Ok(moved) => moved,
-                                            Err(e) => {
-                                                failure.get_or_insert(e);
-                                                false
-                                            }
-                                        }
-                                    }
-                                    _ => false,
-                                };
-                                if !moved {
-                                    mine.count_into(&mut counts, now, 1);
-                                    claimed.push(mine);
-                                }
-                                Some(until)
-                            }
-                            // Lost the race: another claimer holds it until `u`, or it is gone.
-                            Ok(Err(current)) => match current {
-                                Some(c) if c.claimed(now) => c.claim_until_ms,
-                                Some(c) if c.alive(now) => None,
-                                _ => Some(i64::MAX),
-                            },
-                        }
-                    };
-                    if !floor_blocked {
-                        match passable_until {
-                            Some(u) => {
-                                floor = m.k + 1;
-                                floor_until = floor_until.min(u);
-                            }
-                            None => floor_blocked = true,
-                        }
-                    }
-                }
-                idx = end;
-                if failure.is_some() {
-                    break 'scan;
-                }
             }
-            from = last + 1;
+            floor_blocked = true;
         }
 
         // The messages are claimed whatever happens next: their counts follow (owed if storage fails). The
@@ -391,7 +476,7 @@ impl Store {
         // writes on the head with conditions of their own (the writer's sequence number, the live floor, the
         // floor version): none waits for another. The live floor moves only past a run that was all dead
         // (`floor_until` unbounded); the claim floor is right either way.
-        let move_floors = failure.is_none() && floor > start && skipped >= FLOOR_STEP && floor_until > now;
+        let move_floors = !folded && failure.is_none() && floor > start && skipped >= FLOOR_STEP && floor_until > now;
         let live_floor = async {
             if move_floors && floor_until == i64::MAX {
                 self.raise_live_floor(shard, &head, floor).await
@@ -456,6 +541,47 @@ impl Store {
             .map_err(unavailable("Claim release"))?;
         self.usage.write(out.consumed_capacity());
         Ok(out.attributes)
+    }
+
+    /// Adds the messages `ks` held by range claim `r` to the record of claim `cid` (created with the range
+    /// claim's settings when it has none), before they carry its id (see `Store::convert_range`).
+    pub(crate) async fn record_range_members(
+        &self,
+        home: &Shard,
+        cid: &str,
+        r: &ranges::RangeClaim,
+        ks: &[u64],
+    ) -> Result<(), StoreError> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(home.claim_key(cid)))
+            .update_expression(
+                "SET ttl_s = if_not_exists(ttl_s, :ttl), grace_s = if_not_exists(grace_s, :grace), \
+                 updated_ms = if_not_exists(updated_ms, :updated), until_ms = if_not_exists(until_ms, :until), \
+                 #ttl = if_not_exists(#ttl, :epoch)",
+            )
+            .expression_attribute_names("#ttl", keys::TTL_ATTR)
+            .expression_attribute_values(":ttl", n(r.ttl_s))
+            .expression_attribute_values(":grace", n(r.grace_s))
+            .expression_attribute_values(":updated", n(r.updated_ms))
+            .expression_attribute_values(":until", n(r.until_ms))
+            .expression_attribute_values(":epoch", ttl_epoch(r.until_ms))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total);
+        if !ks.is_empty() {
+            let encoded: Vec<String> = ks.iter().map(|k| encode_k(home.index, *k)).collect();
+            req = req
+                .update_expression(
+                    "SET ttl_s = if_not_exists(ttl_s, :ttl), grace_s = if_not_exists(grace_s, :grace), \
+                     updated_ms = if_not_exists(updated_ms, :updated), until_ms = if_not_exists(until_ms, :until), \
+                     #ttl = if_not_exists(#ttl, :epoch) ADD ks :ks",
+                )
+                .expression_attribute_values(":ks", AttributeValue::Ns(encoded));
+        }
+        let out = req.send().await.map_err(unavailable("Claim renewal"))?;
+        self.usage.write(out.consumed_capacity());
+        Ok(())
     }
 
     /// One conditional claim write. `Ok(message)` when ours; `Err(current)` when the condition failed.
@@ -636,34 +762,71 @@ impl Store {
         cid: &str,
     ) -> Result<Option<(Claim, Vec<Message>)>, StoreError> {
         let Some((info, home)) = self.claim_home(project, queue, cid).await? else { return Ok(None) };
-        let item = self.get_consistent(home.claim_key(cid), "Claim lookup").await?;
+        // A claim that may hold a range: its home head alongside the record (see `ranges.rs`).
+        let (item, head) = if ranges::may_hold_range(cid) {
+            let (item, head) = futures::future::try_join(
+                self.get_consistent(home.claim_key(cid), "Claim lookup"),
+                self.read_head(&home),
+            )
+            .await?;
+            (item, Some(head))
+        } else {
+            (self.get_consistent(home.claim_key(cid), "Claim lookup").await?, None)
+        };
         let now = self.now_ms();
-        let Some(item) = item.as_ref() else { return Ok(None) };
-        let claim = Claim {
-            id: cid.to_string(),
-            ttl_s: get_i64(item, "ttl_s").unwrap_or(0),
-            grace_s: get_i64(item, "grace_s").unwrap_or(0),
-            updated_ms: get_i64(item, "updated_ms").unwrap_or(0),
-            until_ms: get_i64(item, "until_ms").unwrap_or(0),
-            ks: match item.get("ks") {
-                Some(AttributeValue::Ns(ns)) => ns.iter().filter_map(|k| decode_k(k)).collect(),
-                _ => vec![],
+        let range = head.as_ref().and_then(|h| h.ranges.get(cid)).filter(|r| r.live(now)).cloned();
+        let claim = match (item.as_ref(), &range) {
+            (Some(item), _) => Claim {
+                id: cid.to_string(),
+                ttl_s: get_i64(item, "ttl_s").unwrap_or(0),
+                grace_s: get_i64(item, "grace_s").unwrap_or(0),
+                updated_ms: get_i64(item, "updated_ms").unwrap_or(0),
+                until_ms: get_i64(item, "until_ms").unwrap_or(0),
+                ks: match item.get("ks") {
+                    Some(AttributeValue::Ns(ns)) => ns.iter().filter_map(|k| decode_k(k)).collect(),
+                    _ => vec![],
+                },
             },
+            (None, Some(r)) => Claim {
+                id: cid.to_string(),
+                ttl_s: r.ttl_s,
+                grace_s: r.grace_s,
+                updated_ms: r.updated_ms,
+                until_ms: r.until_ms,
+                ks: vec![],
+            },
+            (None, None) => return Ok(None),
         };
         if claim.until_ms <= now {
             return Ok(None);
         }
+        let held = range.iter().flat_map(|r| r.held().map(|k| (home.index, k)).collect::<Vec<_>>());
         let keys: Vec<Item> = claim
             .ks
             .iter()
+            .copied()
+            .chain(held)
             .filter(|(sh, _)| *sh < info.record.shards)
-            .map(|(sh, k)| info.record.shard(project, queue, *sh).message_key(*k))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(|(sh, k)| info.record.shard(project, queue, sh).message_key(k))
             .collect();
         let mut messages: Vec<Message> = self
             .batch_get(keys, "Claim lookup")
             .await?
             .iter()
             .filter_map(Message::from_item)
+            .filter_map(|mut m| match &head {
+                // Removed by a range delete, or held by the range: as the home head says.
+                Some(h) if m.shard == home.index => {
+                    if h.masked(m.k) {
+                        return None;
+                    }
+                    h.overlay(&mut m);
+                    Some(m)
+                }
+                _ => Some(m),
+            })
             .filter(|m| m.alive(now) && m.claim_id.as_deref() == Some(cid) && m.claimed(now))
             .collect();
         if messages.is_empty() {
@@ -694,6 +857,11 @@ impl Store {
         params: ClaimParams,
     ) -> Result<bool, StoreError> {
         let Some((info, home)) = self.claim_home(project, queue, cid).await? else { return Ok(false) };
+        // A range part becomes a per-message claim first, so the renewal below extends lives as it does
+        // for any claim (`Store::convert_range`).
+        if ranges::may_hold_range(cid) {
+            self.convert_range(&home, cid).await?;
+        }
         // How crowded the home head's claim ends are, read alongside the claim (no extra round trip).
         let heads = self.read_heads_with(std::slice::from_ref(&home), false);
         let (found, heads) = futures::future::try_join(self.get_claim(project, queue, cid), heads).await?;
@@ -977,33 +1145,52 @@ impl Store {
 
     async fn release_claim_inner(&self, project: &ProjectId, queue: &QueueName, cid: &str) -> Result<(), StoreError> {
         let Some((info, home)) = self.claim_home(project, queue, cid).await? else { return Ok(()) };
+        // A range part leaves its head first; messages a range delete removed are not released below (a
+        // renewal may have turned the range into a per-message claim that still names them), and those
+        // the range held are released there without being counted again (a renewal that failed midway
+        // may have marked them with the claim's id already).
+        let (masked, ranged) = if ranges::may_hold_range(cid) {
+            let released = self.release_range(&home, cid).await?;
+            let ranged: std::collections::BTreeSet<u64> =
+                released.iter().flat_map(|r| r.held().collect::<Vec<_>>()).collect();
+            (Some(self.read_head(&home).await?), ranged)
+        } else {
+            (None, Default::default())
+        };
         // The record goes last: while any message may still carry this claim id, the claim exists.
         let Some(record) = self.get_consistent(home.claim_key(cid), "Claim release").await? else { return Ok(()) };
         let now = self.now_ms();
         let ks: Vec<(u32, u64)> = match record.get("ks") {
-            Some(AttributeValue::Ns(ns)) => {
-                ns.iter().filter_map(|k| decode_k(k)).filter(|(sh, _)| *sh < info.record.shards).collect()
-            }
+            Some(AttributeValue::Ns(ns)) => ns
+                .iter()
+                .filter_map(|k| decode_k(k))
+                .filter(|(sh, _)| *sh < info.record.shards)
+                .filter(|(sh, k)| !masked.as_ref().is_some_and(|h| *sh == home.index && h.masked(*k)))
+                .collect(),
             _ => return self.delete_claim_record(&home, cid).await.map(drop),
         };
         // Each release is tagged with this operation (see `release_one`).
         let op = uuid::Uuid::new_v4().simple().to_string();
         let releases = ks.iter().map(|(sh, k)| {
             let shard = info.record.shard(project, queue, *sh);
-            let op = op.as_str();
+            let (op, ranged) = (op.as_str(), &ranged);
             async move {
                 let r = self.release_one(&shard, *k, cid, op).await;
                 if r.is_err() {
-                    // Unknown outcome: the release is completed in the background, then counted.
-                    self.release_later(&shard, *k, cid, op, now);
+                    // Unknown outcome: the release is completed in the background, then counted (not the
+                    // range's messages: counted out with the range; no claim end is after `i64::MAX`).
+                    let counted_from = if *sh == home.index && ranged.contains(k) { i64::MAX } else { now };
+                    self.release_later(&shard, *k, cid, op, counted_from);
                 }
                 r
             }
         });
         let results = futures::future::join_all(releases).await;
         let mut per_shard: std::collections::BTreeMap<u32, Counts> = Default::default();
-        for old in
-            results.iter().filter_map(|r: &Result<Option<Message>, StoreError>| r.as_ref().ok().cloned().flatten())
+        for old in results
+            .iter()
+            .filter_map(|r: &Result<Option<Message>, StoreError>| r.as_ref().ok().cloned().flatten())
+            .filter(|m| !(m.shard == home.index && ranged.contains(&m.k)))
         {
             if let Some(until) = old.claim_until_ms.filter(|u| *u > now) {
                 per_shard.entry(old.shard).or_default().claim(until, -1);
@@ -1040,9 +1227,12 @@ mod tests {
 
     #[test]
     fn claim_ids_name_their_shard_and_ks_round_trip() {
-        let cid = new_claim_id(9);
-        assert!(keys::is_claim_id(&cid));
-        assert_eq!(claim_shard(&cid), Some(9));
+        for may_range in [false, true] {
+            let cid = new_claim_id(9, may_range);
+            assert!(keys::is_claim_id(&cid));
+            assert_eq!(claim_shard(&cid), Some(9));
+            assert_eq!(ranges::may_hold_range(&cid), may_range);
+        }
         assert_eq!(decode_k(&encode_k(63, 12345)), Some((63, 12345)));
         assert_eq!(decode_k(&encode_k(0, 1)), Some((0, 1)));
     }

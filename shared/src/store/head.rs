@@ -42,6 +42,7 @@
 
 use super::expr::Expr;
 use super::pending::{pending_of, remove_pending_below, PendingWrite, PENDING_MAP};
+use super::ranges::{parse_range, range_text, RangeClaim, FRESH_K, GONE, RANGE_PREFIX};
 use super::StoreError;
 use super::{get_i64, get_s, unavailable, Store};
 use crate::keys::{self, n, Item, Shard};
@@ -57,7 +58,7 @@ pub(crate) const RETIRED: &str = "retired";
 
 /// While this head attribute (ms) is ahead, the live floor does not rise: an undone pop is putting a
 /// message back below where it could otherwise go (see "Undone pops" above).
-const UNDO_HOLD: &str = "undo_until";
+pub(crate) const UNDO_HOLD: &str = "undo_until";
 
 /// How long an undo holds the live floor: its fence, this hold and its restore are made in a row, and a
 /// retried undo holds again.
@@ -96,6 +97,12 @@ pub(crate) struct Head {
     pub(crate) pending: BTreeMap<u64, PendingWrite>,
     /// The head has the map of pending writes (heads created before it lack it until a commit adds it).
     pub(crate) has_pending_map: bool,
+    /// The first fresh sequence number (see `ranges.rs`); `None` on heads that have not had one yet.
+    pub rc_k: Option<u64>,
+    /// Range claims on this head, by claim id (see `ranges.rs`).
+    pub(crate) ranges: BTreeMap<String, RangeClaim>,
+    /// Runs of messages removed by range deletes.
+    pub gone: Vec<(u64, u64)>,
 }
 
 fn num_map(item: &Item, name: &str) -> BTreeMap<String, i64> {
@@ -154,12 +161,31 @@ impl Head {
                 .collect(),
             pending: pending_of(item),
             has_pending_map: item.contains_key(PENDING_MAP),
+            rc_k: get_i64(item, FRESH_K).map(|v| v.max(0) as u64),
+            ranges: item
+                .iter()
+                .filter_map(|(name, v)| {
+                    let cid = name.strip_prefix(RANGE_PREFIX)?;
+                    match v {
+                        AttributeValue::S(raw) => Some((cid.to_string(), RangeClaim::parse(raw)?)),
+                        _ => None,
+                    }
+                })
+                .collect(),
+            gone: match item.get(GONE) {
+                Some(AttributeValue::Ss(rs)) => {
+                    let mut g: Vec<(u64, u64)> = rs.iter().filter_map(|r| parse_range(r)).collect();
+                    g.sort_unstable();
+                    g
+                }
+                _ => vec![],
+            },
         }
     }
 
     /// Whether message `k` belongs to a committed post.
     pub fn visible(&self, k: u64) -> bool {
-        k <= self.committed_k && !self.in_hole(k)
+        k <= self.committed_k && !self.masked(k)
     }
 
     pub fn in_hole(&self, k: u64) -> bool {
@@ -203,6 +229,11 @@ impl Counts {
     /// A message with this expiry now exists (+1) or no longer does (-1).
     pub fn message(&mut self, expires_ms: i64, ttl_s: i64, delta: i64) {
         *self.ex.entry(keys::expiry_bucket(expires_ms, ttl_s)).or_default() += delta;
+    }
+
+    /// [`Counts::message`] for a message known only by its expiry bucket.
+    pub fn bucket(&mut self, bucket: i64, delta: i64) {
+        *self.ex.entry(bucket).or_default() += delta;
     }
 
     /// A message is now claimed until `until_ms` (+1) or no longer (-1). `until_ms` is a whole second
@@ -419,9 +450,11 @@ impl Store {
                 let (p, pv) = (e.name("pend"), e.value(pend));
                 let empty = e.value(AttributeValue::M([(MAP_SENTINEL.to_string(), n(0))].into_iter().collect()));
                 let (first, live) = (e.value(n(cur)), e.value(n(cur + 1)));
+                // Everything of a new head is fresh (see `ranges.rs`).
+                let fresh = e.name(FRESH_K);
                 e.set(format!(
-                    "{p} = {pv}, committed_k = {first}, live_k = {live}, k0 = {first}, ex = {empty}, cl = {empty}, \
-                     {PENDING_MAP} = {empty}"
+                    "{p} = {pv}, committed_k = {first}, live_k = {live}, {fresh} = {live}, k0 = {first}, ex = {empty}, \
+                     cl = {empty}, {PENDING_MAP} = {empty}"
                 ));
                 e.condition("attribute_not_exists(pk)".to_string());
             }
@@ -592,6 +625,11 @@ impl Store {
         if !below.is_empty() {
             let hv = e.value(AttributeValue::Ss(below));
             e.delete(format!("holes {hv}"));
+        }
+        let gone_below: Vec<String> = head.gone.iter().filter(|(_, hi)| *hi < k).map(range_text).collect();
+        if !gone_below.is_empty() {
+            let (g, gv) = (e.name(GONE), e.value(AttributeValue::Ss(gone_below)));
+            e.delete(format!("{g} {gv}"));
         }
         // Pending writes below the floor were read there (a scan never passes one it has not), so they are
         // settled; removed here, a producer that went away does not hold a slot of the map for good.

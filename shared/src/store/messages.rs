@@ -11,6 +11,7 @@
 use super::head::{heads_totals, scan_start, Counts, Head, PostEnd};
 use super::pending::{Gap, LEFTOVER_AFTER_MS};
 use super::queues::QueueInfo;
+use super::ranges::{self, Deleter, RangeDelete};
 use super::StoreError;
 use super::{get_i64, get_s, ttl_epoch, unavailable, Store, Updated};
 use crate::keys::{self, cond, n, s, Item, Shard};
@@ -228,7 +229,7 @@ impl DeadRun {
             }
             // The scan is contiguous from the floor: the gap before `k` holds deleted messages.
             self.until = self.until.max(k);
-            if !alive || head.in_hole(k) {
+            if !alive || head.masked(k) {
                 self.until = k + 1;
             } else {
                 self.open = false;
@@ -526,7 +527,8 @@ impl Store {
                 }
                 expect = k + 1;
                 read += 1;
-                if let Some(m) = Message::from_item(item) {
+                if let Some(mut m) = Message::from_item(item) {
+                    head.overlay(&mut m);
                     last = Some(m.k);
                     all_dead &= !m.alive(now);
                     if !visit(m) {
@@ -683,9 +685,12 @@ impl Store {
         id: &str,
     ) -> Result<Option<Message>, StoreError> {
         let Some((shard, k)) = self.shard_of(project, queue, id).await? else { return Ok(None) };
-        let item = self.get_consistent(shard.message_key(k), "Message lookup").await?;
+        // The head alongside (one request): range claims and range deletes are recorded there.
+        let items = self.batch_get(vec![shard.message_key(k), shard.head_key()], "Message lookup").await?;
+        let head = head_among(&items);
         let now = self.now_ms();
-        Ok(item.as_ref().and_then(Message::from_item).filter(|m| m.id == id && m.alive(now)))
+        let found = items.iter().filter(|i| !is_head_item(i)).find_map(Message::from_item);
+        Ok(found.filter(|m| m.id == id && m.alive(now)).and_then(|m| head.shown(m)))
     }
 
     /// Messages by id, skipping unknown, malformed and expired ones.
@@ -700,14 +705,27 @@ impl Store {
             ids.iter().filter_map(|id| keys::message_id_k(id)).filter(|(sh, _)| *sh < info.record.shards).collect();
         keys.sort_unstable();
         keys.dedup();
-        let items = keys.iter().map(|(sh, k)| info.record.shard(project, queue, *sh).message_key(*k)).collect();
-        let now = self.now_ms();
-        let mut found: Vec<Message> = self
-            .batch_get(items, "Message lookup")
-            .await?
+        let mut wanted: Vec<Item> =
+            keys.iter().map(|(sh, k)| info.record.shard(project, queue, *sh).message_key(*k)).collect();
+        // The heads of the shards involved, in the same requests (range claims and deletes are there).
+        let shards: std::collections::BTreeSet<u32> = keys.iter().map(|(sh, _)| *sh).collect();
+        wanted.extend(shards.iter().map(|sh| info.record.shard(project, queue, *sh).head_key()));
+        let items = self.batch_get(wanted, "Message lookup").await?;
+        let heads: std::collections::BTreeMap<u32, Head> = shards
             .iter()
+            .map(|sh| {
+                let pk = info.record.shard(project, queue, *sh).head_key();
+                let item = items.iter().find(|i| i.get(keys::PK) == pk.get(keys::PK) && is_head_item(i));
+                (*sh, Head::from_item(item))
+            })
+            .collect();
+        let now = self.now_ms();
+        let mut found: Vec<Message> = items
+            .iter()
+            .filter(|i| !is_head_item(i))
             .filter_map(Message::from_item)
             .filter(|m| ids.contains(&m.id) && m.alive(now))
+            .filter_map(|m| heads.get(&m.shard).and_then(|h| h.shown(m)))
             .collect();
         found.sort_by_key(|m| (m.shard, m.k));
         Ok(found)
@@ -784,6 +802,33 @@ impl Store {
         claim_id: Option<&str>,
     ) -> Result<DeleteOutcome, StoreError> {
         let Some((shard, k)) = self.shard_of(project, queue, id).await? else { return Ok(DeleteOutcome::Absent) };
+        // A claim that never held a range leaves the head out of it (see `ranges.rs`); otherwise the head
+        // says whether a range claim holds the message, or a range delete removed it.
+        if claim_id.is_none_or(ranges::may_hold_range) {
+            let mut head = self.read_head(&shard).await?;
+            let who = claim_id.map_or(Deleter::Unclaimed, Deleter::HeldBy);
+            for _ in 0..2 {
+                match self.delete_in_range(&shard, &head, k, who).await? {
+                    RangeDelete::Done(outcome) => return Ok(outcome),
+                    // Its range claim ran out: not claimed, so a claim id names no live claim of it.
+                    RangeDelete::Ended if claim_id.is_some() => return Ok(DeleteOutcome::NotClaimed),
+                    RangeDelete::Ended | RangeDelete::NotMember => {}
+                }
+                if head.dead || head.masked(k) || (head.exists && k < head.live_k) {
+                    return Ok(DeleteOutcome::Absent);
+                }
+                if claim_id.is_some() {
+                    break;
+                }
+                // Unclaimed: a fresh message, or one a range claim that ran out still holds, is written
+                // only after the head hands it over (and a range claim may have taken it meanwhile).
+                let before = head.clone();
+                head = self.prepare_per_message(&shard, &head, &[k]).await?;
+                if head.rc_k == before.rc_k && head.ranges.len() == before.ranges.len() {
+                    break;
+                }
+            }
+        }
         let now = self.now_ms();
         let op = uuid::Uuid::new_v4().simple().to_string();
         let rule = match claim_id {
@@ -905,13 +950,38 @@ impl Store {
         ids: &[String],
     ) -> Result<(), StoreError> {
         let Some(info) = self.info(project, queue).await? else { return Ok(()) };
-        let now = self.now_ms();
-        let op = uuid::Uuid::new_v4().simple().to_string();
-        let targets = ids
+        let targets: Vec<(&String, (u32, u64))> = ids
             .iter()
             .filter_map(|id| keys::message_id_k(id).map(|k| (id, k)))
-            .filter(|(_, (sh, _))| *sh < info.record.shards);
-        let deletes = targets.map(|(id, (sh, k))| {
+            .filter(|(_, (sh, _))| *sh < info.record.shards)
+            .collect();
+        // Per shard, what the head settles: messages range claims hold are deleted there, one head write
+        // each; removed ones are skipped; fresh ones and those of range claims that ran out are handed
+        // over to the per-message writes below.
+        let shards: std::collections::BTreeSet<u32> = targets.iter().map(|(_, (sh, _))| *sh).collect();
+        let mut settled: std::collections::BTreeSet<(u32, u64)> = Default::default();
+        for sh in shards {
+            let shard = info.record.shard(project, queue, sh);
+            let ks: Vec<u64> = targets.iter().filter(|(_, (s, _))| *s == sh).map(|(_, (_, k))| *k).collect();
+            let mut head = self.read_head(&shard).await?;
+            head = self.prepare_per_message(&shard, &head, &ks).await?;
+            for k in ks {
+                match self.delete_in_range(&shard, &head, k, Deleter::Any).await? {
+                    RangeDelete::Done(_) => {
+                        settled.insert((sh, k));
+                        head = self.read_head(&shard).await?;
+                    }
+                    RangeDelete::Ended | RangeDelete::NotMember => {
+                        if head.dead || head.masked(k) || (head.exists && k < head.live_k) {
+                            settled.insert((sh, k));
+                        }
+                    }
+                }
+            }
+        }
+        let now = self.now_ms();
+        let op = uuid::Uuid::new_v4().simple().to_string();
+        let deletes = targets.into_iter().filter(|(_, key)| !settled.contains(key)).map(|(id, (sh, k))| {
             let shard = info.record.shard(project, queue, sh);
             let op = op.as_str();
             async move {
@@ -1006,6 +1076,11 @@ impl Store {
         // its natural expiry, for free) and tags it with this pop: a retried attempt whose first answer was lost
         // finds its own tag and knows the message is ours, where a delete would find nothing and could
         // not tell "we took it" from "someone else did".
+        // Fresh messages, and those of range claims that ran out, are handed over by the head first; a
+        // range claim may have taken some meanwhile.
+        let ks: Vec<u64> = candidates.iter().map(|m| m.k).collect();
+        let handed = self.prepare_per_message(shard, &head, &ks).await?;
+        candidates.retain(|m| !handed.masked(m.k) && !handed.range_of(m.k).is_some_and(|(_, r)| r.live(now)));
         let op = uuid::Uuid::new_v4().simple().to_string();
         let pops = candidates.iter().map(|m| self.pop_one(shard, m, &op, now));
         let results = futures::future::join_all(pops).await;
@@ -1236,6 +1311,28 @@ impl Store {
             dead.settle(self, shard, head).await?;
         }
         Ok(None)
+    }
+}
+
+fn is_head_item(item: &Item) -> bool {
+    get_s(item, keys::SK) == Some(keys::HEAD_SK)
+}
+
+/// The head among the items of a BatchGetItem (a default one, with nothing recorded, when absent).
+fn head_among(items: &[Item]) -> Head {
+    Head::from_item(items.iter().find(|i| is_head_item(i)))
+}
+
+impl Head {
+    /// A message read by id as its head says it reads: `None` when removed (a range delete, or below the
+    /// live floor, where nothing lives) or its queue generation is gone; claimed by a range claim that
+    /// holds it.
+    fn shown(&self, mut m: Message) -> Option<Message> {
+        if self.dead || self.masked(m.k) || (self.exists && m.k < self.live_k) {
+            return None;
+        }
+        self.overlay(&mut m);
+        Some(m)
     }
 }
 

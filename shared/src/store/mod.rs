@@ -11,6 +11,7 @@ pub use head::{PostState, PostedUpTo};
 pub mod messages;
 mod pending;
 pub mod queues;
+pub(crate) mod ranges;
 pub mod schema;
 mod settle;
 pub mod subscriptions;
@@ -120,6 +121,9 @@ pub struct Store {
     hints: Arc<head::NextHints>,
     own_pending: Arc<pending::OwnPending>,
     tallies: Arc<tally::Tallies>,
+    /// Claims take runs of fresh messages in one head write where they can (`ranges.rs`); off, every claim
+    /// takes its messages one by one (tests of that path turn it off).
+    pub range_claims: bool,
 }
 
 impl Store {
@@ -133,6 +137,7 @@ impl Store {
             hints: Arc::new(head::NextHints::default()),
             own_pending: Arc::new(pending::OwnPending::default()),
             tallies: Arc::new(tally::Tallies::default()),
+            range_claims: true,
         }
     }
 

@@ -218,7 +218,11 @@ impl Store {
                 let (pend, pw, ex, cl) =
                     (e.value(AttributeValue::M([sentinel].into())), e.value(pw), e.value(ex), e.value(cl));
                 let (first, live, m) = (e.value(n(cur)), e.value(n(k)), e.name(PENDING_MAP));
-                e.set(format!("pend = {pend}, live_k = {live}, k0 = {first}, ex = {ex}, cl = {cl}, {m} = {pw}"));
+                // Everything of a new head is fresh (see `ranges.rs`).
+                let fresh = e.name(super::ranges::FRESH_K);
+                e.set(format!(
+                    "pend = {pend}, live_k = {live}, {fresh} = {live}, k0 = {first}, ex = {ex}, cl = {cl}, {m} = {pw}"
+                ));
                 e.condition("attribute_not_exists(pk)".to_string());
             }
             let updated = self.update_head_if(shard, e, "Message post").await;
