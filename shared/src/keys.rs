@@ -6,7 +6,7 @@
 //! | item | pk | sk | notes |
 //! |---|---|---|---|
 //! | queue record | `P#{project}` | `Q#{queue}` | `meta` (JSON text), `created_ms`, `gen`, `shards` |
-//! | shard head | `H#{queue}#{gen}#{shard}#{project}` | `H` | sequence, watermark, leases, holes, floors, counters |
+//! | shard head | `H#{queue}#{gen}#{shard}#{project}` | `H` | sequence, watermark, leases, holes, floors, counters, range claims (`rc_k`, `rg{claim id}`, `gone`) |
 //! | message | `M#{queue}#{gen}#{shard}#{project}` | `M#{k:020}` | `id`, `body`, `ttl_s`, `created_ms`, `expires_ms`, claim fields |
 //! | claim | `M#{queue}#{gen}#{shard}#{project}` | `L#{claim id}` | `ttl_s`, `grace_s`, `updated_ms`, `until_ms`, `ks` |
 //! | subscription | `Q#{queue}#{project}` | `S#{subscription id}` | `subscriber`, `options`, `confirmed`, `expires_ms` |
@@ -32,6 +32,9 @@
 //!   FIFO holds within a shard; a producer's messages go to the shard chosen by its Client-ID.
 //! - **Subscriptions** are keyed by queue name without a generation: they outlive a queue's deletion, as in
 //!   Zaqar, and are removed only by a purge that names them.
+//! - **Range claims live on the head.** A claim of a run of messages nobody has touched yet is recorded on
+//!   the shard head, not on the messages, and so are deletes under it (`store/ranges.rs`): one write per
+//!   claim and one per delete, and readers learn both from the head they read anyway.
 //! - **Message items stay until their natural expiry.** A delete, a pop or a dead-letter move expires a
 //!   message in place (`expires_ms` 0, body removed) and keeps its TTL attribute; claims only lengthen
 //!   it. So a committed sequence number with no item is one whose message never arrived, or one past

@@ -1333,6 +1333,27 @@ async fn dead_letter_moves_whose_answers_were_lost_count_their_messages_out() {
     assert_eq!(total, 0, "messages moved away are still counted in their old queue");
 }
 
+/// The last delete under a range claim also takes the claim off its head (`ranges.rs`). Applied with its
+/// answer lost, the SDK's retry is refused, and the head it gets back holds no such claim: the delete
+/// must still answer 204 (it did delete), not 400 as if the message were not claimed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_delete_under_a_range_claim_whose_answer_was_lost_still_answers_204() {
+    let (base, faulty, injector, project) = faulty_and_clean("range-last-delete").await;
+    let c = Client { app: &faulty, project: project.clone(), client_id: CLIENT.into() };
+    let checker = Client { app: &base, project, client_id: OTHER_CLIENT.into() };
+    let queue = "range-last-delete";
+    let (cid, ids) = post_and_claim(&checker, queue, 2).await;
+    let path = |id: &str| format!("/v2/queues/{queue}/messages/{id}?claim_id={cid}");
+    assert_eq!(checker.delete(&path(&ids[0])).await.status, 204);
+    // Only the last delete of a run writes `gone`: its first attempt is applied, its answer lost.
+    injector.set_mode(Mode::FailFirstWhere(&[("\"gone\"", FaultKind::ServerErrorAfter)]));
+    let r = c.delete(&path(&ids[1])).await;
+    injector.set_mode(Mode::Off);
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(checker.get(&format!("/v2/queues/{queue}/messages/{}", ids[1])).await.status, 404);
+    assert_eq!(settled_stats(&checker, queue, (0, 0, 0)).await, (0, 0, 0));
+}
+
 /// A pop applied by DynamoDB whose answers are lost is undone (the pop reported failure, so the message
 /// must stay), in the background when storage does not answer the undo either. Meanwhile the popped
 /// message looks removed, and a listing that passes a long run of removed messages would raise the

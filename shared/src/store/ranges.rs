@@ -50,7 +50,7 @@ pub(crate) const MAX_SPAN: u64 = 64;
 /// A new range claim is made only while fewer live ones are on the head.
 pub(crate) const MAX_LIVE_RANGES: usize = 4;
 /// A new range claim is made only while the head records fewer gone ranges.
-pub(crate) const MAX_GONE: usize = 12;
+pub(crate) const MAX_GONE: usize = 8;
 
 /// A range claim as recorded on its shard's head.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -506,7 +506,15 @@ impl super::Store {
         let mut head = head.clone();
         for _ in 0..10 {
             let now = self.now_ms();
-            let Some((rcid, r)) = head.range_of(k) else { return Ok(RangeDelete::NotMember) };
+            let Some((rcid, r)) = head.range_of(k) else {
+                // Removed by a range delete whose claim has left the head since (this one, when its answer
+                // was lost and it was the claim's last delete, or another), or not a range's at all.
+                return Ok(if head.masked(k) {
+                    RangeDelete::Done(DeleteOutcome::Absent)
+                } else {
+                    RangeDelete::NotMember
+                });
+            };
             if r.is_deleted(k) {
                 return Ok(RangeDelete::Done(DeleteOutcome::Absent));
             }

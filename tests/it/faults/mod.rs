@@ -293,6 +293,8 @@ pub enum Mode {
     /// Every attempt whose request body contains one of the needles (such as an attribute name only one
     /// kind of write sets) fails with that needle's kind (the first that matches); other calls pass.
     FailWhere(&'static [(&'static str, FaultKind)]),
+    /// As [`Mode::FailWhere`], on the first attempt of a call only: the SDK's retry goes through.
+    FailFirstWhere(&'static [(&'static str, FaultKind)]),
     Off,
 }
 
@@ -357,7 +359,7 @@ impl Injector {
             Mode::FailOp { op: failing, kind } if failing == op => {
                 Decision { op, kind: Some(kind), attempts_to_fault: u32::MAX, attempt: 0, current: None }
             }
-            Mode::FailOp { .. } | Mode::FailWhere(_) => none,
+            Mode::FailOp { .. } | Mode::FailWhere(_) | Mode::FailFirstWhere(_) => none,
             Mode::Random => {
                 let plan = &self.faults.plan;
                 let mut rng = self.rng.lock().unwrap();
@@ -431,10 +433,15 @@ impl Intercept for Injector {
         // FailWhere decides per attempt, from the mode as it is now: a retry made after the mode changed
         // goes through.
         let mut kind = d.kind.filter(|_| d.attempt < d.attempts_to_fault);
-        if let Mode::FailWhere(needles) = *self.mode.lock().unwrap() {
+        let (needles, first_only) = match *self.mode.lock().unwrap() {
+            Mode::FailWhere(needles) => (Some(needles), false),
+            Mode::FailFirstWhere(needles) => (Some(needles), true),
+            _ => (None, false),
+        };
+        if let Some(needles) = needles {
             let body = context.request().body().bytes().unwrap_or_default();
             let found = needles.iter().find(|(n, _)| body.windows(n.len()).any(|w| w == n.as_bytes()));
-            kind = found.map(|(_, k)| *k);
+            kind = found.map(|(_, k)| *k).filter(|_| !first_only || d.attempt == 0);
         }
         if let Some(kind) = kind {
             // Faults stop when the switch goes off, so quiescence really is quiet.
