@@ -1,5 +1,10 @@
 //! Claims: exclusive by conditional writes, flat in cost thanks to a claim floor, never half-done.
 //!
+//! Most claims take a run of messages nobody has touched yet in one write on the shard's head, and
+//! leave the messages as they are (`ranges.rs`). What follows describes the claims of single messages,
+//! which take the rest: messages handed back by claims that ended, delayed ones, those whose life a
+//! claim extends, those of queues with a dead-letter queue.
+//!
 //! A claim marks each message with `claim_id` and `claim_until_ms` in one conditional UpdateItem
 //! ([`cond::CLAIMABLE`]); a lost race fails the condition and the message is skipped. The writes of one
 //! round run concurrently: one round trip, not one per message, which is what Lambda bills by.

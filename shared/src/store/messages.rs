@@ -805,14 +805,31 @@ impl Store {
         // A claim that never held a range leaves the head out of it (see `ranges.rs`); otherwise the head
         // says whether a range claim holds the message, or a range delete removed it.
         if claim_id.is_none_or(ranges::may_hold_range) {
-            let mut head = self.read_head(&shard).await?;
+            let mut head = if claim_id.is_some() {
+                self.read_head(&shard).await?
+            } else {
+                // Without a claim: the message alongside (one request). A fresh one is deleted on the
+                // head alone (`Store::delete_fresh`): one write, the message left to TTL.
+                let items = self.batch_get(vec![shard.message_key(k), shard.head_key()], "Message deletion").await?;
+                let head = head_among(&items);
+                let now = self.now_ms();
+                let found = items.iter().filter(|i| !is_head_item(i)).find_map(Message::from_item);
+                match found.filter(|m| m.id == id && m.alive(now) && head.visible(m.k)) {
+                    None => return Ok(DeleteOutcome::Absent),
+                    Some(m) if head.rc_k.is_some_and(|rc| k >= rc) => {
+                        if self.delete_fresh(&shard, &head, std::slice::from_ref(&m)).await? {
+                            return Ok(DeleteOutcome::Deleted);
+                        }
+                        self.read_head(&shard).await?
+                    }
+                    Some(_) => head,
+                }
+            };
             let who = claim_id.map_or(Deleter::Unclaimed, Deleter::HeldBy);
             for _ in 0..2 {
                 match self.delete_in_range(&shard, &head, k, who).await? {
                     RangeDelete::Done(outcome) => return Ok(outcome),
-                    // Its range claim ran out: not claimed, so a claim id names no live claim of it.
-                    RangeDelete::Ended if claim_id.is_some() => return Ok(DeleteOutcome::NotClaimed),
-                    RangeDelete::Ended | RangeDelete::NotMember => {}
+                    RangeDelete::NotMember => {}
                 }
                 if head.dead || head.masked(k) || (head.exists && k < head.live_k) {
                     return Ok(DeleteOutcome::Absent);
@@ -847,7 +864,17 @@ impl Store {
                 Ok(match claim_id {
                     None => DeleteOutcome::Claimed,
                     Some(_) if m.claimed(now) => DeleteOutcome::Claimed,
-                    Some(_) => DeleteOutcome::NotClaimed,
+                    // Not claimed as its item says; a range claim may hold it (its head says so).
+                    Some(_) => {
+                        let head = self.read_head(&shard).await?;
+                        let mut m = m;
+                        head.overlay(&mut m);
+                        if m.claimed(now) {
+                            DeleteOutcome::Claimed
+                        } else {
+                            DeleteOutcome::NotClaimed
+                        }
+                    }
                 })
             }
         }
@@ -962,8 +989,29 @@ impl Store {
         let mut settled: std::collections::BTreeSet<(u32, u64)> = Default::default();
         for sh in shards {
             let shard = info.record.shard(project, queue, sh);
-            let ks: Vec<u64> = targets.iter().filter(|(_, (s, _))| *s == sh).map(|(_, (_, k))| *k).collect();
-            let mut head = self.read_head(&shard).await?;
+            let mut ks: Vec<u64> = targets.iter().filter(|(_, (s, _))| *s == sh).map(|(_, (_, k))| *k).collect();
+            // The messages alongside their head (one request): fresh ones go in one head write
+            // (`Store::delete_fresh`), left to TTL.
+            let mut wanted: Vec<Item> = ks.iter().map(|k| shard.message_key(*k)).collect();
+            wanted.push(shard.head_key());
+            let items = self.batch_get(wanted, "Message deletion").await?;
+            let mut head = head_among(&items);
+            let now = self.now_ms();
+            let fresh: Vec<Message> = items
+                .iter()
+                .filter(|i| !is_head_item(i))
+                .filter_map(Message::from_item)
+                .filter(|m| ids.contains(&m.id) && m.alive(now) && head.visible(m.k))
+                .filter(|m| head.rc_k.is_some_and(|rc| m.k >= rc))
+                .collect();
+            if !fresh.is_empty() && self.delete_fresh(&shard, &head, &fresh).await? {
+                settled.extend(fresh.iter().map(|m| (sh, m.k)));
+                ks.retain(|k| !fresh.iter().any(|m| m.k == *k));
+                if ks.is_empty() {
+                    continue;
+                }
+                head = self.read_head(&shard).await?;
+            }
             head = self.prepare_per_message(&shard, &head, &ks).await?;
             for k in ks {
                 match self.delete_in_range(&shard, &head, k, Deleter::Any).await? {
@@ -971,7 +1019,7 @@ impl Store {
                         settled.insert((sh, k));
                         head = self.read_head(&shard).await?;
                     }
-                    RangeDelete::Ended | RangeDelete::NotMember => {
+                    RangeDelete::NotMember => {
                         if head.dead || head.masked(k) || (head.exists && k < head.live_k) {
                             settled.insert((sh, k));
                         }

@@ -273,8 +273,6 @@ pub(crate) struct RangeTaken {
 pub(crate) enum RangeDelete {
     /// `k` is in no range claim: the per-message path decides.
     NotMember,
-    /// `k` is held by a range claim that has run out (not yet handed back).
-    Ended,
     Done(super::messages::DeleteOutcome),
 }
 
@@ -335,14 +333,16 @@ impl super::Store {
             if gone != head.gone {
                 set_gone(&mut e, &head, &gone);
             }
-            let ended: Vec<String> = ended.iter().map(|c| c.to_string()).collect();
+            let ended: Vec<(String, Vec<u64>)> =
+                ended.iter().map(|c| (c.to_string(), head.ranges[*c].held().collect())).collect();
             match self.update_head_if(shard, e, "Message write").await? {
                 Ok(()) => {
                     head.rc_k = Some(new_rc);
-                    for c in &ended {
+                    for (c, _) in &ended {
                         head.ranges.remove(c);
                     }
                     head.gone = gone;
+                    self.count_range_claims(shard, &ended).await;
                     return Ok(head);
                 }
                 Err(now) => head = now,
@@ -367,7 +367,10 @@ impl super::Store {
     ) -> Result<RangeTaken, StoreError> {
         let mut head = head.clone();
         let mut live_to = live_to;
-        for _ in 0..4 {
+        for attempt in 0..8u32 {
+            if attempt > 1 {
+                super::contention_pause(attempt).await;
+            }
             let now = self.now_ms();
             let Some(rc) = head.rc_k else { break };
             if head.dead || rc > head.committed_k {
@@ -448,6 +451,8 @@ impl super::Store {
             counts.claim(until, members.len() as i64);
             counts.write_into(&mut e, Some(&head), now);
             let ended: Vec<&str> = head.ranges.iter().filter(|(_, r)| !r.live(now)).map(|(c, _)| c.as_str()).collect();
+            let handed: Vec<(String, Vec<u64>)> =
+                ended.iter().map(|c| (c.to_string(), head.ranges[*c].held().collect())).collect();
             let mut gone = drop_ranges(&mut e, &head, &ended, &head.gone);
             if let Some(to) = live_to.filter(|to| *to > head.live_k) {
                 // As `Store::raise_live_floor` does, in this write.
@@ -470,10 +475,14 @@ impl super::Store {
             let (ours, raised_floor) = (members, live_to.is_some_and(|to| to > head.live_k));
             let taken = |ours| RangeTaken { messages: held_by(ours, cid, until), stopped_at, raised_floor };
             match self.update_head_if(shard, e, "Claim").await {
-                Ok(Ok(())) => return Ok(taken(ours)),
+                Ok(Ok(())) => {
+                    self.count_range_claims(shard, &handed).await;
+                    return Ok(taken(ours));
+                }
                 Ok(Err(now_head)) => {
                     // Our own write, applied by an attempt whose answer was lost.
                     if now_head.ranges.contains_key(cid) {
+                        self.count_range_claims(shard, &handed).await;
                         return Ok(taken(ours));
                     }
                     head = now_head;
@@ -490,7 +499,10 @@ impl super::Store {
                 }
             }
         }
-        Ok(RangeTaken { messages: vec![], stopped_at: None, raised_floor: false })
+        // Other claims kept moving the fresh region first: what is left is taken one by one from where
+        // it now starts (the caller hands it over first), rather than not at all.
+        let stopped_at = head.rc_k.filter(|rc| !head.dead && *rc <= head.committed_k);
+        Ok(RangeTaken { messages: vec![], stopped_at, raised_floor: false })
     }
 
     /// Deletes `k` if a range claim holds it (`who` says which claims may): one head write that marks it
@@ -518,12 +530,15 @@ impl super::Store {
             if r.is_deleted(k) {
                 return Ok(RangeDelete::Done(DeleteOutcome::Absent));
             }
-            if !r.live(now) {
-                return Ok(RangeDelete::Ended);
-            }
+            // A claim that ran out protects nothing, but its own id still deletes what it held (as a
+            // claim of single messages does while nobody has claimed the message since).
+            let live = r.live(now);
             match who {
-                Deleter::HeldBy(cid) if cid != rcid => return Ok(RangeDelete::Done(DeleteOutcome::Claimed)),
-                Deleter::Unclaimed => return Ok(RangeDelete::Done(DeleteOutcome::Claimed)),
+                Deleter::HeldBy(cid) if cid != rcid => {
+                    let outcome = if live { DeleteOutcome::Claimed } else { DeleteOutcome::NotClaimed };
+                    return Ok(RangeDelete::Done(outcome));
+                }
+                Deleter::Unclaimed if live => return Ok(RangeDelete::Done(DeleteOutcome::Claimed)),
                 _ => {}
             }
             let (rcid, r) = (rcid.to_string(), r.clone());
@@ -534,7 +549,9 @@ impl super::Store {
             e.condition(format!("{a} = {old} AND attribute_not_exists(dead)"));
             let mut counts = Counts::default();
             counts.bucket(r.bucket, -1);
-            counts.claim(r.until_ms, -1);
+            if live {
+                counts.claim(r.until_ms, -1);
+            }
             counts.write_into(&mut e, Some(&head), now);
             if after.held_count() == 0 {
                 e.remove(a);
@@ -548,6 +565,71 @@ impl super::Store {
                 Ok(()) => return Ok(RangeDelete::Done(DeleteOutcome::Deleted)),
                 // Changed meanwhile (another delete of the run, or this one applied with its answer lost,
                 // which the next round finds deleted): decide again on the head as it is.
+                Err(now_head) => head = now_head,
+            }
+        }
+        Err(StoreError::exhausted("Message deletion"))
+    }
+
+    /// After range claims left their head with messages they still held (`handed`: claim id and those
+    /// messages): each message counts the claim, as a claim of single messages would have counted it
+    /// (dead-letter queues and pop results show it). Tagged with the claim id, so a retry does not count
+    /// twice; a failure only leaves a count one short, so it is logged, not reported.
+    pub(crate) async fn count_range_claims(&self, shard: &Shard, handed: &[(String, Vec<u64>)]) {
+        let bumps = handed.iter().flat_map(|(cid, ks)| ks.iter().map(move |k| (cid, *k))).map(|(cid, k)| async move {
+            let req = self
+                .update_message(shard, k)
+                .update_expression("SET rb = :cid ADD claim_count :one")
+                .condition_expression("attribute_exists(pk) AND (attribute_not_exists(rb) OR rb <> :cid)")
+                .expression_attribute_values(":cid", s(cid.as_str()))
+                .expression_attribute_values(":one", n(1));
+            if let Err(e) = self.conditional(req.send().await, "Claim release") {
+                tracing::warn!(error = %e, "a claim count of a message a range claim held was not written");
+            }
+        });
+        futures::future::join_all(bumps).await;
+    }
+
+    /// Deletes fresh messages (`messages` as read: alive and visible, at or above `rc_k`) without
+    /// writing them: one head write records them as gone and counts them out, on condition that none
+    /// has left the fresh region meanwhile (nobody else has written them, then). `Ok(true)` when done, or
+    /// found done (an attempt whose answer was lost, or another delete); `Ok(false)` when the caller must
+    /// take the per-message way (no longer fresh, or the head would record too many gone ranges).
+    pub(crate) async fn delete_fresh(
+        &self,
+        shard: &Shard,
+        head: &Head,
+        messages: &[Message],
+    ) -> Result<bool, StoreError> {
+        let mut head = head.clone();
+        for attempt in 0..6u32 {
+            if attempt > 1 {
+                super::contention_pause(attempt).await;
+            }
+            let now = self.now_ms();
+            // Those already removed were counted out by whoever removed them (this delete, if an
+            // attempt of it was applied unanswered: its messages are all removed then).
+            let left: Vec<&Message> = messages.iter().filter(|m| !head.masked(m.k)).collect();
+            let Some(low) = left.iter().map(|m| m.k).min() else { return Ok(true) };
+            if head.dead || head.rc_k.is_none_or(|rc| low < rc) {
+                return Ok(false);
+            }
+            let runs: Vec<(u64, u64)> = left.iter().map(|m| (m.k, m.k)).collect();
+            let gone = merge_ranges(&head.gone, &runs);
+            if gone.len() > MAX_GONE {
+                return Ok(false);
+            }
+            let mut e = Expr::default();
+            let (a, v) = (e.name(FRESH_K), e.value(n(low)));
+            e.condition(format!("{a} <= {v} AND attribute_not_exists(dead)"));
+            set_gone(&mut e, &head, &gone);
+            let mut counts = Counts::default();
+            for m in &left {
+                counts.message(m.expires_ms, m.ttl_s, -1);
+            }
+            counts.write_into(&mut e, Some(&head), now);
+            match self.update_head_if(shard, e, "Message deletion").await? {
+                Ok(()) => return Ok(true),
                 Err(now_head) => head = now_head,
             }
         }
@@ -577,7 +659,10 @@ impl super::Store {
             e.set(format!("floor_k = {z}, floor_until_ms = {z}"));
             e.add(format!("floor_ver {one}"));
             match self.update_head_if(shard, e, "Claim release").await? {
-                Ok(()) => return Ok(Some(r)),
+                Ok(()) => {
+                    self.count_range_claims(shard, &[(cid.to_string(), r.held().collect())]).await;
+                    return Ok(Some(r));
+                }
                 Err(now_head) => head = now_head,
             }
         }
