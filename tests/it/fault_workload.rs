@@ -26,6 +26,7 @@
 //!
 //! Seed: `ZAQAR_FAULT_SEED` (default [`faults::DEFAULT_SEED`]); printed with every report.
 //! Proxy port: `ZAQAR_FAULT_PROXY_PORT` (default: any free port).
+//! `ZAQAR_WORKLOAD_DUMP=1` prints every queue's heads (with their size) and live messages at the end.
 
 use harness::faults::proxy;
 use harness::faults::{self, FaultKind, FaultPlan, Faults, Injector, Mode, Rng};
@@ -675,31 +676,21 @@ async fn counts_by_end(c: &Client<'_>, queue: &str) -> Option<String> {
                 Some((_, _, _, _, until)) => *until,
                 None => raw_i64(&m, "claim_until_ms").unwrap_or(0),
             };
-            if std::env::var("ZQ_DEBUG").is_ok() {
-                let attrs: Vec<String> = m
-                    .iter()
-                    .filter(|(a, _)| !["pk", "body", "client", "checksum", "sk", "id"].contains(&a.as_str()))
-                    .map(|(a, v)| format!("{a}={v:?}"))
-                    .collect();
-                eprintln!("DBG {queue} k={k} inrange={range:?} {}", attrs.join(" "));
+            if std::env::var("ZAQAR_WORKLOAD_DUMP").is_ok() {
+                let skip = ["pk", "body", "client", "checksum", "sk", "id"];
+                let attrs: Vec<String> =
+                    m.iter().filter(|(a, _)| !skip.contains(&a.as_str())).map(|(a, v)| format!("{a}={v:?}")).collect();
+                eprintln!("dump {queue} k={k} range={range:?} {}", attrs.join(" "));
             }
             if claim_until_ms > now_ms && far(claim_until_ms) {
                 *stored_cl.entry(claim_until_ms.div_euclid(1000)).or_default() += 1;
             }
         }
     }
-    if std::env::var("ZQ_DEBUG").is_ok() {
+    if std::env::var("ZAQAR_WORKLOAD_DUMP").is_ok() {
         for index in 0..shards {
             if let Some(head) = raw_head(app, &c.project, queue, index).await {
-                let attrs: Vec<String> = head
-                    .iter()
-                    .filter(|(a, _)| {
-                        a.starts_with("rg")
-                            || ["gone", "live_k", "rc_k", "holes", "committed_k", "floor_k"].contains(&a.as_str())
-                    })
-                    .map(|(a, v)| format!("{a}={v:?}"))
-                    .collect();
-                eprintln!("DBG HEAD {queue} {}", attrs.join(" "));
+                eprintln!("dump {queue} head {index}: about {} bytes: {head:?}", raw_size(&head));
             }
         }
     }
@@ -711,6 +702,21 @@ async fn counts_by_end(c: &Client<'_>, queue: &str) -> Option<String> {
              the stored messages are {stored_ex:?} and {stored_cl:?}"
         )
     })
+}
+
+/// An item's size as DynamoDB counts it, near enough: names plus values (numbers as text).
+fn raw_size(item: &harness::RawItem) -> usize {
+    use aws_sdk_dynamodb::types::AttributeValue as V;
+    fn value(v: &V) -> usize {
+        match v {
+            V::S(s) | V::N(s) => s.len(),
+            V::Ss(ss) | V::Ns(ss) => ss.iter().map(String::len).sum(),
+            V::M(m) => 3 + m.iter().map(|(k, v)| k.len() + value(v) + 1).sum::<usize>(),
+            V::L(l) => 3 + l.iter().map(|v| value(v) + 1).sum::<usize>(),
+            _ => 1,
+        }
+    }
+    item.iter().map(|(k, v)| k.len() + value(v)).sum()
 }
 
 /// `stall`: after a failure, a post must not wait (beyond its DynamoDB calls) for more than 2 s, and its
