@@ -26,8 +26,10 @@
 //! message already handed to someone else. A renewal turns the range into a per-message claim first
 //! ([`Store::convert_range`]), so renewals keep their life-extension rules.
 //!
-//! **Bounds.** At most [`MAX_LIVE_RANGES`] live range claims and [`MAX_GONE`] gone ranges per head, and
-//! runs of at most [`MAX_SPAN`] sequence numbers: the head stays under 1 KB (one write unit per write).
+//! **Bounds.** New range claims only while a head has fewer than [`MAX_LIVE_RANGES`] live ones and
+//! [`MAX_GONE`] gone ranges, runs of at most [`MAX_SPAN`] sequence numbers: each entry adds about 120
+//! bytes and each gone range about 35 to every head write, which DynamoDB charges per KB. (The last
+//! delete of each live range may add a gone range past the bound; the live floor drops those it passes.)
 //! Past those bounds, and for queues with a dead-letter queue (whose claim counts live on the messages),
 //! claims take messages one by one as before.
 
