@@ -1360,6 +1360,78 @@ async fn the_last_delete_under_a_range_claim_whose_answer_was_lost_still_answers
     assert_eq!(settled_stats(&checker, queue, (0, 0, 0)).await, (0, 0, 0));
 }
 
+/// A range claim held up before its head write while a delete without a claim removes a message of its
+/// run on the head alone (`Store::delete_fresh`, which leaves the fresh region where it is): the claim's
+/// write must fail on the changed `gone` ranges and take the run again without the deleted message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_range_claim_held_up_while_a_message_of_its_run_is_deleted_does_not_take_it() {
+    let (base, faulty, injector, project) = faulty_and_clean("range-held-up").await;
+    let c = Client { app: &faulty, project: project.clone(), client_id: CLIENT.into() };
+    let checker = Client { app: &base, project, client_id: OTHER_CLIENT.into() };
+    let queue = "range-held-up";
+    let messages: Vec<Value> = (0..3).map(|i| json!({"body": {"t": queue, "i": i}, "ttl": 3600})).collect();
+    let posted =
+        checker.post(&format!("/v2/queues/{queue}/messages"), &json!({ "messages": messages }).to_string()).await;
+    assert_eq!(posted.status, 201);
+    let ids: Vec<String> = posted.json_body()["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().rsplit('/').next().unwrap().to_string())
+        .collect();
+    // The faulty process's claim stalls at its head write (the only request naming `rc_k`).
+    injector.set_mode(Mode::FailWhere(&[("rc_k", FaultKind::StallBefore)]));
+    let claims = format!("/v2/queues/{queue}/claims?limit=3");
+    let held_up = c.post(&claims, r#"{"ttl": 60, "grace": 60}"#);
+    let meanwhile = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let r = checker.delete(&format!("/v2/queues/{queue}/messages/{}", ids[0])).await;
+        assert_eq!(r.status, 204);
+        injector.set_mode(Mode::Off);
+    };
+    let (r, ()) = tokio::join!(held_up, meanwhile);
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let got: Vec<String> = delivered(&r.json_body()).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(got, ids[1..].to_vec(), "the claim holds what was not deleted, and only that");
+    assert_eq!(checker.get(&format!("/v2/queues/{queue}/messages/{}", ids[0])).await.status, 404);
+    assert_eq!(settled_stats(&checker, queue, (2, 2, 0)).await, (2, 2, 0));
+}
+
+/// The same for a pop, whose hand-over of fresh messages (`Store::prepare_per_message`) is held up while
+/// one of them is deleted on the head alone: the pop must not take (and count out again) the deleted one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pop_held_up_while_a_fresh_message_is_deleted_does_not_take_it() {
+    let (base, faulty, injector, project) = faulty_and_clean("pop-held-up").await;
+    let c = Client { app: &faulty, project: project.clone(), client_id: CLIENT.into() };
+    let checker = Client { app: &base, project, client_id: OTHER_CLIENT.into() };
+    let queue = "pop-held-up";
+    let messages: Vec<Value> = (0..3).map(|i| json!({"body": {"t": queue, "i": i}, "ttl": 3600})).collect();
+    let posted =
+        checker.post(&format!("/v2/queues/{queue}/messages"), &json!({ "messages": messages }).to_string()).await;
+    assert_eq!(posted.status, 201);
+    let ids: Vec<String> = posted.json_body()["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().rsplit('/').next().unwrap().to_string())
+        .collect();
+    injector.set_mode(Mode::FailWhere(&[("rc_k", FaultKind::StallBefore)]));
+    let pops = format!("/v2/queues/{queue}/messages?pop=3");
+    let held_up = c.delete(&pops);
+    let meanwhile = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let r = checker.delete(&format!("/v2/queues/{queue}/messages/{}", ids[0])).await;
+        assert_eq!(r.status, 204);
+        injector.set_mode(Mode::Off);
+    };
+    let (r, ()) = tokio::join!(held_up, meanwhile);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let got: Vec<String> =
+        r.json_body()["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(got, ids[1..].to_vec(), "the pop takes what was not deleted, and only that");
+    assert_eq!(settled_stats(&checker, queue, (0, 0, 0)).await, (0, 0, 0));
+}
+
 /// A pop applied by DynamoDB whose answers are lost is undone (the pop reported failure, so the message
 /// must stay), in the background when storage does not answer the undo either. Meanwhile the popped
 /// message looks removed, and a listing that passes a long run of removed messages would raise the

@@ -230,8 +230,9 @@ impl Head {
     }
 }
 
-/// Builds a head write that changes `gone` to `new` on condition that it is still as `head` read it.
-pub(crate) fn set_gone(e: &mut Expr, head: &Head, new: &[(u64, u64)]) {
+/// Conditions a head write on `gone` being as `head` read it: a write that takes or hands over fresh
+/// messages must not miss one a concurrent delete has just recorded there (`Store::delete_fresh`).
+pub(crate) fn gone_unchanged(e: &mut Expr, head: &Head) {
     let g = e.name(GONE);
     if head.gone.is_empty() {
         e.condition(format!("attribute_not_exists({g})"));
@@ -239,6 +240,12 @@ pub(crate) fn set_gone(e: &mut Expr, head: &Head, new: &[(u64, u64)]) {
         let old = e.value(AttributeValue::Ss(head.gone.iter().map(range_text).collect()));
         e.condition(format!("{g} = {old}"));
     }
+}
+
+/// Builds a head write that changes `gone` to `new` on condition that it is still as `head` read it.
+pub(crate) fn set_gone(e: &mut Expr, head: &Head, new: &[(u64, u64)]) {
+    gone_unchanged(e, head);
+    let g = e.name(GONE);
     if new.is_empty() {
         e.remove(g);
     } else {
@@ -334,6 +341,8 @@ impl super::Store {
             let gone = drop_ranges(&mut e, &head, &ended, &head.gone);
             if gone != head.gone {
                 set_gone(&mut e, &head, &gone);
+            } else {
+                gone_unchanged(&mut e, &head);
             }
             let ended: Vec<(String, Vec<u64>)> =
                 ended.iter().map(|c| (c.to_string(), head.ranges[*c].held().collect())).collect();
@@ -471,8 +480,11 @@ impl super::Store {
                 remove_pending_below(&mut e, &head, to);
                 gone.retain(|(_, h)| *h >= to);
             }
+            // Also when unchanged: a message of the run deleted meanwhile is recorded there.
             if gone != head.gone {
                 set_gone(&mut e, &head, &gone);
+            } else {
+                gone_unchanged(&mut e, &head);
             }
             let (ours, raised_floor) = (members, live_to.is_some_and(|to| to > head.live_k));
             let taken = |ours| RangeTaken { messages: held_by(ours, cid, until), stopped_at, raised_floor };
