@@ -920,3 +920,27 @@ async fn a_claim_passes_a_long_run_of_expired_messages_in_the_fresh_region() {
     let (_, got, _) = claim(&c, q, "?limit=5", r#"{"ttl": 60}"#).await;
     assert_eq!(got, [first, last].concat());
 }
+
+#[tokio::test]
+async fn deleting_a_fresh_message_again_after_the_live_floor_passed_it_counts_it_once() {
+    let app = app().await;
+    let c = Client::new(&app);
+    let q = "fresh-again";
+    let ids = post_n(&c, q, 40, 3600).await;
+    // Deleted without a claim, nobody having touched them: on the head alone, one write each.
+    for id in &ids[..35] {
+        let before = usage(&app);
+        assert_eq!(c.delete(&format!("/v2/queues/{q}/messages/{id}")).await.status, 204);
+        assert_eq!((usage(&app) - before).write_units, 1.0);
+    }
+    assert_eq!(stats_of(&c, q).await, (5, 0));
+    // A listing passes the removed run and raises the live floor past it, which drops its gone range.
+    assert_eq!(listed(&c, q, false).await, ids[35..].to_vec());
+    let head = raw_head(&app, &c.project, q, 0).await.unwrap();
+    assert!(raw_strings(&head, "gone").is_empty(), "{head:?}");
+    // Deleted again (a client retrying late): absent, not counted out a second time.
+    assert_eq!(c.delete(&format!("/v2/queues/{q}/messages/{}", ids[0])).await.status, 204);
+    assert_eq!(c.delete(&format!("/v2/queues/{q}/messages?ids={},{}", ids[1], ids[2])).await.status, 204);
+    assert_eq!(c.get(&format!("/v2/queues/{q}/messages/{}", ids[0])).await.status, 404);
+    assert_eq!(stats_of(&c, q).await, (5, 0));
+}

@@ -814,7 +814,10 @@ impl Store {
                 let head = head_among(&items);
                 let now = self.now_ms();
                 let found = items.iter().filter(|i| !is_head_item(i)).find_map(Message::from_item);
-                match found.filter(|m| m.id == id && m.alive(now) && head.visible(m.k)) {
+                // Below the live floor nothing lives, whatever the item says (the floor drops the gone
+                // ranges it passes).
+                let live = |m: &Message| m.alive(now) && head.visible(m.k) && m.k >= head.live_k;
+                match found.filter(|m| m.id == id && live(m)) {
                     None => return Ok(DeleteOutcome::Absent),
                     Some(m) if head.rc_k.is_some_and(|rc| k >= rc) => {
                         if self.delete_fresh(&shard, &head, std::slice::from_ref(&m)).await? {
@@ -1001,7 +1004,7 @@ impl Store {
                 .iter()
                 .filter(|i| !is_head_item(i))
                 .filter_map(Message::from_item)
-                .filter(|m| ids.contains(&m.id) && m.alive(now) && head.visible(m.k))
+                .filter(|m| ids.contains(&m.id) && m.alive(now) && head.visible(m.k) && m.k >= head.live_k)
                 .filter(|m| head.rc_k.is_some_and(|rc| m.k >= rc))
                 .collect();
             if !fresh.is_empty() && self.delete_fresh(&shard, &head, &fresh).await? {
