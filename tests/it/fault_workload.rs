@@ -1369,26 +1369,12 @@ async fn a_range_claim_held_up_while_a_message_of_its_run_is_deleted_does_not_ta
     let c = Client { app: &faulty, project: project.clone(), client_id: CLIENT.into() };
     let checker = Client { app: &base, project, client_id: OTHER_CLIENT.into() };
     let queue = "range-held-up";
-    let messages: Vec<Value> = (0..3).map(|i| json!({"body": {"t": queue, "i": i}, "ttl": 3600})).collect();
-    let posted =
-        checker.post(&format!("/v2/queues/{queue}/messages"), &json!({ "messages": messages }).to_string()).await;
-    assert_eq!(posted.status, 201);
-    let ids: Vec<String> = posted.json_body()["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h.as_str().unwrap().rsplit('/').next().unwrap().to_string())
-        .collect();
+    let ids = post_three(&checker, queue).await;
     // The faulty process's claim stalls at its head write (the only request naming `rc_k`).
     injector.set_mode(Mode::FailWhere(&[("rc_k", FaultKind::StallBefore)]));
     let claims = format!("/v2/queues/{queue}/claims?limit=3");
     let held_up = c.post(&claims, r#"{"ttl": 60, "grace": 60}"#);
-    let meanwhile = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let r = checker.delete(&format!("/v2/queues/{queue}/messages/{}", ids[0])).await;
-        assert_eq!(r.status, 204);
-        injector.set_mode(Mode::Off);
-    };
+    let meanwhile = delete_meanwhile(&checker, &injector, queue, &ids[0]);
     let (r, ()) = tokio::join!(held_up, meanwhile);
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let got: Vec<String> = delivered(&r.json_body()).into_iter().map(|(id, _)| id).collect();
@@ -1405,31 +1391,34 @@ async fn a_pop_held_up_while_a_fresh_message_is_deleted_does_not_take_it() {
     let c = Client { app: &faulty, project: project.clone(), client_id: CLIENT.into() };
     let checker = Client { app: &base, project, client_id: OTHER_CLIENT.into() };
     let queue = "pop-held-up";
-    let messages: Vec<Value> = (0..3).map(|i| json!({"body": {"t": queue, "i": i}, "ttl": 3600})).collect();
-    let posted =
-        checker.post(&format!("/v2/queues/{queue}/messages"), &json!({ "messages": messages }).to_string()).await;
-    assert_eq!(posted.status, 201);
-    let ids: Vec<String> = posted.json_body()["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h.as_str().unwrap().rsplit('/').next().unwrap().to_string())
-        .collect();
+    let ids = post_three(&checker, queue).await;
     injector.set_mode(Mode::FailWhere(&[("rc_k", FaultKind::StallBefore)]));
     let pops = format!("/v2/queues/{queue}/messages?pop=3");
     let held_up = c.delete(&pops);
-    let meanwhile = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let r = checker.delete(&format!("/v2/queues/{queue}/messages/{}", ids[0])).await;
-        assert_eq!(r.status, 204);
-        injector.set_mode(Mode::Off);
-    };
+    let meanwhile = delete_meanwhile(&checker, &injector, queue, &ids[0]);
     let (r, ()) = tokio::join!(held_up, meanwhile);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let got: Vec<String> =
         r.json_body()["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(got, ids[1..].to_vec(), "the pop takes what was not deleted, and only that");
     assert_eq!(settled_stats(&checker, queue, (0, 0, 0)).await, (0, 0, 0));
+}
+
+/// Posts three messages of an hour (one post); their ids.
+async fn post_three(checker: &Client<'_>, queue: &str) -> Vec<String> {
+    let messages: Vec<Value> = (0..3).map(|i| json!({"body": {"t": queue, "i": i}, "ttl": 3600})).collect();
+    let posted =
+        checker.post(&format!("/v2/queues/{queue}/messages"), &json!({ "messages": messages }).to_string()).await;
+    assert_eq!(posted.status, 201);
+    ids_of_resources(&posted.json_body())
+}
+
+/// 300 ms on, deletes message `id` without a claim (on its head alone: it is fresh), then lets requests
+/// held up by `injector` through.
+async fn delete_meanwhile(checker: &Client<'_>, injector: &Injector, queue: &str, id: &str) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(checker.delete(&format!("/v2/queues/{queue}/messages/{id}")).await.status, 204);
+    injector.set_mode(Mode::Off);
 }
 
 /// A pop applied by DynamoDB whose answers are lost is undone (the pop reported failure, so the message

@@ -25,7 +25,7 @@
 //! instant is in the future a claim starts scanning at the floor. Release and renew may end claims
 //! early, so they reset the floor; `floor_ver` makes floor updates compare-and-set.
 
-use super::head::{scan_start, Counts, Head};
+use super::head::{head_among, is_head_item, scan_start, Counts, Head};
 use super::messages::{Message, MAX_SCAN_ITEMS};
 use super::queues::QueueInfo;
 use super::ranges;
@@ -769,12 +769,8 @@ impl Store {
         let Some((info, home)) = self.claim_home(project, queue, cid).await? else { return Ok(None) };
         // A claim that may hold a range: its home head alongside the record (see `ranges.rs`).
         let (item, head) = if ranges::may_hold_range(cid) {
-            let (item, head) = futures::future::try_join(
-                self.get_consistent(home.claim_key(cid), "Claim lookup"),
-                self.read_head(&home),
-            )
-            .await?;
-            (item, Some(head))
+            let items = self.batch_get(vec![home.claim_key(cid), home.head_key()], "Claim lookup").await?;
+            (items.iter().find(|i| !is_head_item(i)).cloned(), Some(head_among(&items)))
         } else {
             (self.get_consistent(home.claim_key(cid), "Claim lookup").await?, None)
         };

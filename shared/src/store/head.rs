@@ -58,7 +58,7 @@ pub(crate) const RETIRED: &str = "retired";
 
 /// While this head attribute (ms) is ahead, the live floor does not rise: an undone pop is putting a
 /// message back below where it could otherwise go (see "Undone pops" above).
-pub(crate) const UNDO_HOLD: &str = "undo_until";
+const UNDO_HOLD: &str = "undo_until";
 
 /// How long an undo holds the live floor: its fence, this hold and its restore are made in a row, and a
 /// retried undo holds again.
@@ -211,6 +211,16 @@ impl Head {
         let claimed: i64 = self.cl.iter().filter(|(e, _)| **e * 1000 > now_ms).map(|(_, c)| *c).sum();
         (total.max(0) as u64, claimed.clamp(0, total.max(0)) as u64)
     }
+}
+
+/// Whether an item read alongside others (a BatchGetItem) is a shard head.
+pub(crate) fn is_head_item(item: &Item) -> bool {
+    get_s(item, keys::SK) == Some(keys::HEAD_SK)
+}
+
+/// The head among the items of a BatchGetItem (a default one, with nothing recorded, when absent).
+pub(crate) fn head_among(items: &[Item]) -> Head {
+    Head::from_item(items.iter().find(|i| is_head_item(i)))
 }
 
 /// Live and claimed messages over `heads` (tombstoned ones count nothing).
@@ -611,29 +621,17 @@ impl Store {
         futures::future::try_join_all(puts).await.map(drop)
     }
 
-    /// Moves the live floor up to `k` (monotonic while no undo holds it) and forgets the holes below it.
+    /// Moves the live floor up to `k` (monotonic while no undo holds it) and forgets the holes and gone
+    /// ranges below it.
     pub(crate) async fn raise_live_floor(&self, shard: &Shard, head: &Head, k: u64) -> Result<(), StoreError> {
         let mut e = Expr::default();
-        let (kv, now) = (e.value(n(k)), e.value(n(self.now_ms())));
-        let hold = e.name(UNDO_HOLD);
-        e.set(format!("live_k = {kv}"));
-        e.condition(format!(
-            "(attribute_not_exists(live_k) OR live_k < {kv}) AND attribute_not_exists(dead) \
-             AND (attribute_not_exists({hold}) OR {hold} < {now})"
-        ));
-        let below: Vec<String> = head.holes.iter().filter(|(_, hi)| *hi < k).map(|(lo, hi)| hole(*lo, *hi)).collect();
-        if !below.is_empty() {
-            let hv = e.value(AttributeValue::Ss(below));
-            e.delete(format!("holes {hv}"));
-        }
+        raise_live_floor_into(&mut e, head, k, self.now_ms());
+        e.condition("attribute_not_exists(dead)".into());
         let gone_below: Vec<String> = head.gone.iter().filter(|(_, hi)| *hi < k).map(range_text).collect();
         if !gone_below.is_empty() {
             let (g, gv) = (e.name(GONE), e.value(AttributeValue::Ss(gone_below)));
             e.delete(format!("{g} {gv}"));
         }
-        // Pending writes below the floor were read there (a scan never passes one it has not), so they are
-        // settled; removed here, a producer that went away does not hold a slot of the map for good.
-        remove_pending_below(&mut e, head, k);
         let req =
             self.client.update_item().table_name(&self.table).return_consumed_capacity(ReturnConsumedCapacity::Total);
         let r = e.apply(req, shard.head_key()).send().await;
@@ -735,6 +733,25 @@ impl Store {
         }
         Err(StoreError::exhausted("Message pop"))
     }
+}
+
+/// Adds to `e` the raise of the live floor to `k`: monotonic, refused while an undo holds the floor (see
+/// "Undone pops"), and forgetting the holes below it and the pending writes below it (a scan never
+/// passes one it has not settled, so those are settled; removed here, a producer that went away does not
+/// hold a slot of the map for good). The gone ranges below are the caller's: its write may set them.
+pub(crate) fn raise_live_floor_into(e: &mut Expr, head: &Head, k: u64, now_ms: i64) {
+    let (kv, now) = (e.value(n(k)), e.value(n(now_ms)));
+    let hold = e.name(UNDO_HOLD);
+    e.set(format!("live_k = {kv}"));
+    e.condition(format!(
+        "(attribute_not_exists(live_k) OR live_k < {kv}) AND (attribute_not_exists({hold}) OR {hold} < {now})"
+    ));
+    let below: Vec<String> = head.holes.iter().filter(|(_, hi)| *hi < k).map(|(lo, hi)| hole(*lo, *hi)).collect();
+    if !below.is_empty() {
+        let hv = e.value(AttributeValue::Ss(below));
+        e.delete(format!("holes {hv}"));
+    }
+    remove_pending_below(e, head, k);
 }
 
 /// The holes of a head once room is made for message `k` below a live floor at `live_k` (see

@@ -8,7 +8,7 @@
 //! messages are invisible anyway) and reads at most [`MAX_SCAN_ITEMS`] items per shard per request; a
 //! listing that stops there returns a marker past what it read, so the next page continues.
 
-use super::head::{heads_totals, scan_start, Counts, Head, PostEnd};
+use super::head::{head_among, heads_totals, is_head_item, scan_start, Counts, Head, PostEnd};
 use super::pending::{Gap, LEFTOVER_AFTER_MS};
 use super::queues::QueueInfo;
 use super::ranges::{self, Deleter, RangeDelete};
@@ -814,10 +814,7 @@ impl Store {
                 let head = head_among(&items);
                 let now = self.now_ms();
                 let found = items.iter().filter(|i| !is_head_item(i)).find_map(Message::from_item);
-                // Below the live floor nothing lives, whatever the item says (the floor drops the gone
-                // ranges it passes).
-                let live = |m: &Message| m.alive(now) && head.visible(m.k) && m.k >= head.live_k;
-                match found.filter(|m| m.id == id && live(m)) {
+                match found.filter(|m| m.id == id && m.alive(now) && !head.removed(m.k)) {
                     None => return Ok(DeleteOutcome::Absent),
                     Some(m) if head.rc_k.is_some_and(|rc| k >= rc) => {
                         if self.delete_fresh(&shard, &head, std::slice::from_ref(&m)).await? {
@@ -829,24 +826,17 @@ impl Store {
                 }
             };
             let who = claim_id.map_or(Deleter::Unclaimed, Deleter::HeldBy);
-            for _ in 0..2 {
-                match self.delete_in_range(&shard, &head, k, who).await? {
-                    RangeDelete::Done(outcome) => return Ok(outcome),
-                    RangeDelete::NotMember => {}
-                }
-                if head.dead || head.masked(k) || (head.exists && k < head.live_k) {
-                    return Ok(DeleteOutcome::Absent);
-                }
-                if claim_id.is_some() {
-                    break;
-                }
+            if claim_id.is_none() {
                 // Unclaimed: a fresh message, or one a range claim that ran out still holds, is written
-                // only after the head hands it over (and a range claim may have taken it meanwhile).
-                let before = head.clone();
+                // only after the head hands it over; the head it leaves says whether a range claim took
+                // it meanwhile.
                 head = self.prepare_per_message(&shard, &head, &[k]).await?;
-                if head.rc_k == before.rc_k && head.ranges.len() == before.ranges.len() {
-                    break;
-                }
+            }
+            if let RangeDelete::Done(outcome) = self.delete_in_range(&shard, &head, k, who).await? {
+                return Ok(outcome);
+            }
+            if head.removed(k) {
+                return Ok(DeleteOutcome::Absent);
             }
         }
         let now = self.now_ms();
@@ -1004,7 +994,7 @@ impl Store {
                 .iter()
                 .filter(|i| !is_head_item(i))
                 .filter_map(Message::from_item)
-                .filter(|m| ids.contains(&m.id) && m.alive(now) && head.visible(m.k) && m.k >= head.live_k)
+                .filter(|m| ids.contains(&m.id) && m.alive(now) && head.visible(m.k) && !head.removed(m.k))
                 .filter(|m| head.rc_k.is_some_and(|rc| m.k >= rc))
                 .collect();
             if !fresh.is_empty() && self.delete_fresh(&shard, &head, &fresh).await? {
@@ -1023,7 +1013,7 @@ impl Store {
                         head = self.read_head(&shard).await?;
                     }
                     RangeDelete::NotMember => {
-                        if head.dead || head.masked(k) || (head.exists && k < head.live_k) {
+                        if head.removed(k) {
                             settled.insert((sh, k));
                         }
                     }
@@ -1123,15 +1113,15 @@ impl Store {
                 candidates.len() < count
             })
             .await?;
+        // Fresh messages, and those of range claims that ran out, are handed over by the head first; a
+        // range claim may have taken some meanwhile, or a delete removed them.
+        let ks: Vec<u64> = candidates.iter().map(|m| m.k).collect();
+        let handed = self.prepare_per_message(shard, &head, &ks).await?;
+        candidates.retain(|m| !handed.masked(m.k) && !handed.range_of(m.k).is_some_and(|(_, r)| r.live(now)));
         // A pop is one conditional update per message that expires it at once (TTL removes the item at
         // its natural expiry, for free) and tags it with this pop: a retried attempt whose first answer was lost
         // finds its own tag and knows the message is ours, where a delete would find nothing and could
         // not tell "we took it" from "someone else did".
-        // Fresh messages, and those of range claims that ran out, are handed over by the head first; a
-        // range claim may have taken some meanwhile.
-        let ks: Vec<u64> = candidates.iter().map(|m| m.k).collect();
-        let handed = self.prepare_per_message(shard, &head, &ks).await?;
-        candidates.retain(|m| !handed.masked(m.k) && !handed.range_of(m.k).is_some_and(|(_, r)| r.live(now)));
         let op = uuid::Uuid::new_v4().simple().to_string();
         let pops = candidates.iter().map(|m| self.pop_one(shard, m, &op, now));
         let results = futures::future::join_all(pops).await;
@@ -1365,21 +1355,12 @@ impl Store {
     }
 }
 
-fn is_head_item(item: &Item) -> bool {
-    get_s(item, keys::SK) == Some(keys::HEAD_SK)
-}
-
-/// The head among the items of a BatchGetItem (a default one, with nothing recorded, when absent).
-fn head_among(items: &[Item]) -> Head {
-    Head::from_item(items.iter().find(|i| is_head_item(i)))
-}
-
 impl Head {
     /// A message read by id as its head says it reads: `None` when removed (a range delete, or below the
     /// live floor, where nothing lives) or its queue generation is gone; claimed by a range claim that
     /// holds it.
     fn shown(&self, mut m: Message) -> Option<Message> {
-        if self.dead || self.masked(m.k) || (self.exists && m.k < self.live_k) {
+        if self.removed(m.k) {
             return None;
         }
         self.overlay(&mut m);

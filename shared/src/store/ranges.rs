@@ -34,9 +34,8 @@
 //! claims take messages one by one as before.
 
 use super::expr::Expr;
-use super::head::{Counts, Head};
+use super::head::{raise_live_floor_into, Counts, Head};
 use super::messages::Message;
-use super::pending::remove_pending_below;
 use super::StoreError;
 use crate::keys::{n, s, Shard};
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -214,6 +213,13 @@ impl Head {
         self.in_hole(k) || self.in_gone(k) || self.range_of(k).is_some_and(|(_, r)| r.is_deleted(k))
     }
 
+    /// Removed as far as this head says, whatever the message's item says: its generation is gone, a
+    /// hole or a range delete masks it, or it lies below the live floor, where nothing lives (the floor
+    /// drops the gone ranges it passes).
+    pub fn removed(&self, k: u64) -> bool {
+        self.dead || self.masked(k) || (self.exists && k < self.live_k)
+    }
+
     /// The claim state a range claim gives `m`: its id and end, while it holds `m`.
     pub fn overlay(&self, m: &mut Message) {
         if let Some((cid, r)) = self.range_of(m.k) {
@@ -230,9 +236,10 @@ impl Head {
     }
 }
 
-/// Conditions a head write on `gone` being as `head` read it: a write that takes or hands over fresh
-/// messages must not miss one a concurrent delete has just recorded there (`Store::delete_fresh`).
-pub(crate) fn gone_unchanged(e: &mut Expr, head: &Head) {
+/// Builds a head write that leaves `gone` as `new`, on condition that it is still as `head` read it. Also
+/// when `new` is what was read: a write that takes or hands over fresh messages must not miss one a
+/// concurrent delete has just recorded there (`Store::delete_fresh`).
+pub(crate) fn set_gone(e: &mut Expr, head: &Head, new: &[(u64, u64)]) {
     let g = e.name(GONE);
     if head.gone.is_empty() {
         e.condition(format!("attribute_not_exists({g})"));
@@ -240,12 +247,9 @@ pub(crate) fn gone_unchanged(e: &mut Expr, head: &Head) {
         let old = e.value(AttributeValue::Ss(head.gone.iter().map(range_text).collect()));
         e.condition(format!("{g} = {old}"));
     }
-}
-
-/// Builds a head write that changes `gone` to `new` on condition that it is still as `head` read it.
-pub(crate) fn set_gone(e: &mut Expr, head: &Head, new: &[(u64, u64)]) {
-    gone_unchanged(e, head);
-    let g = e.name(GONE);
+    if new == head.gone.as_slice() {
+        return;
+    }
     if new.is_empty() {
         e.remove(g);
     } else {
@@ -338,12 +342,9 @@ impl super::Store {
                 let v = e.value(n(new_rc));
                 e.set(format!("{a} = {v}"));
             }
+            // Also when unchanged: a message handed over may have been deleted meanwhile.
             let gone = drop_ranges(&mut e, &head, &ended, &head.gone);
-            if gone != head.gone {
-                set_gone(&mut e, &head, &gone);
-            } else {
-                gone_unchanged(&mut e, &head);
-            }
+            set_gone(&mut e, &head, &gone);
             let ended: Vec<(String, Vec<u64>)> =
                 ended.iter().map(|c| (c.to_string(), head.ranges[*c].held().collect())).collect();
             match self.update_head_if(shard, e, "Message write").await? {
@@ -466,26 +467,11 @@ impl super::Store {
                 ended.iter().map(|c| (c.to_string(), head.ranges[*c].held().collect())).collect();
             let mut gone = drop_ranges(&mut e, &head, &ended, &head.gone);
             if let Some(to) = live_to.filter(|to| *to > head.live_k) {
-                // As `Store::raise_live_floor` does, in this write.
-                let (lk, lv, tv) = (e.name("live_k"), e.value(n(head.live_k)), e.value(n(to)));
-                let (hold, nowv) = (e.name("undo_until"), e.value(n(now)));
-                e.set(format!("{lk} = {tv}"));
-                e.condition(format!("{lk} = {lv} AND (attribute_not_exists({hold}) OR {hold} < {nowv})"));
-                let below: Vec<String> =
-                    head.holes.iter().filter(|(_, h)| *h < to).map(|(l, h)| format!("{l}:{h}")).collect();
-                if !below.is_empty() {
-                    let hv = e.value(AttributeValue::Ss(below));
-                    e.delete(format!("holes {hv}"));
-                }
-                remove_pending_below(&mut e, &head, to);
+                raise_live_floor_into(&mut e, &head, to, now);
                 gone.retain(|(_, h)| *h >= to);
             }
             // Also when unchanged: a message of the run deleted meanwhile is recorded there.
-            if gone != head.gone {
-                set_gone(&mut e, &head, &gone);
-            } else {
-                gone_unchanged(&mut e, &head);
-            }
+            set_gone(&mut e, &head, &gone);
             let (ours, raised_floor) = (members, live_to.is_some_and(|to| to > head.live_k));
             let taken = |ours| RangeTaken { messages: held_by(ours, cid, until), stopped_at, raised_floor };
             match self.update_head_if(shard, e, "Claim").await {
